@@ -1,0 +1,253 @@
+//! What went wrong with an API call, classified by what the caller must do about it.
+//!
+//! The engine never looks at status codes: it asks an `ApiError` whether the request may have
+//! reached Segmind (`maybe_arrived`), whether to wait (`RateLimited`), stop the run, or fail the
+//! job. The mapping from HTTP to these kinds lives in one place, `classify_status`.
+
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request provably never reached the server (connect refused, DNS, TLS handshake).
+    #[error("could not connect to the API: {0}")]
+    NotSent(String),
+    /// Sent, but no usable answer came back (timeout, reset, truncated body). A submit may have
+    /// created a job.
+    #[error("no answer from the API: {0}")]
+    Lost(String),
+    /// 500/502/503/504: server or gateway trouble. A submit may have created a job.
+    #[error("API server error {status}: {message}")]
+    Server { status: u16, message: String },
+    /// 429. `until` is the reset instant from `x-rate-limit-reset-at-utc` or `Retry-After`.
+    #[error("rate limited by the API{}", until_text(.until))]
+    RateLimited { until: Option<SystemTime> },
+    /// 401: the key is missing or wrong. Stop everything.
+    #[error("the API key was refused (401): {0}; check SEGMIND_API_KEY")]
+    Unauthorized(String),
+    /// 403: this account may not use the model. Stop everything.
+    #[error("the account may not use this model (403): {0}")]
+    Forbidden(String),
+    /// 406: not enough credits (or a wrong content type, which we never send). Stop submitting.
+    #[error("out of credits (406): {0}")]
+    NoCredits(String),
+    /// 404 on a poll: the request record expired (1 h after submit) or is unknown.
+    #[error("the request is gone (404): {0}")]
+    Expired(String),
+    /// 404 on submit: the model (or the base URL) is wrong. Stop everything.
+    #[error("model not found at {url} (404): {message}; check SEGMIND_BASE_URL")]
+    ModelNotFound { url: String, message: String },
+    /// 400 and other 4xx: the request itself is wrong; permanent for this job.
+    #[error("the API rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// 2xx with a body we cannot use. For a submit the job was created.
+    #[error("unexpected answer from the API: {0}")]
+    Protocol(String),
+}
+
+fn until_text(until: &Option<SystemTime>) -> String {
+    match until.and_then(|t| t.duration_since(SystemTime::now()).ok()) {
+        Some(d) => format!(" for {:.1}s", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+/// What the run as a whole must do after an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountStop {
+    /// 401/403: stop all work now.
+    Refused(String),
+    /// 406: stop submitting; finish what is paid for.
+    NoCredits(String),
+}
+
+impl ApiError {
+    /// Could this request have reached Segmind and been acted on? For a submit, `true` means a
+    /// billable job may exist.
+    pub fn maybe_arrived(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Lost(_) | ApiError::Server { .. } | ApiError::Protocol(_)
+        )
+    }
+
+    /// The account-level stop this error calls for, if any.
+    pub fn account_stop(&self) -> Option<AccountStop> {
+        match self {
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::ModelNotFound { .. } => {
+                Some(AccountStop::Refused(self.to_string()))
+            }
+            ApiError::NoCredits(_) => Some(AccountStop::NoCredits(self.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Maps a non-success HTTP status (with the body's `error` text) to its kind.
+/// `on_submit` distinguishes 404 (model) from 404 (expired request).
+pub fn classify_status(status: u16, message: String, on_submit: bool, url: &str) -> ApiError {
+    match status {
+        401 => ApiError::Unauthorized(message),
+        403 => ApiError::Forbidden(message),
+        406 => ApiError::NoCredits(message),
+        404 if on_submit => ApiError::ModelNotFound {
+            url: url.to_string(),
+            message,
+        },
+        404 | 410 => ApiError::Expired(message),
+        408 => ApiError::Lost(format!("408 request timeout: {message}")),
+        500..=599 => ApiError::Server { status, message },
+        _ => ApiError::Rejected { status, message },
+    }
+}
+
+/// Parses a rate-limit reset hint: `x-rate-limit-reset-at-utc` (RFC 3339, or epoch seconds or
+/// milliseconds) or `Retry-After` (seconds or an HTTP date).
+pub fn parse_reset(reset_at: Option<&str>, retry_after: Option<&str>) -> Option<SystemTime> {
+    let now = SystemTime::now();
+    let from_reset = reset_at.and_then(|v| parse_instant(v.trim()));
+    let from_retry = retry_after.and_then(|v| {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<f64>() {
+            (secs.is_finite() && secs >= 0.0)
+                .then(|| now + std::time::Duration::from_secs_f64(secs.min(86_400.0)))
+        } else {
+            httpdate::parse_http_date(v).ok()
+        }
+    });
+    // Both present: honour the later, so that neither hint is broken.
+    match (from_reset, from_retry) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn parse_instant(v: &str) -> Option<SystemTime> {
+    if let Ok(n) = v.parse::<u64>() {
+        // Epoch seconds or milliseconds.
+        let ms = if n > 100_000_000_000 { n } else { n * 1000 };
+        return Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    }
+    parse_rfc3339(v).or_else(|| httpdate::parse_http_date(v).ok())
+}
+
+/// Minimal RFC 3339 / ISO 8601 UTC parser: `YYYY-MM-DDTHH:MM:SS[.fff][Z|+00:00]` (a space may
+/// stand for the T; a missing zone is read as UTC, as the header's name says).
+pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {
+    let b = v.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| v.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &v[19..];
+    let mut millis = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
+        rest = &frac[digits.len()..];
+        let padded = format!("{digits:0<3}");
+        millis = padded[..3].parse().ok()?;
+    }
+    let offset_min = match rest {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hh: i64 = rest.get(1..3)?.parse().ok()?;
+            let mm: i64 = rest.get(rest.len() - 2..)?.parse().ok()?;
+            sign * (hh * 60 + mm)
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = if mo > 2 { mo - 3 } else { mo + 9 };
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60;
+    let ms = secs.checked_mul(1000)? + millis;
+    (ms >= 0).then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_instants_parse_to_the_right_moment() {
+        let t = parse_rfc3339("2026-11-22T01:20:00.123Z").unwrap();
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_millis(),
+            1_795_310_400_123
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), UNIX_EPOCH);
+        let plus = parse_rfc3339("1970-01-01T01:00:00+01:00").unwrap();
+        assert_eq!(plus, UNIX_EPOCH);
+        assert!(parse_rfc3339("yesterday").is_none());
+    }
+
+    #[test]
+    fn reset_hints_from_either_header() {
+        let now = SystemTime::now();
+        let t = parse_reset(None, Some("3")).unwrap();
+        let d = t.duration_since(now).unwrap();
+        assert!(
+            d > Duration::from_millis(2900) && d < Duration::from_millis(3100),
+            "{d:?}"
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(10));
+        assert!(parse_reset(None, Some(&date)).unwrap() > now + Duration::from_secs(8));
+        assert_eq!(
+            parse_reset(Some("1795310400"), None).unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_795_310_400)
+        );
+        assert!(parse_reset(Some("garbage"), None).is_none());
+    }
+
+    #[test]
+    fn statuses_map_to_what_the_caller_must_do() {
+        assert!(matches!(
+            classify_status(401, "x".into(), false, ""),
+            ApiError::Unauthorized(_)
+        ));
+        assert!(classify_status(403, "x".into(), true, "")
+            .account_stop()
+            .is_some());
+        assert!(matches!(
+            classify_status(406, "x".into(), true, "").account_stop(),
+            Some(AccountStop::NoCredits(_))
+        ));
+        assert!(matches!(
+            classify_status(404, "x".into(), false, ""),
+            ApiError::Expired(_)
+        ));
+        assert!(matches!(
+            classify_status(404, "x".into(), true, ""),
+            ApiError::ModelNotFound { .. }
+        ));
+        assert!(classify_status(502, "x".into(), true, "").maybe_arrived());
+        assert!(!classify_status(400, "x".into(), true, "").maybe_arrived());
+        assert!(!ApiError::NotSent("refused".into()).maybe_arrived());
+    }
+}

@@ -1,0 +1,134 @@
+//! `wanbatch export`: one row per job in manifest order, CSV or JSONL, streamed to a file or
+//! stdout. Holds no secret: the API key is never in the database.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::cli::{Failure, Outcome};
+use crate::clock::rfc3339;
+use crate::manifest::FIELDS;
+use crate::state::JobState;
+use crate::store::{JobRecord, Store};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The database file.
+    #[arg(long, default_value = "wanbatch.db")]
+    pub db: PathBuf,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ExportFormat,
+    /// Write here instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Only jobs in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+/// Columns before the parameters.
+const COLUMNS: &[&str] = &[
+    "id",
+    "state",
+    "request_id",
+    "attempts",
+    "output",
+    "bytes",
+    "sha256",
+    "error",
+    "cost",
+    "submitted_at",
+    "completed_at",
+    "downloaded_at",
+    "resubmits_unknown",
+    "resubmits_expired",
+    "resubmits_failed",
+    "maybe_billed_twice",
+    "source",
+];
+
+pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
+    let state = match &args.state {
+        Some(s) => Some(s.parse::<JobState>().map_err(Failure::Usage)?),
+        None => None,
+    };
+    let store = Store::open_existing(&args.db).await?;
+    let jobs = store.jobs(state).await?;
+    store.close().await;
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::fs::File::create(p)?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = std::io::BufWriter::new(out);
+    match args.format {
+        ExportFormat::Jsonl => {
+            for j in &jobs {
+                serde_json::to_writer(&mut out, &record_json(j))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        ExportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            let header: Vec<&str> = COLUMNS
+                .iter()
+                .copied()
+                .chain(FIELDS.iter().map(|f| f.name))
+                .collect();
+            w.write_record(&header)?;
+            for j in &jobs {
+                let v = record_json(j);
+                let cells: Vec<String> = header.iter().map(|c| cell(v.get(*c))).collect();
+                w.write_record(&cells)?;
+            }
+            w.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(Outcome::AllDone)
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A job as one flat JSON object: its record, then its parameters.
+pub fn record_json(j: &JobRecord) -> Value {
+    let mut v = json!({
+        "id": j.id,
+        "state": j.state,
+        "request_id": j.request_id,
+        "attempts": j.attempts,
+        "output": j.output_path,
+        "bytes": j.bytes,
+        "sha256": j.sha256,
+        "error": j.error,
+        "cost": j.cost,
+        "submitted_at": j.submitted_at.map(rfc3339),
+        "completed_at": j.completed_at.map(rfc3339),
+        "downloaded_at": j.downloaded_at.map(rfc3339),
+        "resubmits_unknown": j.resubmits_unknown,
+        "resubmits_expired": j.resubmits_expired,
+        "resubmits_failed": j.resubmits_failed,
+        "maybe_billed_twice": j.maybe_billed_twice != 0,
+        "source": j.source,
+    });
+    if let (Value::Object(map), Ok(Value::Object(params))) =
+        (&mut v, serde_json::from_str::<Value>(&j.params))
+    {
+        for (k, val) in params {
+            map.insert(k, val);
+        }
+    }
+    v
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand. Each has an `Args` struct and a `run` returning the outcome.
+
+pub mod demo;
+pub mod export;
+pub mod import;
+pub mod run;
+pub mod status;

@@ -1,0 +1,254 @@
+//! The downloader: streams a finished video from the output URL (Segmind's CDN) into OUT.
+//!
+//! - A separate HTTP client with no API key at all: output URLs are public, and the key must
+//!   never reach the video host. Only http(s) URLs, a bounded number of redirects.
+//! - Written to `OUT/.ID.mp4.part`, checked (size against Content-Length and the API's
+//!   `file_size`, the MP4 `ftyp` signature), fsynced, renamed to `OUT/ID.mp4`, and the folder
+//!   fsynced: a file at `OUT/ID.mp4` is always complete.
+//! - A partial left by an earlier attempt is resumed with Range when the server honours it.
+//! - Errors say whose fault they are: ours (`Local`: disk full, unwritable OUT — the run must
+//!   stop), the server's (`Remote`, retried), or the file's (`Invalid`, fetched again).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("cannot write the video to {path}: {source}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("video host: {0}")]
+    Remote(String),
+    #[error("video gone from its host (HTTP {0})")]
+    Gone(u16),
+    #[error("downloaded video is not valid: {0}")]
+    Invalid(String),
+}
+
+pub struct Fetched {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+pub fn client(max_redirects: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let ok_scheme = matches!(attempt.url().scheme(), "http" | "https");
+            if attempt.previous().len() >= max_redirects {
+                attempt.error("too many redirects")
+            } else if !ok_scheme {
+                attempt.error("redirect to a non-http(s) URL")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("wanbatch/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+pub fn final_path(out: &Path, id: &str) -> PathBuf {
+    out.join(format!("{id}.mp4"))
+}
+
+pub fn part_path(out: &Path, id: &str) -> PathBuf {
+    out.join(format!(".{id}.mp4.part"))
+}
+
+fn local(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
+    move |source| DownloadError::Local {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Fetches `url` into `OUT/ID.mp4`. `expected` is the API's `video.file_size`, when it gave one.
+pub async fn fetch(
+    http: &reqwest::Client,
+    url: &str,
+    out: &Path,
+    id: &str,
+    expected: Option<u64>,
+    max_bytes: u64,
+) -> Result<Fetched, DownloadError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| DownloadError::Invalid(format!("output URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(DownloadError::Invalid(format!(
+            "output URL {url:?} is not http(s)"
+        )));
+    }
+    tokio::fs::create_dir_all(out).await.map_err(local(out))?;
+    let part = part_path(out, id);
+    let have = match tokio::fs::metadata(&part).await {
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    };
+    let mut req = http.get(parsed);
+    if have > 0 {
+        req = req.header(RANGE, format!("bytes={have}-"));
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| DownloadError::Remote(e.to_string()))?;
+    let status = resp.status();
+    let resuming =
+        have > 0 && status == StatusCode::PARTIAL_CONTENT && range_starts_at(&resp, have);
+    match status {
+        s if s == StatusCode::OK || resuming => {}
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(DownloadError::Remote(
+                "range not satisfiable; starting over".into(),
+            ));
+        }
+        StatusCode::NOT_FOUND | StatusCode::GONE => {
+            return Err(DownloadError::Gone(status.as_u16()))
+        }
+        s => return Err(DownloadError::Remote(format!("HTTP {s}"))),
+    }
+    let total = resp
+        .content_length()
+        .map(|n| if resuming { n + have } else { n });
+    if let Some(t) = total.filter(|t| *t > max_bytes) {
+        return Err(DownloadError::Invalid(format!(
+            "video of {t} bytes is over the {max_bytes}-byte limit"
+        )));
+    }
+    let mut hasher = Sha256::new();
+    let mut file = if resuming {
+        // Hash what we already have, then append.
+        let mut f = tokio::fs::File::open(&part).await.map_err(local(&part))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).await.map_err(local(&part))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .await
+            .map_err(local(&part))?
+    } else {
+        tokio::fs::File::create(&part).await.map_err(local(&part))?
+    };
+    let mut written = if resuming { have } else { 0 };
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                // Keep what arrived: the next attempt resumes from it.
+                let _ = file.flush().await;
+                return Err(DownloadError::Remote(format!(
+                    "transfer broke after {written} bytes: {e}"
+                )));
+            }
+        };
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            drop(file);
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(DownloadError::Invalid(format!(
+                "video is over the {max_bytes}-byte limit"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(local(&part))?;
+    }
+    file.flush().await.map_err(local(&part))?;
+    file.sync_all().await.map_err(local(&part))?;
+    drop(file);
+    let bad = |why: String| async {
+        let _ = tokio::fs::remove_file(&part).await;
+        Err(DownloadError::Invalid(why))
+    };
+    if let Some(t) = total.filter(|t| *t != written) {
+        return bad(format!("got {written} bytes, the server announced {t}")).await;
+    }
+    if let Some(e) = expected.filter(|e| *e != written) {
+        return bad(format!(
+            "got {written} bytes, the API reported a file_size of {e}"
+        ))
+        .await;
+    }
+    if !has_mp4_signature(&part).await {
+        return bad("not an MP4 file (no ftyp box at the start)".into()).await;
+    }
+    let dest = final_path(out, id);
+    tokio::fs::rename(&part, &dest)
+        .await
+        .map_err(local(&dest))?;
+    sync_dir(out).await.map_err(local(out))?;
+    Ok(Fetched {
+        path: dest,
+        bytes: written,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+fn range_starts_at(resp: &reqwest::Response, at: u64) -> bool {
+    resp.headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|start| start.trim().parse::<u64>().ok())
+        == Some(at)
+}
+
+async fn has_mp4_signature(path: &Path) -> bool {
+    let mut head = [0u8; 8];
+    match tokio::fs::File::open(path).await {
+        Ok(mut f) => f.read_exact(&mut head).await.is_ok() && &head[4..8] == b"ftyp",
+        Err(_) => false,
+    }
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let d = tokio::fs::File::open(dir).await?;
+        d.sync_all().await?;
+    }
+    Ok(())
+}
+
+/// Removes temporaries left by a crash whose job is no longer waiting for a download
+/// (a partial of a job still downloading is kept, to resume). Returns how many went.
+pub async fn clean_stray_parts(out: &Path, keep: impl Fn(&str) -> bool) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut dir = match tokio::fs::read_dir(out).await {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    while let Some(entry) = dir.next_entry().await? {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".mp4.part"))
+        {
+            if !keep(id) {
+                tokio::fs::remove_file(entry.path()).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,299 @@
+//! The engine: works every unfinished job in the database until each is terminal, or until the
+//! run must stop (account problem, local problem, Ctrl-C).
+//!
+//! One dispatcher loop decides what runs next, so the rate budget goes where it matters most:
+//! 1. downloads of finished videos (not API requests: they take no permit);
+//! 2. polls of jobs at Segmind that are due, oldest submit first (their record expires an hour
+//!    after submission);
+//! 3. new submits, while fewer than `concurrency` jobs are at Segmind.
+//!
+//! For an API action the dispatcher first takes a permit from the shared `Gate`, then picks the
+//! most urgent action *at that moment* and spawns it as a task. Tasks record their result in the
+//! store (every fact committed before the next step acts on it) and report back on a channel.
+//! On cancel the loop stops taking work, gives in-flight calls `grace` to record their answers,
+//! then abandons the rest — safe, because the database already holds every fact needed to resume.
+
+pub mod download;
+pub mod gate;
+pub mod schedule;
+mod tasks;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AccountStop, ApiClient};
+use crate::state::JobState;
+use crate::store::{now_ms, Store};
+pub use gate::Gate;
+pub use schedule::{Schedule, Timing};
+
+/// What to do with a submit whose answer was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnknownPolicy {
+    /// Submit again (counted; the job is flagged as possibly billed twice).
+    Resubmit,
+    /// Keep the job aside until `wanbatch retry --unknown`.
+    Hold,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub rpm: u32,
+    pub concurrency: usize,
+    pub download_concurrency: usize,
+    pub out_dir: PathBuf,
+    pub timing: Timing,
+    pub on_unknown: UnknownPolicy,
+    /// How long in-flight calls may finish after Ctrl-C.
+    pub grace: Duration,
+    pub max_video_bytes: u64,
+    /// Poll the status endpoint instead of the result endpoint.
+    pub poll_status_endpoint: bool,
+}
+
+/// Why the engine returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// Nothing left to do: every job is terminal (or held as unknown).
+    Finished,
+    /// 401/403 (or a wrong model/base URL): nothing more can be done with this key.
+    Refused(String),
+    /// 406: out of credits; what was paid for is collected, the rest waits.
+    NoCredits(String),
+    /// Disk full, unwritable output folder, database trouble.
+    Local(String),
+    /// Ctrl-C / SIGTERM.
+    Interrupted,
+}
+
+/// Messages from tasks to the dispatcher.
+enum Event {
+    Finished(i64),
+    Account(AccountStop),
+    Local(String),
+    /// A submit's answer was lost: back off submitting for a while.
+    SubmitTrouble,
+    SubmitOk,
+}
+
+struct Shared {
+    store: Store,
+    api: ApiClient,
+    dl: reqwest::Client,
+    gate: Gate,
+    schedule: Schedule,
+    cfg: EngineConfig,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Most API calls in flight at once; the rate, not this, is the real limit.
+const MAX_API_TASKS: usize = 64;
+
+pub async fn run(
+    store: Store,
+    api: ApiClient,
+    cfg: EngineConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<Stop> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        dl: download::client(5)?,
+        gate: Gate::new(cfg.rpm, Duration::from_secs(5)),
+        schedule: Schedule::new(store.clone(), cfg.timing.clone()),
+        store,
+        api,
+        cfg,
+        events: tx,
+    });
+    let store = &shared.store;
+    let mut busy: HashSet<i64> = HashSet::new();
+    let mut api_tasks: JoinSet<()> = JoinSet::new();
+    let mut dl_tasks: JoinSet<()> = JoinSet::new();
+    let mut stop: Option<Stop> = None;
+    let mut submitting = true;
+    let mut no_credits: Option<String> = None;
+    let mut submit_errors = 0i64;
+    let mut submit_hold_until = 0i64;
+
+    loop {
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                Event::Finished(seq) => {
+                    busy.remove(&seq);
+                }
+                Event::Account(AccountStop::Refused(msg)) => stop = Some(Stop::Refused(msg)),
+                Event::Account(AccountStop::NoCredits(msg)) => {
+                    submitting = false;
+                    no_credits.get_or_insert(msg);
+                }
+                Event::Local(msg) => stop = stop.or(Some(Stop::Local(msg))),
+                Event::SubmitTrouble => {
+                    submit_errors += 1;
+                    submit_hold_until =
+                        now_ms() + shared.schedule.backoff(submit_errors).as_millis() as i64;
+                }
+                Event::SubmitOk => submit_errors = 0,
+            }
+        }
+        while api_tasks.try_join_next().is_some() {}
+        while dl_tasks.try_join_next().is_some() {}
+        if cancel.is_cancelled() {
+            stop = stop.or(Some(Stop::Interrupted));
+        }
+        if stop.is_some() {
+            break;
+        }
+        let now = now_ms();
+
+        // 1. Downloads: no permit needed.
+        let dl_free = shared
+            .cfg
+            .download_concurrency
+            .saturating_sub(dl_tasks.len());
+        if dl_free > 0 {
+            for w in store
+                .due_downloads(now, (busy.len() + dl_free) as i64)
+                .await?
+            {
+                if dl_tasks.len() >= shared.cfg.download_concurrency {
+                    break;
+                }
+                if busy.insert(w.seq) {
+                    dl_tasks.spawn(tasks::download(shared.clone(), w));
+                }
+            }
+        }
+
+        // 2 and 3. API work, if any is due.
+        let may_submit = submitting && now >= submit_hold_until;
+        if api_tasks.len() < MAX_API_TASKS && has_api_work(&shared, &busy, now, may_submit).await? {
+            tokio::select! {
+                _ = shared.gate.acquire() => {}
+                _ = cancel.cancelled() => continue,
+            }
+            let now = now_ms();
+            let may_submit = submitting && now >= submit_hold_until;
+            if let Some(w) = next_poll(&shared, &busy, now).await? {
+                busy.insert(w.seq);
+                api_tasks.spawn(tasks::poll(shared.clone(), w));
+            } else if may_submit && store.in_flight().await? < shared.cfg.concurrency as i64 {
+                if let Some(w) = next_submit(&shared, &busy, now).await? {
+                    busy.insert(w.seq);
+                    api_tasks.spawn(tasks::submit(shared.clone(), w));
+                }
+            }
+            continue;
+        }
+
+        // Nothing due now. Finished?
+        if busy.is_empty() && api_tasks.is_empty() && dl_tasks.is_empty() {
+            let open = open_work(store, submitting).await?;
+            if open == 0 {
+                break;
+            }
+        }
+        // Sleep until the next due time, a task's report, or cancel.
+        // Work that is due but blocked (its task is still running, the API task cap, the
+        // in-flight cap) is woken by a task's report, so it only gets a slow re-check here.
+        let mut states = vec![JobState::Running, JobState::Downloading];
+        if may_submit && store.in_flight().await? < shared.cfg.concurrency as i64 {
+            states.push(JobState::Pending);
+        }
+        let next_due = store.next_due(&states).await?.unwrap_or(now + 1000);
+        let mut wake = if next_due <= now {
+            now + 50
+        } else {
+            next_due.min(now + 1000)
+        };
+        if submitting && submit_hold_until > now {
+            wake = wake.min(submit_hold_until);
+        }
+        let sleep = Duration::from_millis((wake - now).max(1) as u64);
+        tokio::select! {
+            ev = rx.recv() => {
+                if let Some(Event::Finished(seq)) = ev {
+                    busy.remove(&seq);
+                } else if let Some(ev) = ev {
+                    // Put it back through the top of the loop.
+                    let _ = shared.events.send(ev);
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+
+    // Drain: let in-flight calls record their answers, within the grace period.
+    let grace = if matches!(stop, Some(Stop::Interrupted)) {
+        shared.cfg.grace
+    } else {
+        Duration::from_secs(30)
+    };
+    let drained = tokio::time::timeout(grace, async {
+        while api_tasks.join_next().await.is_some() {}
+        while dl_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("abandoning calls still in flight; the next run picks them up");
+        api_tasks.abort_all();
+        dl_tasks.abort_all();
+    }
+    Ok(match (stop, no_credits) {
+        (Some(s), _) => s,
+        (None, Some(msg)) => Stop::NoCredits(msg),
+        (None, None) => Stop::Finished,
+    })
+}
+
+/// Jobs that still need the engine (not terminal, not held as unknown). Pending jobs only
+/// count while submitting is allowed.
+async fn open_work(store: &Store, submitting: bool) -> anyhow::Result<i64> {
+    let mut n = 0;
+    for (state, count) in store.counts().await? {
+        match state {
+            JobState::Submitting | JobState::Running | JobState::Downloading => n += count,
+            JobState::Pending if submitting => n += count,
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
+async fn has_api_work(
+    s: &Shared,
+    busy: &HashSet<i64>,
+    now: i64,
+    may_submit: bool,
+) -> anyhow::Result<bool> {
+    if next_poll(s, busy, now).await?.is_some() {
+        return Ok(true);
+    }
+    Ok(may_submit
+        && s.store.in_flight().await? < s.cfg.concurrency as i64
+        && next_submit(s, busy, now).await?.is_some())
+}
+
+async fn next_poll(
+    s: &Shared,
+    busy: &HashSet<i64>,
+    now: i64,
+) -> anyhow::Result<Option<crate::store::PollWork>> {
+    let rows = s.store.due_polls(now, busy.len() as i64 + 1).await?;
+    Ok(rows.into_iter().find(|w| !busy.contains(&w.seq)))
+}
+
+async fn next_submit(
+    s: &Shared,
+    busy: &HashSet<i64>,
+    now: i64,
+) -> anyhow::Result<Option<crate::store::SubmitWork>> {
+    let rows = s.store.due_submits(now, busy.len() as i64 + 1).await?;
+    Ok(rows.into_iter().find(|w| !busy.contains(&w.seq)))
+}

@@ -1,0 +1,260 @@
+//! The three kinds of work the dispatcher spawns: submit, poll, download. Each records what it
+//! learnt in the store before reporting back, so nothing it learnt is lost if the run stops.
+
+use std::sync::Arc;
+
+use super::download::{self, DownloadError};
+use super::{Event, Shared, UnknownPolicy};
+use crate::api::{ApiError, Poll};
+use crate::manifest::Params;
+use crate::state::JobState;
+use crate::store::{now_ms, Completed, DownloadWork, PollWork, SubmitWork};
+
+/// Reports the task's end whatever happens, and turns store errors into a run stop.
+async fn finish(s: &Shared, seq: i64, result: anyhow::Result<()>) {
+    if let Err(e) = result {
+        tracing::error!(job_seq = seq, error = %format!("{e:#}"), "database error");
+        let _ = s
+            .events
+            .send(Event::Local(format!("database error: {e:#}")));
+    }
+    let _ = s.events.send(Event::Finished(seq));
+}
+
+pub async fn submit(s: Arc<Shared>, w: SubmitWork) {
+    let r = submit_inner(&s, &w).await;
+    finish(&s, w.seq, r).await;
+}
+
+#[tracing::instrument(skip_all, fields(job = %w.id))]
+async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
+    // The intent is durable before the POST leaves.
+    let Some(attempt) = s.store.claim_submit(w.seq).await? else {
+        return Ok(());
+    };
+    let result = s.api.submit(&w.params).await;
+    let now = now_ms();
+    match result {
+        Ok((sub, _meta)) => {
+            let class = Params::from_json(&w.params)
+                .map(|p| p.duration_class())
+                .unwrap_or_default();
+            let first = s.schedule.first_poll_at(&class, now).await;
+            s.store
+                .record_accepted(
+                    w.seq,
+                    attempt,
+                    &sub.request_id,
+                    &sub.status_url,
+                    &sub.response_url,
+                    first,
+                )
+                .await?;
+            tracing::debug!(request_id = %sub.request_id, "submitted");
+            let _ = s.events.send(Event::SubmitOk);
+        }
+        Err(e) if e.maybe_arrived() => {
+            tracing::warn!(error = %e, "submit answer lost: Segmind may have created the job");
+            s.store
+                .record_submit_ended(
+                    w.seq,
+                    attempt,
+                    JobState::Unknown,
+                    "unknown",
+                    &e.to_string(),
+                    now,
+                )
+                .await?;
+            if s.cfg.on_unknown == UnknownPolicy::Resubmit {
+                s.store.resubmit_unknown_job(w.seq).await?;
+            }
+            let _ = s.events.send(Event::SubmitTrouble);
+        }
+        Err(ApiError::NotSent(msg)) => {
+            // Provably never arrived: retry silently after a pause.
+            tracing::warn!(error = %msg, "submit could not connect; will retry");
+            let due = now + s.schedule.backoff(1).as_millis() as i64;
+            s.store
+                .record_submit_ended(w.seq, attempt, JobState::Pending, "not_sent", &msg, due)
+                .await?;
+            let _ = s.events.send(Event::SubmitTrouble);
+        }
+        Err(ApiError::RateLimited { until }) => {
+            s.gate.pause(until);
+            s.store
+                .record_submit_ended(
+                    w.seq,
+                    attempt,
+                    JobState::Pending,
+                    "refused",
+                    "429 rate limited",
+                    now,
+                )
+                .await?;
+        }
+        Err(e) => {
+            if let Some(stop) = e.account_stop() {
+                s.store
+                    .record_submit_ended(
+                        w.seq,
+                        attempt,
+                        JobState::Pending,
+                        "refused",
+                        &e.to_string(),
+                        now,
+                    )
+                    .await?;
+                let _ = s.events.send(Event::Account(stop));
+            } else {
+                // 400 and other 4xx: the body itself is wrong; submitting it again cannot help.
+                tracing::warn!(error = %e, "submit rejected");
+                s.store
+                    .record_submit_ended(
+                        w.seq,
+                        attempt,
+                        JobState::Failed,
+                        "rejected",
+                        &e.to_string(),
+                        now,
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn poll(s: Arc<Shared>, w: PollWork) {
+    let r = poll_inner(&s, &w).await;
+    finish(&s, w.seq, r).await;
+}
+
+#[tracing::instrument(skip_all, fields(job = %w.id, request_id = %w.request_id))]
+async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
+    let class = Params::from_json(&w.params)
+        .map(|p| p.duration_class())
+        .unwrap_or_default();
+    let status_url = w.status_url.clone().unwrap_or_default();
+    let response_url = w.response_url.clone().unwrap_or_default();
+    let mut result = if s.cfg.poll_status_endpoint {
+        s.api.status(&status_url).await
+    } else {
+        s.api.result(&response_url).await
+    };
+    // Status said COMPLETED: fetch the result (one more request, inside the budget).
+    if let Ok((Poll::Completed(None), _)) = result {
+        s.gate.acquire().await;
+        result = s.api.result(&response_url).await;
+    }
+    let now = now_ms();
+    let store = &s.store;
+    match result {
+        Ok((Poll::Pending(state), _)) => {
+            if !matches!(state.as_str(), "QUEUED" | "PROCESSING") {
+                tracing::warn!(status = %state, "unknown status from the API; treating it as still running");
+            }
+            let next = s.schedule.next_poll_at(&class, now).await;
+            store.record_pending(w.seq, &w.request_id, next).await?;
+        }
+        Ok((Poll::Completed(Some(out)), _)) => {
+            s.schedule
+                .observe(&class, w.submitted_at, w.last_pending_at, now)
+                .await;
+            let done = Completed {
+                output_url: &out.url,
+                output_size: out.file_size.map(|n| n as i64),
+                cost: out.cost,
+            };
+            store.record_completed(w.seq, &w.request_id, done).await?;
+            tracing::debug!("completed");
+        }
+        Ok((Poll::Completed(None), _)) => {
+            let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+            store
+                .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
+                .await?;
+        }
+        Ok((Poll::Failed(msg), _)) => {
+            tracing::info!(error = %msg, "job failed at Segmind");
+            store.record_failed(w.seq, &w.request_id, &msg).await?;
+        }
+        Err(ApiError::Expired(msg)) => {
+            tracing::warn!(error = %msg, "result expired before it was fetched; the job will be submitted again");
+            let why = format!("result expired before it was fetched ({msg})");
+            store
+                .record_expired(w.seq, JobState::Running, &w.request_id, &why)
+                .await?;
+        }
+        Err(ApiError::RateLimited { until }) => {
+            s.gate.pause(until);
+            store
+                .record_retry_later(w.seq, JobState::Running, &w.request_id, now, false)
+                .await?;
+        }
+        Err(e) => {
+            if let Some(stop) = e.account_stop() {
+                let _ = s.events.send(Event::Account(stop));
+            } else {
+                // Transient (5xx, timeout, reset, malformed answer): a GET is always safe to
+                // repeat, so back off and try again; after the hour the API answers 404.
+                tracing::warn!(error = %e, "poll failed; will retry");
+                let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+                store
+                    .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn download(s: Arc<Shared>, w: DownloadWork) {
+    let r = download_inner(&s, &w).await;
+    finish(&s, w.seq, r).await;
+}
+
+/// How many times a video host may answer 404/410 before we believe the video is gone.
+const GONE_TRIES: i64 = 5;
+
+#[tracing::instrument(skip_all, fields(job = %w.id))]
+async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
+    let expected = w.output_size.and_then(|n| u64::try_from(n).ok());
+    let result = download::fetch(
+        &s.dl,
+        &w.output_url,
+        &s.cfg.out_dir,
+        &w.id,
+        expected,
+        s.cfg.max_video_bytes,
+    )
+    .await;
+    let now = now_ms();
+    match result {
+        Ok(f) => {
+            let path = f.path.to_string_lossy();
+            s.store
+                .record_downloaded(w.seq, &w.request_id, &path, f.bytes as i64, &f.sha256)
+                .await?;
+            tracing::debug!(bytes = f.bytes, "downloaded");
+        }
+        Err(e @ DownloadError::Local { .. }) => {
+            // Our disk, not the job: stop the run, keep the job waiting for its download.
+            tracing::error!(error = %e, "cannot write videos");
+            let _ = s.events.send(Event::Local(e.to_string()));
+        }
+        Err(DownloadError::Gone(code)) if w.errors_in_row + 1 >= GONE_TRIES => {
+            let why = format!("the video is gone from its host (HTTP {code})");
+            s.store
+                .record_expired(w.seq, JobState::Downloading, &w.request_id, &why)
+                .await?;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "download failed; will retry");
+            let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+            s.store
+                .record_retry_later(w.seq, JobState::Downloading, &w.request_id, due, false)
+                .await?;
+        }
+    }
+    Ok(())
+}

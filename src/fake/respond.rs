@@ -1,0 +1,166 @@
+//! Response helpers shared by the API and CDN handlers: JSON answers, fault
+//! application (statuses, delays, bodies that break mid-stream) and the RFC 3339
+//! formatter used by the rate-limit header.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::FaultKind;
+
+/// A JSON answer with the given status.
+pub(super) fn json_response(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body)).into_response()
+}
+
+/// `{"error": msg}` with the given status.
+pub(super) fn error_response(status: u16, msg: impl Into<String>) -> Response {
+    json_response(status, json!({ "error": msg.into() }))
+}
+
+/// The answer of an injected `Status(code)` fault.
+fn fault_status(code: u16) -> Response {
+    let reason = StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    error_response(code, format!("{reason} (simulated by fake server)"))
+}
+
+/// Applies an optional fault around the normal handling `normal` (which is not
+/// run at all for `Status` and `Drop`).
+pub(super) async fn with_fault(
+    fault: Option<FaultKind>,
+    normal: impl Future<Output = Response>,
+) -> Response {
+    match fault {
+        None => normal.await,
+        Some(FaultKind::Status(code)) => fault_status(code),
+        Some(FaultKind::Drop) => {
+            cut(
+                error_response(200, "connection dropped by fake server"),
+                Some(0),
+            )
+            .await
+        }
+        Some(FaultKind::Delay(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            normal.await
+        }
+        Some(FaultKind::Truncate(n)) => cut(normal.await, Some(n as usize)).await,
+        Some(FaultKind::AcceptThenStatus(code)) => {
+            let resp = normal.await;
+            if resp.status().is_success() {
+                fault_status(code)
+            } else {
+                resp
+            }
+        }
+        Some(FaultKind::AcceptThenDrop) => {
+            let resp = normal.await;
+            if resp.status().is_success() {
+                cut(resp, None).await
+            } else {
+                resp
+            }
+        }
+    }
+}
+
+/// Rebuilds `resp` so that it announces its full Content-Length but the body
+/// stream ends with an error after `keep` bytes (None = half; always fewer than
+/// the full length), so hyper aborts the connection and the client sees a
+/// broken transfer rather than a clean short body.
+pub(super) async fn cut(resp: Response, keep: Option<usize>) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let full = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let len = full.len();
+    let keep = keep.unwrap_or(len / 2).min(len.saturating_sub(1));
+    // Announce at least one byte, so that even an empty body is "incomplete".
+    let announced = len.max(1);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(announced));
+    let head: Bytes = full.slice(..keep);
+    let first =
+        futures_util::stream::iter((!head.is_empty()).then_some(Ok::<Bytes, std::io::Error>(head)));
+    let fail = futures_util::stream::once(async {
+        // Give hyper time to flush the headers and the kept bytes first.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "fake server: connection dropped mid-body",
+        ))
+    });
+    use futures_util::StreamExt as _;
+    Response::from_parts(parts, Body::from_stream(first.chain(fail)))
+}
+
+/// Formats a wall-clock time as RFC 3339 UTC with milliseconds, e.g.
+/// `2026-11-22T01:20:00.123Z` (times before 1970 are clamped to the epoch).
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let millis = d.subsec_millis();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_000 + 123); // leap day 2000
+        assert_eq!(rfc3339_millis(t), "2000-02-29T00:00:00.123Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_305_600_007);
+        assert_eq!(rfc3339_millis(t), "2026-11-22T00:00:00.007Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_704_067_199);
+        assert_eq!(rfc3339_millis(t), "2023-12-31T23:59:59.000Z");
+    }
+
+    #[tokio::test]
+    async fn cut_announces_full_length_and_errors() {
+        let resp = cut(error_response(200, "hello world"), Some(3)).await;
+        let announced: usize = resp.headers()[header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(announced > 3);
+        assert!(axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .is_err());
+    }
+}

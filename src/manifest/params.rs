@@ -1,0 +1,352 @@
+//! The model's parameters: one table of every field with its JSON type, range and allowed
+//! values (from the seed page), and the parser that turns a manifest cell into a typed value.
+//!
+//! "Parse, don't validate": a `Params` can only be built from cells that passed these checks,
+//! and it serialises to the exact JSON body the API gets — integers as integers, numbers as
+//! numbers, booleans as booleans, absent fields left out so the API's defaults apply.
+
+use serde_json::{Map, Number, Value};
+
+/// What kind of value a field takes.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// Free text. `required` fields must not be empty.
+    Text,
+    /// An http(s) URL.
+    Url,
+    /// An integer in `[min, max]`.
+    Int { min: i64, max: i64 },
+    /// A number in `[min, max]`.
+    Number { min: f64, max: f64 },
+    /// `true`/`false`.
+    Bool,
+    /// One of a fixed set of strings.
+    OneOf(&'static [&'static str]),
+}
+
+/// One API parameter.
+#[derive(Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    /// The API's default, for documentation (`--help`, README).
+    pub default: &'static str,
+}
+
+const fn f(name: &'static str, kind: Kind, required: bool, default: &'static str) -> Field {
+    Field {
+        name,
+        kind,
+        required,
+        default,
+    }
+}
+
+const SCALE: Kind = Kind::Number { min: 0.0, max: 2.0 };
+
+/// Every parameter of `wan-2.2-i2v-fast`, in the order they are sent and exported.
+pub static FIELDS: &[Field] = &[
+    f("image", Kind::Url, true, "—"),
+    f("prompt", Kind::Text, true, "—"),
+    f("last_image", Kind::Url, false, "none"),
+    f("negative_prompt", Kind::Text, false, "\"\""),
+    f("num_frames", Kind::Int { min: 81, max: 100 }, false, "81"),
+    f("resolution", Kind::OneOf(&["480p", "720p"]), false, "480p"),
+    f(
+        "aspect_ratio",
+        Kind::OneOf(&["16:9", "9:16"]),
+        false,
+        "16:9",
+    ),
+    f(
+        "sample_shift",
+        Kind::Number {
+            min: 1.0,
+            max: 20.0,
+        },
+        false,
+        "12",
+    ),
+    f(
+        "frames_per_second",
+        Kind::Int { min: 5, max: 24 },
+        false,
+        "16",
+    ),
+    f("go_fast", Kind::Bool, false, "true"),
+    f(
+        "seed",
+        Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        false,
+        "random",
+    ),
+    f("high_noise_lora", Kind::Url, false, "none"),
+    f("high_noise_lora_2", Kind::Url, false, "none"),
+    f("high_noise_lora_3", Kind::Url, false, "none"),
+    f("low_noise_lora", Kind::Url, false, "none"),
+    f("low_noise_lora_2", Kind::Url, false, "none"),
+    f("low_noise_lora_3", Kind::Url, false, "none"),
+    f("high_noise_lora_scale", SCALE, false, "1"),
+    f("high_noise_lora_scale_2", SCALE, false, "1"),
+    f("high_noise_lora_scale_3", SCALE, false, "1"),
+    f("low_noise_lora_scale", SCALE, false, "1"),
+    f("low_noise_lora_scale_2", SCALE, false, "1"),
+    f("low_noise_lora_scale_3", SCALE, false, "1"),
+];
+
+/// The manifest column that names a job; not sent to the API.
+pub const ID_COLUMN: &str = "id";
+
+pub fn field(name: &str) -> Option<&'static Field> {
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+/// Longest text we accept in one cell; Segmind prompts are far shorter, and a bound keeps a
+/// hostile manifest from filling memory.
+pub const MAX_CELL: usize = 64 * 1024;
+
+impl Kind {
+    /// What a user should have written, for error messages.
+    pub fn expected(&self) -> String {
+        match self {
+            Kind::Text => "text".into(),
+            Kind::Url => "an http(s) URL".into(),
+            Kind::Int { min, max } if *max == i64::MAX => format!("a whole number ≥ {min}"),
+            Kind::Int { min, max } => format!("a whole number from {min} to {max}"),
+            Kind::Number { min, max } => format!("a number from {min} to {max}"),
+            Kind::Bool => "true or false".into(),
+            Kind::OneOf(vals) => format!("one of {}", vals.join(", ")),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Kind::Text => "string".into(),
+            Kind::Url => "http(s) URL".into(),
+            Kind::Int { min, max } if *max == i64::MAX => format!("integer ≥ {min}"),
+            Kind::Int { min, max } => format!("integer {min}–{max}"),
+            Kind::Number { min, max } => format!("number {min}–{max}"),
+            Kind::Bool => "true / false".into(),
+            Kind::OneOf(vals) => vals.join(" or "),
+        }
+    }
+}
+
+/// Turns one cell (already trimmed of nothing: we trim here) into the JSON value to send.
+/// `Ok(None)` means "not given". The error text says what was expected.
+pub fn parse_cell(field: &Field, raw: &str) -> Result<Option<Value>, String> {
+    let cell = raw.trim();
+    if cell.is_empty() {
+        return if field.required {
+            Err(format!("is required; expected {}", field.kind.expected()))
+        } else {
+            Ok(None)
+        };
+    }
+    if cell.len() > MAX_CELL {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_CELL} are accepted",
+            cell.len()
+        ));
+    }
+    let got = || {
+        format!(
+            "expected {}, got {:?}",
+            field.kind.expected(),
+            shorten(cell)
+        )
+    };
+    let value = match field.kind {
+        Kind::Text => Value::String(raw.to_string()),
+        Kind::Url => {
+            check_url(cell).map_err(|why| format!("{why}, got {:?}", shorten(cell)))?;
+            Value::String(cell.to_string())
+        }
+        Kind::Int { min, max } => {
+            let n: i64 = cell.parse().map_err(|_| got())?;
+            if n < min || n > max {
+                return Err(got());
+            }
+            Value::Number(n.into())
+        }
+        Kind::Number { min, max } => {
+            let x: f64 = cell.parse().map_err(|_| got())?;
+            if !x.is_finite() || x < min || x > max {
+                return Err(got());
+            }
+            // Whole numbers go out as integers-valued JSON numbers (12, not 12.0): same value.
+            let num = if x.fract() == 0.0 && x.abs() < 1e15 {
+                Number::from(x as i64)
+            } else {
+                Number::from_f64(x).ok_or_else(got)?
+            };
+            Value::Number(num)
+        }
+        Kind::Bool => match cell.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Value::Bool(true),
+            "false" | "0" | "no" => Value::Bool(false),
+            _ => return Err(got()),
+        },
+        Kind::OneOf(vals) => {
+            if !vals.contains(&cell) {
+                return Err(got());
+            }
+            Value::String(cell.to_string())
+        }
+    };
+    Ok(Some(value))
+}
+
+fn check_url(s: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(s).map_err(|_| "expected an http(s) URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("expected an http(s) URL");
+    }
+    if url.host_str().is_none_or(|h| h.is_empty()) {
+        return Err("expected an http(s) URL with a host");
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err("expected a URL without spaces");
+    }
+    Ok(())
+}
+
+fn shorten(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}…")
+    }
+}
+
+/// A validated parameter set: the JSON object sent as the submit body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params(Map<String, Value>);
+
+impl Params {
+    /// Builds from already-parsed values keyed by field name, ordering them as in `FIELDS` so
+    /// the same row always gives the same bytes (and the same hash).
+    pub fn from_values(mut values: Vec<(&'static Field, Value)>) -> Params {
+        values.sort_by_key(|(fld, _)| FIELDS.iter().position(|g| g.name == fld.name));
+        let mut map = Map::new();
+        for (fld, v) in values {
+            map.insert(fld.name.to_string(), v);
+        }
+        Params(map)
+    }
+
+    /// The canonical JSON text (field order of `FIELDS`, no whitespace).
+    pub fn to_json(&self) -> String {
+        // serde_json's Map keeps insertion order only with `preserve_order`; we do not enable it,
+        // so write the object by hand in FIELDS order.
+        let mut out = String::from("{");
+        let mut first = true;
+        for fld in FIELDS {
+            if let Some(v) = self.0.get(fld.name) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&serde_json::to_string(fld.name).expect("string"));
+                out.push(':');
+                out.push_str(&serde_json::to_string(v).expect("json value"));
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    pub fn from_json(text: &str) -> serde_json::Result<Params> {
+        Ok(Params(serde_json::from_str(text)?))
+    }
+
+    /// The class used to learn durations: what changes how long Segmind takes.
+    pub fn duration_class(&self) -> String {
+        let res = self
+            .get("resolution")
+            .and_then(Value::as_str)
+            .unwrap_or("480p");
+        let frames = self.get("num_frames").and_then(Value::as_i64).unwrap_or(81);
+        let fast = self.get("go_fast").and_then(Value::as_bool).unwrap_or(true);
+        format!("{res}|{frames}|{fast}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(name: &str, raw: &str) -> Result<Option<Value>, String> {
+        parse_cell(field(name).unwrap(), raw)
+    }
+
+    #[test]
+    fn typed_values_come_out_with_their_json_types() {
+        assert_eq!(p("num_frames", "81").unwrap(), Some(Value::from(81)));
+        assert_eq!(p("sample_shift", "12").unwrap(), Some(Value::from(12)));
+        assert_eq!(p("sample_shift", "7.5").unwrap(), Some(Value::from(7.5)));
+        assert_eq!(p("go_fast", "FALSE").unwrap(), Some(Value::Bool(false)));
+        assert_eq!(p("seed", "42").unwrap(), Some(Value::from(42)));
+        assert_eq!(p("resolution", "720p").unwrap(), Some(Value::from("720p")));
+    }
+
+    #[test]
+    fn empty_means_not_given_except_for_required() {
+        assert_eq!(p("num_frames", "").unwrap(), None);
+        assert_eq!(p("seed", "  ").unwrap(), None);
+        assert!(p("prompt", "").unwrap_err().contains("required"));
+        assert!(p("image", "").unwrap_err().contains("required"));
+    }
+
+    #[test]
+    fn out_of_range_and_wrong_kinds_say_what_was_expected() {
+        let e = p("num_frames", "120").unwrap_err();
+        assert!(e.contains("81 to 100") && e.contains("120"), "{e}");
+        assert!(p("num_frames", "81.5").is_err());
+        assert!(p("frames_per_second", "4").is_err());
+        assert!(p("sample_shift", "0.5").is_err());
+        assert!(p("sample_shift", "NaN").is_err());
+        assert!(p("high_noise_lora_scale", "2.01").is_err());
+        assert!(p("go_fast", "maybe").unwrap_err().contains("true or false"));
+        assert!(p("aspect_ratio", "4:3").unwrap_err().contains("16:9, 9:16"));
+        assert!(p("seed", "-1").is_err());
+    }
+
+    #[test]
+    fn urls_must_be_http_or_https() {
+        assert!(p("image", "https://x.example/a.jpg").is_ok());
+        assert!(p("image", "http://x.example/a.jpg").is_ok());
+        assert!(p("image", "ftp://x.example/a.jpg").is_err());
+        assert!(p("image", "file:///etc/passwd").is_err());
+        assert!(p("last_image", "not a url").is_err());
+        assert!(p("high_noise_lora", "javascript:alert(1)").is_err());
+    }
+
+    #[test]
+    fn canonical_json_is_in_field_order_and_stable() {
+        let a = Params::from_values(vec![
+            (field("seed").unwrap(), Value::from(3)),
+            (field("image").unwrap(), Value::from("https://a/b.png")),
+            (field("prompt").unwrap(), Value::from("p")),
+        ]);
+        assert_eq!(
+            a.to_json(),
+            r#"{"image":"https://a/b.png","prompt":"p","seed":3}"#
+        );
+        assert_eq!(
+            Params::from_json(&a.to_json()).unwrap().to_json(),
+            a.to_json()
+        );
+        assert_eq!(a.duration_class(), "480p|81|true");
+    }
+}

@@ -1,0 +1,145 @@
+//! The job state machine: every state a job can be in and every allowed move between them.
+//!
+//! ```text
+//!              import
+//!                │
+//!                ▼
+//!   ┌────────▶ pending ──claim: attempt n written──▶ submitting ──200 + request_id──▶ running
+//!   │            ▲  ▲                                 │     │  │                       │ │ │
+//!   │            │  └─ never reached the server, ─────┘     │  │ 400: rejected         │ │ │
+//!   │            │     401/403/406/429 (not billed)         │  └──────▶ failed ◀───────┘ │ │ 422 FAILED
+//!   │            │                                          │ answer lost (timeout,      │ │
+//!   │            │   policy `resubmit` (counted,            │ reset, 5xx) or crash       │ │
+//!   │            └── maybe billed twice) ◀── unknown ◀──────┘                            │ │
+//!   │                                         (policy `hold`: stays until `retry`)       │ │
+//!   └── 404: record expired before its result was fetched (counted) ◀──────────────────┘ │
+//!                                                            COMPLETED + output URL      │
+//!                                         done ◀── verified file renamed ── downloading ◀┘
+//! ```
+//!
+//! Invariants:
+//! - `done` and `failed` are terminal; only an explicit user `retry` moves a job out of them.
+//! - A job in `submitting` has an open attempt row written *before* its POST left; finding one
+//!   at start-up means the process died inside the submit window, so it becomes `unknown`.
+//! - `running` and `downloading` always carry the request_id/URLs they act on, committed before
+//!   anything acted on them.
+//! - Every transition in `store` is one SQL statement guarded by the expected current state, so a
+//!   stale worker can never overwrite newer truth.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a job stands. Stored in `jobs.state` as the lowercase name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobState {
+    /// Waiting to be submitted (new, or to be submitted again).
+    Pending,
+    /// A submit intent is recorded and the POST may be on the wire.
+    Submitting,
+    /// A submit whose answer was lost: Segmind may or may not have created (and billed) a job.
+    Unknown,
+    /// Accepted by Segmind; request_id saved; polled until it ends.
+    Running,
+    /// COMPLETED; the output URL is saved and the video is being fetched.
+    Downloading,
+    /// The video is verified on disk at `OUT/ID.mp4`.
+    Done,
+    /// Ended without a video; `error` says why.
+    Failed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Submitting,
+        JobState::Unknown,
+        JobState::Running,
+        JobState::Downloading,
+        JobState::Done,
+        JobState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Submitting => "submitting",
+            JobState::Unknown => "unknown",
+            JobState::Running => "running",
+            JobState::Downloading => "downloading",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+
+    /// The moves the engine and the commands may make. `store` asserts against this in debug
+    /// builds, and the unit test below pins the diagram above.
+    pub fn can_move_to(self, to: JobState) -> bool {
+        use JobState::*;
+        matches!(
+            (self, to),
+            (Pending, Submitting)
+                | (Submitting, Running)
+                | (Submitting, Pending)
+                | (Submitting, Unknown)
+                | (Submitting, Failed)
+                | (Unknown, Pending)
+                | (Running, Running)
+                | (Running, Downloading)
+                | (Running, Failed)
+                | (Running, Pending)
+                | (Downloading, Done)
+                | (Downloading, Pending)
+                | (Failed, Pending)
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobState::*;
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for st in JobState::ALL {
+            assert_eq!(st.as_str().parse::<JobState>().unwrap(), st);
+        }
+        assert!("queued".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn terminal_states_only_leave_by_retry() {
+        for to in JobState::ALL {
+            assert!(!Done.can_move_to(to), "done must be final, not -> {to}");
+        }
+        assert!(Failed.can_move_to(Pending));
+        assert!(!Failed.can_move_to(Running));
+    }
+
+    #[test]
+    fn a_job_is_only_submitted_from_pending() {
+        for from in JobState::ALL {
+            assert_eq!(from.can_move_to(Submitting), from == Pending, "{from}");
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Job transitions and the engine's queries. Each transition is guarded by the state (and, for
+//! a job at Segmind, the request_id) it expects, and reports whether it applied: a stale worker
+//! whose guard fails changes nothing.
+
+use sqlx::FromRow;
+
+use super::{now_ms, Store};
+use crate::state::JobState;
+
+/// A job the engine is about to submit.
+#[derive(Debug, Clone, FromRow)]
+pub struct SubmitWork {
+    pub seq: i64,
+    pub id: String,
+    pub params: String,
+}
+
+/// A job at Segmind, to poll.
+#[derive(Debug, Clone, FromRow)]
+pub struct PollWork {
+    pub seq: i64,
+    pub id: String,
+    pub params: String,
+    pub request_id: String,
+    pub status_url: Option<String>,
+    pub response_url: Option<String>,
+    pub submitted_at: i64,
+    pub last_pending_at: Option<i64>,
+    pub errors_in_row: i64,
+}
+
+/// A finished job whose video is to be fetched.
+#[derive(Debug, Clone, FromRow)]
+pub struct DownloadWork {
+    pub seq: i64,
+    pub id: String,
+    pub request_id: String,
+    pub output_url: String,
+    pub output_size: Option<i64>,
+    pub errors_in_row: i64,
+}
+
+/// Everything about a job, for `export` and tests.
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct JobRecord {
+    pub seq: i64,
+    pub id: String,
+    pub state: String,
+    pub params: String,
+    pub source: String,
+    pub attempts: i64,
+    pub request_id: Option<String>,
+    pub polls: i64,
+    pub output_path: Option<String>,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub cost: Option<f64>,
+    pub error: Option<String>,
+    pub submitted_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub downloaded_at: Option<i64>,
+    pub resubmits_unknown: i64,
+    pub resubmits_expired: i64,
+    pub resubmits_failed: i64,
+    pub maybe_billed_twice: i64,
+}
+
+/// One submit attempt of a job.
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct AttemptRecord {
+    pub n: i64,
+    pub started_at: i64,
+    pub request_id: Option<String>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// What a recorded poll learnt.
+pub struct Completed<'a> {
+    pub output_url: &'a str,
+    pub output_size: Option<i64>,
+    pub cost: Option<f64>,
+}
+
+impl Store {
+    /// pending → submitting, writing the attempt intent. Returns the attempt number, or None if
+    /// the job was no longer pending. Committed before the POST leaves.
+    pub async fn claim_submit(&self, seq: i64) -> anyhow::Result<Option<i64>> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'submitting', attempts = attempts + 1, updated_at = ?
+             WHERE seq = ? AND state = 'pending' RETURNING attempts",
+        )
+        .bind(now)
+        .bind(seq)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(n) = n {
+            sqlx::query("INSERT INTO attempts (job_seq, n, started_at) VALUES (?, ?, ?)")
+                .bind(seq)
+                .bind(n)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// submitting → running: the request_id and URLs are durable from here on.
+    pub async fn record_accepted(
+        &self,
+        seq: i64,
+        attempt: i64,
+        request_id: &str,
+        status_url: &str,
+        response_url: &str,
+        first_poll_at: i64,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
+                 submitted_at = ?, due_at = ?, last_pending_at = NULL, errors_in_row = 0,
+                 output_url = NULL, output_size = NULL, completed_at = NULL, error = NULL, updated_at = ?
+             WHERE seq = ? AND state = 'submitting' AND attempts = ?",
+        )
+        .bind(request_id)
+        .bind(status_url)
+        .bind(response_url)
+        .bind(now)
+        .bind(first_poll_at)
+        .bind(now)
+        .bind(seq)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query(
+            "UPDATE attempts SET request_id = ?, outcome = 'accepted', finished_at = ?
+             WHERE job_seq = ? AND n = ?",
+        )
+        .bind(request_id)
+        .bind(now)
+        .bind(seq)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// submitting → pending / unknown / failed: the submit ended without a request_id.
+    /// `outcome` is what the attempt row records (`not_sent`, `refused`, `unknown`, `rejected`).
+    pub async fn record_submit_ended(
+        &self,
+        seq: i64,
+        attempt: i64,
+        to: JobState,
+        outcome: &str,
+        detail: &str,
+        due_at: i64,
+    ) -> anyhow::Result<bool> {
+        debug_assert!(JobState::Submitting.can_move_to(to) && to != JobState::Running);
+        let now = now_ms();
+        let error = (to == JobState::Failed).then_some(detail);
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = ?, due_at = ?, error = COALESCE(?, error), updated_at = ?
+             WHERE seq = ? AND state = 'submitting' AND attempts = ?",
+        )
+        .bind(to.as_str())
+        .bind(due_at)
+        .bind(error)
+        .bind(now)
+        .bind(seq)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        close_attempt(&mut tx, seq, attempt, outcome, detail, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// running → running: still QUEUED/PROCESSING; poll again at `next_at`.
+    pub async fn record_pending(
+        &self,
+        seq: i64,
+        request_id: &str,
+        next_at: i64,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET due_at = ?, polls = polls + 1, last_pending_at = ?, errors_in_row = 0, updated_at = ?
+             WHERE seq = ? AND state = 'running' AND request_id = ?",
+        )
+        .bind(next_at)
+        .bind(now)
+        .bind(now)
+        .bind(seq)
+        .bind(request_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A poll or download that hit a transient error: try again at `next_at`.
+    pub async fn record_retry_later(
+        &self,
+        seq: i64,
+        state: JobState,
+        request_id: &str,
+        next_at: i64,
+        counted_poll: bool,
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET due_at = ?, errors_in_row = errors_in_row + 1, polls = polls + ?, updated_at = ?
+             WHERE seq = ? AND state = ? AND request_id = ?",
+        )
+        .bind(next_at)
+        .bind(i64::from(counted_poll))
+        .bind(now_ms())
+        .bind(seq)
+        .bind(state.as_str())
+        .bind(request_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// running → downloading: COMPLETED, with the output URL saved before anything fetches it.
+    pub async fn record_completed(
+        &self,
+        seq: i64,
+        request_id: &str,
+        c: Completed<'_>,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'downloading', output_url = ?, output_size = ?, cost = ?,
+                 completed_at = ?, polls = polls + 1, due_at = 0, errors_in_row = 0, updated_at = ?
+             WHERE seq = ? AND state = 'running' AND request_id = ?",
+        )
+        .bind(c.output_url)
+        .bind(c.output_size)
+        .bind(c.cost)
+        .bind(now)
+        .bind(now)
+        .bind(seq)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        close_attempt_by_request(&mut tx, seq, request_id, "completed", "", now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// running → failed with the API's message (FAILED, served as 422).
+    pub async fn record_failed(
+        &self,
+        seq: i64,
+        request_id: &str,
+        error: &str,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'failed', error = ?, polls = polls + 1, updated_at = ?
+             WHERE seq = ? AND state = 'running' AND request_id = ?",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(seq)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        close_attempt_by_request(&mut tx, seq, request_id, "failed", error, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// running/downloading → pending: the result record (or the video) is gone before we got it,
+    /// so the job must be made again. Counted as an expired resubmit.
+    pub async fn record_expired(
+        &self,
+        seq: i64,
+        from: JobState,
+        request_id: &str,
+        why: &str,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', resubmits_expired = resubmits_expired + 1,
+                 polls = polls + ?, due_at = 0, errors_in_row = 0, error = ?, updated_at = ?
+             WHERE seq = ? AND state = ? AND request_id = ?",
+        )
+        .bind(i64::from(from == JobState::Running))
+        .bind(why)
+        .bind(now)
+        .bind(seq)
+        .bind(from.as_str())
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        close_attempt_by_request(&mut tx, seq, request_id, "expired", why, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// downloading → done: the verified file is at `path`.
+    pub async fn record_downloaded(
+        &self,
+        seq: i64,
+        request_id: &str,
+        path: &str,
+        bytes: i64,
+        sha256: &str,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'done', output_path = ?, bytes = ?, sha256 = ?, downloaded_at = ?,
+                 error = NULL, errors_in_row = 0, updated_at = ?
+             WHERE seq = ? AND state = 'downloading' AND request_id = ?",
+        )
+        .bind(path)
+        .bind(bytes)
+        .bind(sha256)
+        .bind(now)
+        .bind(now)
+        .bind(seq)
+        .bind(request_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// At start-up, under the run lock: a job left in `submitting` died inside the submit window,
+    /// so nobody knows whether Segmind created it. Returns how many became `unknown`.
+    pub async fn recover_interrupted_submits(&self) -> anyhow::Result<u64> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE attempts SET outcome = 'unknown', finished_at = ?,
+                 detail = 'the run stopped after the submit was recorded and before its answer was'
+             WHERE outcome IS NULL AND job_seq IN (SELECT seq FROM jobs WHERE state = 'submitting')",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'unknown', updated_at = ? WHERE state = 'submitting'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// unknown → pending under the `resubmit` policy: counted, and flagged as possibly billed twice.
+    pub async fn resubmit_unknown(&self) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', resubmits_unknown = resubmits_unknown + 1,
+                 maybe_billed_twice = 1, due_at = 0, updated_at = ?
+             WHERE state = 'unknown'",
+        )
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every saved request_id is due for a poll now (after a restart).
+    pub async fn poll_all_now(&self) -> anyhow::Result<u64> {
+        let done =
+            sqlx::query("UPDATE jobs SET due_at = 0 WHERE state IN ('running', 'downloading')")
+                .execute(&self.write)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn due_polls(&self, now: i64, limit: i64) -> anyhow::Result<Vec<PollWork>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, errors_in_row
+             FROM jobs WHERE state = 'running' AND due_at <= ? ORDER BY submitted_at, seq LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub async fn due_submits(&self, now: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, id, params FROM jobs WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub async fn due_downloads(&self, now: i64, limit: i64) -> anyhow::Result<Vec<DownloadWork>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, id, request_id, output_url, output_size, errors_in_row
+             FROM jobs WHERE state = 'downloading' AND due_at <= ? ORDER BY completed_at, seq LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Earliest due time of any waiting work in the given states, if any.
+    pub async fn next_due(&self, states: &[JobState]) -> anyhow::Result<Option<i64>> {
+        let list = states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!("SELECT MIN(due_at) FROM jobs WHERE state IN ({list})");
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.read).await?)
+    }
+
+    /// Jobs at Segmind right now (submitting or running).
+    pub async fn in_flight(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', 'running')",
+            )
+            .fetch_one(&self.read)
+            .await?,
+        )
+    }
+
+    pub async fn count_in(&self, state: JobState) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = ?")
+                .bind(state.as_str())
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// All jobs in manifest order, optionally only those in `state`.
+    pub async fn jobs(&self, state: Option<JobState>) -> anyhow::Result<Vec<JobRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, id, state, params, source, attempts, request_id, polls, output_path, bytes, sha256, cost,
+                    error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
+                    resubmits_failed, maybe_billed_twice
+             FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY seq",
+        )
+        .bind(state.map(JobState::as_str))
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub async fn attempts_of(&self, seq: i64) -> anyhow::Result<Vec<AttemptRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT n, started_at, request_id, outcome, detail FROM attempts WHERE job_seq = ? ORDER BY n",
+        )
+        .bind(seq)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// The learned mean duration (ms) for a parameter class, if any.
+    pub async fn learned_duration(&self, class: &str) -> anyhow::Result<Option<(i64, f64)>> {
+        Ok(
+            sqlx::query_as("SELECT samples, mean_ms FROM durations WHERE class = ?")
+                .bind(class)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    pub async fn save_duration(
+        &self,
+        class: &str,
+        samples: i64,
+        mean_ms: f64,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO durations (class, samples, mean_ms, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, mean_ms = excluded.mean_ms,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(class)
+        .bind(samples)
+        .bind(mean_ms)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn close_attempt(
+    tx: &mut sqlx::SqliteConnection,
+    seq: i64,
+    attempt: i64,
+    outcome: &str,
+    detail: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND n = ?",
+    )
+    .bind(outcome)
+    .bind(detail)
+    .bind(now)
+    .bind(seq)
+    .bind(attempt)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn close_attempt_by_request(
+    tx: &mut sqlx::SqliteConnection,
+    seq: i64,
+    request_id: &str,
+    outcome: &str,
+    detail: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND request_id = ?",
+    )
+    .bind(outcome)
+    .bind(detail)
+    .bind(now)
+    .bind(seq)
+    .bind(request_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// unknown → pending for one job during a run (policy `resubmit`): counted and flagged.
+    pub async fn resubmit_unknown_job(&self, seq: i64) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', resubmits_unknown = resubmits_unknown + 1,
+                 maybe_billed_twice = 1, updated_at = ?
+             WHERE seq = ? AND state = 'unknown'",
+        )
+        .bind(now_ms())
+        .bind(seq)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
