@@ -165,25 +165,51 @@ impl ApiClient {
         ))
     }
 
-    /// GET the status endpoint.
-    pub async fn status(&self, status_url: &str) -> Result<(Poll, Meta), ApiError> {
-        self.poll(status_url).await
+    /// GET the status endpoint of `request_id` (the saved `status_url` when it is on the API host).
+    pub async fn status(
+        &self,
+        request_id: &str,
+        status_url: Option<&str>,
+    ) -> Result<(Poll, Meta), ApiError> {
+        let url = self.poll_url(status_url, request_id, "/status")?;
+        self.poll(url).await
     }
 
     /// GET the result endpoint: answers the state while pending and the output once done, so
-    /// polling it saves the extra result request.
-    pub async fn result(&self, response_url: &str) -> Result<(Poll, Meta), ApiError> {
-        self.poll(response_url).await
+    /// polling it saves the extra status request.
+    pub async fn result(
+        &self,
+        request_id: &str,
+        response_url: Option<&str>,
+    ) -> Result<(Poll, Meta), ApiError> {
+        let url = self.poll_url(response_url, request_id, "")?;
+        self.poll(url).await
     }
 
-    async fn poll(&self, url: &str) -> Result<(Poll, Meta), ApiError> {
-        let url = Url::parse(url).map_err(|e| ApiError::Protocol(format!("bad poll URL: {e}")))?;
-        if !self.same_origin(&url) {
+    /// The saved URL if it is on the API host; otherwise (another base URL since, or a URL on a
+    /// foreign host, which must never get the key) the documented path for the request id.
+    fn poll_url(
+        &self,
+        saved: Option<&str>,
+        request_id: &str,
+        suffix: &str,
+    ) -> Result<Url, ApiError> {
+        if let Some(url) = saved
+            .and_then(|u| Url::parse(u).ok())
+            .filter(|u| self.same_origin(u))
+        {
+            return Ok(url);
+        }
+        if !safe_request_id(request_id) {
             return Err(ApiError::Protocol(format!(
-                "refusing to send the key to {}",
-                url.origin().ascii_serialization()
+                "unusable request id {request_id:?}"
             )));
         }
+        join(&self.base, &format!("v2/requests/{request_id}{suffix}"))
+            .map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    async fn poll(&self, url: Url) -> Result<(Poll, Meta), ApiError> {
         let resp = self
             .http
             .get(url)

@@ -134,17 +134,20 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
     let class = Params::from_json(&w.params)
         .map(|p| p.duration_class())
         .unwrap_or_default();
-    let status_url = w.status_url.clone().unwrap_or_default();
-    let response_url = w.response_url.clone().unwrap_or_default();
+    let (rid, status_url, response_url) = (
+        &w.request_id,
+        w.status_url.as_deref(),
+        w.response_url.as_deref(),
+    );
     let mut result = if s.cfg.poll_status_endpoint {
-        s.api.status(&status_url).await
+        s.api.status(rid, status_url).await
     } else {
-        s.api.result(&response_url).await
+        s.api.result(rid, response_url).await
     };
     // Status said COMPLETED: fetch the result (one more request, inside the budget).
     if let Ok((Poll::Completed(None), _)) = result {
         s.gate.acquire().await;
-        result = s.api.result(&response_url).await;
+        result = s.api.result(rid, response_url).await;
     }
     let now = now_ms();
     let store = &s.store;

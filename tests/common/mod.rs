@@ -1,0 +1,169 @@
+//! Shared harness for the binary tests: a fake Segmind in-process, the real `wanbatch` binary
+//! pointed at it, short durations, and bounded waits (no test leaves a process running).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use wanbatch::fake::{FakeConfig, FakeServer};
+
+pub const KEY: &str = "test-key-5f1e";
+
+/// Fast timings for a fake whose jobs take well under a second.
+pub fn fast_fake() -> FakeConfig {
+    FakeConfig {
+        api_key: KEY.into(),
+        queue: Duration::from_millis(60),
+        run: Duration::from_millis(240),
+        video_len: 48 * 1024,
+        ..FakeConfig::default()
+    }
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub fake: FakeServer,
+}
+
+impl Env {
+    pub async fn new(cfg: FakeConfig) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            fake: FakeServer::start(cfg).await.unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("w.db")
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A `wanbatch run` command with fast timings, pointed at the fake.
+    pub fn run_cmd(&self, manifests: &[&Path], extra: &[&str]) -> tokio::process::Command {
+        let mut cmd = self.bin();
+        cmd.arg("run");
+        for m in manifests {
+            cmd.arg(m);
+        }
+        cmd.args([
+            "--db",
+            self.db().to_str().unwrap(),
+            "--out",
+            self.out().to_str().unwrap(),
+        ]);
+        cmd.args([
+            "--rpm",
+            "6000",
+            "--initial-estimate-secs",
+            "0.3",
+            "--min-poll-gap-ms",
+            "30",
+            "--backoff-ms",
+            "20",
+            "--grace-secs",
+            "2",
+            "--request-timeout-secs",
+            "5",
+        ]);
+        cmd.args(extra);
+        cmd
+    }
+
+    pub fn bin(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wanbatch"));
+        cmd.env("SEGMIND_API_KEY", KEY)
+            .env("SEGMIND_BASE_URL", self.fake.api_url())
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs to completion (bounded) and returns the output.
+    pub async fn run(&self, manifests: &[&Path], extra: &[&str]) -> Output {
+        finish(self.run_cmd(manifests, extra)).await
+    }
+
+    /// Export through the binary, as JSON values.
+    pub async fn export(&self) -> Vec<serde_json::Value> {
+        let mut cmd = self.bin();
+        cmd.args([
+            "export",
+            "--db",
+            self.db().to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ]);
+        let out = finish(cmd).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Checks every done job's file against the bytes the fake served for its request id.
+    pub fn assert_videos_match(&self, jobs: &[serde_json::Value]) {
+        let len = 48 * 1024;
+        for j in jobs.iter().filter(|j| j["state"] == "done") {
+            let id = j["id"].as_str().unwrap();
+            let rid = j["request_id"].as_str().unwrap();
+            let path = self.out().join(format!("{id}.mp4"));
+            assert_eq!(j["output"].as_str().unwrap(), path.to_str().unwrap());
+            let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                got == wanbatch::fake::video_bytes(rid, len),
+                "{id}: bytes differ from what the fake served"
+            );
+        }
+    }
+}
+
+/// Waits for a command with a hard bound.
+pub async fn finish(mut cmd: tokio::process::Command) -> Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => panic!("wanbatch did not finish within 60 s"),
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A manifest of `n` distinct rows with explicit ids `j0..`.
+pub fn manifest(n: usize) -> String {
+    let mut s = String::from("id,image,prompt,num_frames,resolution,seed\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "j{i},https://img.example/{i}.jpg,scene number {i},81,480p,{i}\n"
+        ));
+    }
+    s
+}

@@ -1,0 +1,351 @@
+//! Whole runs of the real binary against the fake Segmind: videos, submits, failures, exit codes.
+
+mod common;
+
+use common::*;
+use wanbatch::fake::{Fault, FaultKind, FaultTarget};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_ends_done_with_the_exact_bytes_and_one_submit_each() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write("jobs.csv", &manifest(8));
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let jobs = env.export().await;
+    assert_eq!(jobs.len(), 8);
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "done" && j["attempts"] == 1),
+        "{jobs:#?}"
+    );
+    env.assert_videos_match(&jobs);
+    let stats = env.fake.stats();
+    assert_eq!(stats.submits.len(), 8, "one submit per job");
+    assert_eq!(
+        stats.cdn_requests_with_key, 0,
+        "the key must never reach the video host"
+    );
+    // The body is the typed parameters, nothing more.
+    let body = &stats
+        .submits
+        .iter()
+        .find(|s| s.body["prompt"] == "scene number 3")
+        .unwrap()
+        .body;
+    assert_eq!(body["num_frames"], serde_json::json!(81));
+    assert_eq!(body["seed"], serde_json::json!(3));
+    assert!(body.get("id").is_none());
+    // Nothing else left in OUT: no temporaries.
+    let names: Vec<String> = std::fs::read_dir(env.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names
+        .iter()
+        .all(|n| n.ends_with(".mp4") && !n.starts_with('.')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerunning_a_finished_manifest_submits_nothing() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write("jobs.csv", &manifest(4));
+    assert_eq!(env.run(&[&m], &[]).await.status.code(), Some(0));
+    let before = env.fake.stats();
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 new jobs (4 already present)"),
+        "{}",
+        text(&out)
+    );
+    let after = env.fake.stats();
+    assert_eq!(after.submits.len(), before.submits.len());
+    assert_eq!(
+        after.api_requests.len(),
+        before.api_requests.len(),
+        "not even a poll"
+    );
+    // Appending rows adds only the new ones.
+    let m2 = env.write(
+        "jobs2.csv",
+        &format!(
+            "{}j9,https://img.example/9.jpg,appended,81,480p,9\n",
+            manifest(4)
+        ),
+    );
+    assert_eq!(env.run(&[&m2], &[]).await.status.code(), Some(0));
+    assert_eq!(env.fake.stats().submits.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_keep_the_api_message_and_exit_1() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write(
+        "jobs.csv",
+        "id,image,prompt\n\
+         ok,https://img.example/1.jpg,a calm lake\n\
+         bad,https://img.example/2.jpg,[fail] a storm\n\
+         nsfw,https://img.example/3.jpg,[blocked] something\n",
+    );
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let jobs = env.export().await;
+    let by = |id: &str| jobs.iter().find(|j| j["id"] == id).unwrap().clone();
+    assert_eq!(by("ok")["state"], "done");
+    assert_eq!(by("bad")["state"], "failed");
+    assert_eq!(
+        by("bad")["error"],
+        "Inference failed: simulated model error"
+    );
+    assert_eq!(
+        by("nsfw")["error"],
+        "Content blocked by safety filter (RAI)"
+    );
+    assert_eq!(
+        env.fake.stats().submits.len(),
+        3,
+        "a FAILED job is not resubmitted"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("failed bad: Inference failed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_errors_name_file_and_line_and_submit_nothing() {
+    let env = Env::new(fast_fake()).await;
+    let good = env.write("good.csv", &manifest(2));
+    let bad = env.write(
+        "bad.csv",
+        "id,image,prompt,num_frames\n\
+         x1,https://img.example/1.jpg,fine,81\n\
+         x2,https://img.example/2.jpg,too many frames,120\n\
+         x3,not-a-url,bad image,81\n",
+    );
+    let out = env.run(&[&good, &bad], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.csv:3: num_frames: expected a whole number from 81 to 100, got \"120\""),
+        "{err}"
+    );
+    assert!(err.contains("bad.csv:4: image:"), "{err}");
+    assert!(
+        env.fake.stats().api_requests.is_empty(),
+        "nothing may be sent"
+    );
+    // Nothing imported either: a resume has nothing to do.
+    let out = env.run(&[], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(env.fake.stats().submits.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_manifests_run_too() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write(
+        "jobs.jsonl",
+        "{\"image\":\"https://img.example/a.jpg\",\"prompt\":\"one\",\"go_fast\":false,\"sample_shift\":7.5}\n\
+         {\"id\":\"two\",\"image\":\"https://img.example/b.jpg\",\"prompt\":\"two\",\"aspect_ratio\":\"9:16\"}\n",
+    );
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stats = env.fake.stats();
+    let one = stats
+        .submits
+        .iter()
+        .find(|s| s.body["prompt"] == "one")
+        .unwrap();
+    assert_eq!(one.body["go_fast"], serde_json::json!(false));
+    assert_eq!(one.body["sample_shift"], serde_json::json!(7.5));
+    env.assert_videos_match(&env.export().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_stops_at_once_with_exit_3_and_fails_nothing() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write("jobs.csv", &manifest(10));
+    let out = env
+        .run_cmd(&[&m], &[])
+        .env("SEGMIND_API_KEY", "wrong-key")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("SEGMIND_API_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-key"), "the key must never be printed");
+    assert!(
+        env.fake.stats().api_requests.len() <= 3,
+        "a handful of requests, not one per job"
+    );
+    let jobs = env.export().await;
+    assert!(jobs.iter().all(|j| j["state"] == "pending"), "{jobs:#?}");
+    // With the right key the same database finishes.
+    let out = env.run(&[], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(env.fake.stats().submits.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_is_a_usage_error() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write("jobs.csv", &manifest(1));
+    let out = env
+        .run_cmd(&[&m], &[])
+        .env_remove("SEGMIND_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SEGMIND_API_KEY is not set"));
+    assert!(env.fake.stats().api_requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_credits_collects_what_was_paid_for_then_exits_3() {
+    let mut cfg = fast_fake();
+    cfg.credits = Some(3);
+    let env = Env::new(cfg).await;
+    let m = env.write("jobs.csv", &manifest(6));
+    let out = env.run(&[&m], &["--concurrency", "6"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("out of credits: 3 jobs waiting"),
+        "{}",
+        text(&out)
+    );
+    let jobs = env.export().await;
+    let done = jobs.iter().filter(|j| j["state"] == "done").count();
+    let pending = jobs.iter().filter(|j| j["state"] == "pending").count();
+    assert_eq!((done, pending), (3, 3), "{jobs:#?}");
+    env.assert_videos_match(&jobs);
+    // Topped up: the rest completes.
+    env.fake.set_credits(None);
+    assert_eq!(env.run(&[], &[]).await.status.code(), Some(0));
+    assert_eq!(env.fake.stats().submits.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_result_is_submitted_again_and_counted() {
+    let mut cfg = fast_fake();
+    cfg.result_lifetime = std::time::Duration::from_millis(150); // gone before it completes
+    let env = Env::new(cfg).await;
+    let m = env.write("jobs.csv", &manifest(1));
+    let mut cmd = env.run_cmd(&[&m], &[]);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it expire twice, then give the job enough lifetime to finish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.fake.stats().submits.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected resubmits after expiry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(child); // kill_on_drop
+    let mut cfg = fast_fake();
+    cfg.api_key = KEY.into();
+    let env2 = Env {
+        dir: env.dir,
+        fake: wanbatch::fake::FakeServer::start(cfg).await.unwrap(),
+    };
+    let out = env2.run(&[], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let jobs = env2.export().await;
+    assert!(
+        jobs[0]["resubmits_expired"].as_i64().unwrap() >= 2,
+        "{jobs:#?}"
+    );
+    env2.assert_videos_match(&jobs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_server_errors_and_broken_downloads_are_retried() {
+    let env = Env::new(fast_fake()).await;
+    env.fake.push_fault(Fault {
+        target: FaultTarget::Result,
+        kind: FaultKind::Status(502),
+        count: 3,
+    });
+    env.fake.push_fault(Fault {
+        target: FaultTarget::Download,
+        kind: FaultKind::Truncate(1000),
+        count: 2,
+    });
+    env.fake.push_fault(Fault {
+        target: FaultTarget::Result,
+        kind: FaultKind::Drop,
+        count: 1,
+    });
+    let m = env.write("jobs.csv", &manifest(3));
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let jobs = env.export().await;
+    env.assert_videos_match(&jobs);
+    assert_eq!(
+        env.fake.stats().submits.len(),
+        3,
+        "GET trouble never causes a resubmit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_submit_answer_is_resubmitted_and_reported() {
+    let env = Env::new(fast_fake()).await;
+    env.fake.push_fault(Fault {
+        target: FaultTarget::Submit,
+        kind: FaultKind::AcceptThenDrop,
+        count: 1,
+    });
+    let m = env.write("jobs.csv", &manifest(2));
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let jobs = env.export().await;
+    let flagged: Vec<_> = jobs
+        .iter()
+        .filter(|j| j["maybe_billed_twice"] == true)
+        .collect();
+    assert_eq!(flagged.len(), 1, "{jobs:#?}");
+    assert_eq!(flagged[0]["resubmits_unknown"], 1);
+    assert_eq!(
+        env.fake.stats().submits.len(),
+        3,
+        "the lost one was billed, and one resubmit"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 after a lost submit answer"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_submit_answer_can_be_held_instead() {
+    let env = Env::new(fast_fake()).await;
+    env.fake.push_fault(Fault {
+        target: FaultTarget::Submit,
+        kind: FaultKind::AcceptThenStatus(504),
+        count: 1,
+    });
+    let m = env.write("jobs.csv", &manifest(2));
+    let out = env
+        .run(&[&m], &["--on-unknown", "hold", "--concurrency", "1"])
+        .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 job(s) held"),
+        "{}",
+        text(&out)
+    );
+    let jobs = env.export().await;
+    assert_eq!(jobs.iter().filter(|j| j["state"] == "unknown").count(), 1);
+    assert_eq!(env.fake.stats().submits.len(), 2);
+}
