@@ -16,6 +16,7 @@ use crate::cmd;
 #[command(
     name = "wanbatch",
     version,
+    args_override_self = true,
     about = "Batch runner for Segmind's Wan 2.2 image-to-video API: manifest in, verified MP4s out, nothing lost or paid twice.",
     after_help = "Environment: SEGMIND_API_KEY (required by `run`; never taken on the command line), \
                   SEGMIND_BASE_URL (default https://api.segmind.com), RUST_LOG (log filter, e.g. wanbatch=debug).\n\
@@ -42,6 +43,8 @@ pub enum Command {
     Run(cmd::run::RunArgs),
     /// Validate manifests and load them into the database without submitting anything.
     Import(cmd::import::ImportArgs),
+    /// Put chosen jobs back to be submitted again (a new, counted attempt).
+    Retry(cmd::retry::RetryArgs),
     /// Show how many jobs are in each state.
     Status(cmd::status::StatusArgs),
     /// Write one row per job (CSV or JSONL).
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.log_format);
+    ignore_file_size_signal();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +121,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Run(args) => cmd::run::run(args).await,
         Command::Import(args) => cmd::import::run(args).await,
+        Command::Retry(args) => cmd::retry::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
         Command::Export(args) => cmd::export::run(args).await,
         Command::FakeServer(args) => {
@@ -141,6 +146,16 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// A file-size limit (`ulimit -f`) must surface as an ordinary write error (EFBIG) that the
+/// downloader reports and survives, not as SIGXFSZ killing the process mid-write.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// Default database path.

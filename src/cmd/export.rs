@@ -61,6 +61,18 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
     };
     let store = Store::open_existing(&args.db).await?;
     let jobs = store.jobs(state).await?;
+    let mut history: std::collections::HashMap<i64, Vec<Value>> = std::collections::HashMap::new();
+    if matches!(args.format, ExportFormat::Jsonl) {
+        for (seq, a) in store.all_attempts().await? {
+            history.entry(seq).or_default().push(json!({
+                "n": a.n,
+                "started_at": rfc3339(a.started_at),
+                "request_id": a.request_id,
+                "outcome": a.outcome,
+                "detail": a.detail,
+            }));
+        }
+    }
     store.close().await;
     let out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::fs::File::create(p)?),
@@ -70,7 +82,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
     match args.format {
         ExportFormat::Jsonl => {
             for j in &jobs {
-                serde_json::to_writer(&mut out, &record_json(j))?;
+                let mut v = record_json(j);
+                v["history"] = Value::Array(history.remove(&j.seq).unwrap_or_default());
+                serde_json::to_writer(&mut out, &v)?;
                 out.write_all(b"\n")?;
             }
         }

@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod export;
 pub mod import;
+pub mod retry;
 pub mod run;
 pub mod status;

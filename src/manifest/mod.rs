@@ -5,8 +5,8 @@
 //! from a set of files that has any error.
 //!
 //! Ids: an explicit `id` must be unique and safe as a file name. A row without `id` gets
-//! `r<12 hex of sha256(params)>`, with `-2`, `-3`… for the second, third identical row of the
-//! same file, so re-running a manifest (or one with rows appended) maps every row to the job it
+//! `r<12 hex of sha256(params)>`, with `-2`, `-3`… for the second, third identical row (counted
+//! across the files of one import, in the order given), so re-running a manifest (or one with rows appended) maps every row to the job it
 //! made before, while two identical rows stay two jobs.
 
 pub mod params;
@@ -84,10 +84,12 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
     let mut errors = Vec::new();
     // id -> where first seen, across all files of one import.
     let mut seen: HashMap<String, String> = HashMap::new();
+    // Identical rows are counted across all files of one import, in order, so two identical
+    // rows are two jobs even when they sit in different files.
+    let mut occurrences: HashMap<[u8; 16], u32> = HashMap::new();
     for path in paths {
         let path = path.as_ref();
         let mut file_errors = Errors::new(path.display().to_string());
-        let mut occurrences: HashMap<[u8; 16], u32> = HashMap::new();
         let mut handle =
             |line: u64, explicit_id: Option<String>, params: Params, errs: &mut Errors| {
                 let json = params.to_json();

@@ -173,3 +173,15 @@ fn hostile_bytes_give_errors_not_panics() {
     let (_, errs) = load(&[write(&dir, "x.txt", b"whatever")]);
     assert!(errs[0].message.contains(".csv, .jsonl or .ndjson"));
 }
+
+#[test]
+fn identical_rows_in_two_files_are_two_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("image,prompt\n{IMG},same\n");
+    let a = write(&dir, "a.csv", text.as_bytes());
+    let b = write(&dir, "b.csv", text.as_bytes());
+    let (rows, errs) = load(&[a, b]);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].id, format!("{}-2", rows[0].id));
+}

@@ -565,3 +565,57 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+/// Which jobs `retry` puts back.
+pub enum RetryWhich<'a> {
+    Unknown,
+    Failed,
+    Id(&'a str),
+}
+
+impl Store {
+    /// failed/unknown → pending, counted by cause. Returns how many moved.
+    pub async fn retry(&self, which: RetryWhich<'_>) -> anyhow::Result<u64> {
+        const COUNT: &str = "resubmits_failed = resubmits_failed + (state = 'failed'),
+             resubmits_unknown = resubmits_unknown + (state = 'unknown'),
+             maybe_billed_twice = maybe_billed_twice OR state = 'unknown'";
+        let (filter, id) = match which {
+            RetryWhich::Unknown => ("state = 'unknown'", None),
+            RetryWhich::Failed => ("state = 'failed'", None),
+            RetryWhich::Id(id) => ("state IN ('failed', 'unknown') AND id = ?2", Some(id)),
+        };
+        let sql = format!(
+            "UPDATE jobs SET {COUNT}, state = 'pending', due_at = 0, error = NULL, updated_at = ?1 WHERE {filter}"
+        );
+        let mut query = sqlx::query(&sql).bind(now_ms());
+        if let Some(id) = id {
+            query = query.bind(id);
+        }
+        let done = query.execute(&self.write).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every attempt of every job, for exports: (job seq, attempt).
+    pub async fn all_attempts(&self) -> anyhow::Result<Vec<(i64, AttemptRecord)>> {
+        let rows: Vec<(i64, i64, i64, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT job_seq, n, started_at, request_id, outcome, detail FROM attempts ORDER BY job_seq, n",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, n, started_at, request_id, outcome, detail)| {
+                (
+                    seq,
+                    AttemptRecord {
+                        n,
+                        started_at,
+                        request_id,
+                        outcome,
+                        detail,
+                    },
+                )
+            })
+            .collect())
+    }
+}

@@ -176,3 +176,40 @@ async fn counts_list_every_state() {
     assert_eq!(counts[0], (JobState::Pending, 2));
     assert!(counts[1..].iter().all(|(_, n)| *n == 0));
 }
+
+#[tokio::test]
+async fn retry_moves_failed_and_unknown_back_counted_by_cause() {
+    let (_d, store, rows) = store_with(TWO).await;
+    store.import(&rows).await.unwrap().unwrap();
+    let jobs = store.due_submits(now_ms(), 10).await.unwrap();
+    let (a, b) = (jobs[0].seq, jobs[1].seq);
+    let n = store.claim_submit(a).await.unwrap().unwrap();
+    store
+        .record_accepted(a, n, "ra", "s", "r", 0)
+        .await
+        .unwrap();
+    store.record_failed(a, "ra", "boom").await.unwrap();
+    let n = store.claim_submit(b).await.unwrap().unwrap();
+    store
+        .record_submit_ended(b, n, JobState::Unknown, "unknown", "reset", 0)
+        .await
+        .unwrap();
+    assert_eq!(store.retry(RetryWhich::Id("nope")).await.unwrap(), 0);
+    assert_eq!(store.retry(RetryWhich::Failed).await.unwrap(), 1);
+    assert_eq!(store.retry(RetryWhich::Id("b")).await.unwrap(), 1);
+    let jobs = store.jobs(None).await.unwrap();
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == "pending" && j.error.is_none()),
+        "{jobs:?}"
+    );
+    assert_eq!(
+        (jobs[0].resubmits_failed, jobs[0].maybe_billed_twice),
+        (1, 0)
+    );
+    assert_eq!(
+        (jobs[1].resubmits_unknown, jobs[1].maybe_billed_twice),
+        (1, 1)
+    );
+    assert_eq!(store.all_attempts().await.unwrap().len(), 2);
+}

@@ -120,7 +120,10 @@ impl Env {
 
     /// Checks every done job's file against the bytes the fake served for its request id.
     pub fn assert_videos_match(&self, jobs: &[serde_json::Value]) {
-        let len = 48 * 1024;
+        self.assert_videos_match_len(jobs, 48 * 1024)
+    }
+
+    pub fn assert_videos_match_len(&self, jobs: &[serde_json::Value], len: usize) {
         for j in jobs.iter().filter(|j| j["state"] == "done") {
             let id = j["id"].as_str().unwrap();
             let rid = j["request_id"].as_str().unwrap();
@@ -132,6 +135,40 @@ impl Env {
                 "{id}: bytes differ from what the fake served"
             );
         }
+    }
+}
+
+/// Fake submits per prompt (the prompt identifies the job in these tests).
+pub fn submits_by_prompt(fake: &FakeServer) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for s in fake.stats().submits {
+        *m.entry(s.body["prompt"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+/// Files in a folder, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Waits (bounded) until `cond` holds.
+pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

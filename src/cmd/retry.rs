@@ -1,0 +1,57 @@
+//! `wanbatch retry`: put chosen jobs back to `pending`, so the next `run` submits them again.
+//! Every such resubmit is counted by its cause. A job at Segmind (running) cannot be withdrawn:
+//! the API has no cancel.
+
+use std::path::PathBuf;
+
+use crate::cli::{Failure, Outcome};
+use crate::cmd::run::RunLock;
+use crate::store::{RetryWhich, Store};
+
+#[derive(clap::Args, Debug)]
+pub struct RetryArgs {
+    /// The database file.
+    #[arg(long, default_value = "wanbatch.db")]
+    pub db: PathBuf,
+    /// Jobs held because their submit answer was lost (`--on-unknown hold`). They may already
+    /// exist (and be billed) at Segmind: they are flagged as possibly billed twice.
+    #[arg(long)]
+    pub unknown: bool,
+    /// Jobs that ended failed.
+    #[arg(long)]
+    pub failed: bool,
+    /// These job ids (comma-separated), if they are failed or unknown.
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Vec<String>,
+}
+
+pub async fn run(args: RetryArgs) -> anyhow::Result<Outcome> {
+    if !args.unknown && !args.failed && args.ids.is_empty() {
+        return Err(Failure::Usage(
+            "say which jobs: --unknown, --failed and/or --ids ID,ID".into(),
+        )
+        .into());
+    }
+    let store = Store::open_existing(&args.db).await?;
+    let _lock = RunLock::acquire(&args.db)?;
+    let mut total = 0;
+    if args.unknown {
+        total += store.retry(RetryWhich::Unknown).await?;
+    }
+    if args.failed {
+        total += store.retry(RetryWhich::Failed).await?;
+    }
+    for id in &args.ids {
+        let n = store.retry(RetryWhich::Id(id)).await?;
+        if n == 0 {
+            eprintln!("{id}: not retried (no such job, or it is not failed or unknown)");
+        }
+        total += n;
+    }
+    store.close().await;
+    println!(
+        "{total} job(s) will be submitted again on the next `wanbatch run --db {}`",
+        args.db.display()
+    );
+    Ok(Outcome::AllDone)
+}
