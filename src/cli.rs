@@ -51,7 +51,7 @@ pub enum Command {
     Export(cmd::export::ExportArgs),
     /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
     FakeServer(crate::fake::cli::FakeServerArgs),
-    /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, ~10 s.
+    /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(cmd::demo::DemoArgs),
 }
 
@@ -80,21 +80,14 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() {
-                Outcome::Usage as u8
-            } else {
-                0
-            };
+            let code = if e.use_stderr() { Outcome::Usage as u8 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
     init_tracing(cli.log_format);
     ignore_file_size_signal();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("wanbatch: cannot start: {e}");
@@ -137,8 +130,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("wanbatch=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("wanbatch=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -33,9 +33,7 @@ mod tests {
         let text = super::rfc3339(ms);
         let back = crate::api::error::parse_rfc3339(&text).unwrap();
         assert_eq!(
-            back.duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as i64,
+            back.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
             ms,
             "{text}"
         );

@@ -99,11 +99,15 @@ async fn sigkill_at_random_moments_loses_nothing() {
         reported_total += reported;
         extra_total += extra;
     }
-    assert_eq!(
-        reported_total, extra_total,
-        "reported possible double charges vs what the fake billed ({kills} kills)"
+    // The runner's count is an upper bound by design: a kill that lands after the intent is
+    // committed but before the request leaves the process looks exactly like a lost answer, and
+    // no client can tell the two apart. Counting it is the safe direction for money; it can only
+    // happen to submits in flight at a kill (at most `--concurrency` per kill).
+    assert!(
+        reported_total >= extra_total && reported_total - extra_total <= kills * 8,
+        "reported {reported_total} possible double charges, the fake billed {extra_total} extra ({kills} kills)"
     );
-    eprintln!("{kills} kills, {extra_total} extra submits, all reported");
+    eprintln!("{kills} kills, {extra_total} extra submits billed, {reported_total} reported");
 }
 
 /// A run killed after submitting, restarted after every result record expired: each job is
@@ -116,10 +120,7 @@ async fn restart_after_the_result_lifetime_resubmits_each_expired_job_once() {
     const N: usize = 5;
     let m = env.write("jobs.csv", &manifest(N));
     // A long expected duration: the first run will not poll before it is killed.
-    let mut child = env
-        .run_cmd(&[&m], &["--initial-estimate-secs", "30"])
-        .spawn()
-        .unwrap();
+    let mut child = env.run_cmd(&[&m], &["--initial-estimate-secs", "30"]).spawn().unwrap();
     wait_for("all submits", 20, || env.fake.stats().submits.len() == N).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // answers recorded
     child.start_kill().unwrap();
@@ -166,10 +167,7 @@ async fn sigint_stops_promptly_and_resumes_without_extra_submits() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the first submits", 20, || {
-        !env.fake.stats().submits.is_empty()
-    })
-    .await;
+    wait_for("the first submits", 20, || !env.fake.stats().submits.is_empty()).await;
     let pid = child.id().unwrap() as i32;
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(pid, libc::SIGINT) };
@@ -178,17 +176,10 @@ async fn sigint_stops_promptly_and_resumes_without_extra_submits() {
         .await
         .expect("exits")
         .unwrap();
-    assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        sent.elapsed()
-    );
+    assert!(sent.elapsed() < Duration::from_secs(5), "took {:?}", sent.elapsed());
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("wanbatch run --db"),
-        "says how to resume: {err}"
-    );
+    assert!(err.contains("wanbatch run --db"), "says how to resume: {err}");
     let jobs = env.export().await;
     assert!(
         jobs.iter()
@@ -236,10 +227,7 @@ async fn a_full_disk_stops_cleanly_and_resumes_when_space_is_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot write the video"), "{err}");
     let jobs = env.export().await;
-    assert!(
-        jobs.iter().all(|j| j["state"] == "downloading"),
-        "{jobs:#?}"
-    );
+    assert!(jobs.iter().all(|j| j["state"] == "downloading"), "{jobs:#?}");
     assert_eq!(env.fake.stats().submits.len(), N);
     let out = env.run(&[], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -14,8 +14,7 @@ async fn every_job_ends_done_with_the_exact_bytes_and_one_submit_each() {
     let jobs = env.export().await;
     assert_eq!(jobs.len(), 8);
     assert!(
-        jobs.iter()
-            .all(|j| j["state"] == "done" && j["attempts"] == 1),
+        jobs.iter().all(|j| j["state"] == "done" && j["attempts"] == 1),
         "{jobs:#?}"
     );
     env.assert_videos_match(&jobs);
@@ -41,9 +40,7 @@ async fn every_job_ends_done_with_the_exact_bytes_and_one_submit_each() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 8, "{names:?}");
-    assert!(names
-        .iter()
-        .all(|n| n.ends_with(".mp4") && !n.starts_with('.')));
+    assert!(names.iter().all(|n| n.ends_with(".mp4") && !n.starts_with('.')));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,18 +58,11 @@ async fn rerunning_a_finished_manifest_submits_nothing() {
     );
     let after = env.fake.stats();
     assert_eq!(after.submits.len(), before.submits.len());
-    assert_eq!(
-        after.api_requests.len(),
-        before.api_requests.len(),
-        "not even a poll"
-    );
+    assert_eq!(after.api_requests.len(), before.api_requests.len(), "not even a poll");
     // Appending rows adds only the new ones.
     let m2 = env.write(
         "jobs2.csv",
-        &format!(
-            "{}j9,https://img.example/9.jpg,appended,81,480p,9\n",
-            manifest(4)
-        ),
+        &format!("{}j9,https://img.example/9.jpg,appended,81,480p,9\n", manifest(4)),
     );
     assert_eq!(env.run(&[&m2], &[]).await.status.code(), Some(0));
     assert_eq!(env.fake.stats().submits.len(), 5);
@@ -94,19 +84,9 @@ async fn failed_jobs_keep_the_api_message_and_exit_1() {
     let by = |id: &str| jobs.iter().find(|j| j["id"] == id).unwrap().clone();
     assert_eq!(by("ok")["state"], "done");
     assert_eq!(by("bad")["state"], "failed");
-    assert_eq!(
-        by("bad")["error"],
-        "Inference failed: simulated model error"
-    );
-    assert_eq!(
-        by("nsfw")["error"],
-        "Content blocked by safety filter (RAI)"
-    );
-    assert_eq!(
-        env.fake.stats().submits.len(),
-        3,
-        "a FAILED job is not resubmitted"
-    );
+    assert_eq!(by("bad")["error"], "Inference failed: simulated model error");
+    assert_eq!(by("nsfw")["error"], "Content blocked by safety filter (RAI)");
+    assert_eq!(env.fake.stats().submits.len(), 3, "a FAILED job is not resubmitted");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("failed bad: Inference failed"), "{stdout}");
 }
@@ -130,10 +110,7 @@ async fn manifest_errors_name_file_and_line_and_submit_nothing() {
         "{err}"
     );
     assert!(err.contains("bad.csv:4: image:"), "{err}");
-    assert!(
-        env.fake.stats().api_requests.is_empty(),
-        "nothing may be sent"
-    );
+    assert!(env.fake.stats().api_requests.is_empty(), "nothing may be sent");
     // Nothing imported either: a resume has nothing to do.
     let out = env.run(&[], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -151,11 +128,7 @@ async fn jsonl_manifests_run_too() {
     let out = env.run(&[&m], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stats = env.fake.stats();
-    let one = stats
-        .submits
-        .iter()
-        .find(|s| s.body["prompt"] == "one")
-        .unwrap();
+    let one = stats.submits.iter().find(|s| s.body["prompt"] == "one").unwrap();
     assert_eq!(one.body["go_fast"], serde_json::json!(false));
     assert_eq!(one.body["sample_shift"], serde_json::json!(7.5));
     env.assert_videos_match(&env.export().await);
@@ -173,10 +146,7 @@ async fn a_bad_key_stops_at_once_with_exit_3_and_fails_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("401") && err.contains("SEGMIND_API_KEY"),
-        "{err}"
-    );
+    assert!(err.contains("401") && err.contains("SEGMIND_API_KEY"), "{err}");
     assert!(!err.contains("wrong-key"), "the key must never be printed");
     assert!(
         env.fake.stats().api_requests.len() <= 3,
@@ -244,10 +214,7 @@ async fn an_expired_result_is_submitted_again_and_counted() {
     // Let it expire twice, then give the job enough lifetime to finish.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while env.fake.stats().submits.len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expected resubmits after expiry"
-        );
+        assert!(std::time::Instant::now() < deadline, "expected resubmits after expiry");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     drop(child); // kill_on_drop
@@ -260,10 +227,7 @@ async fn an_expired_result_is_submitted_again_and_counted() {
     let out = env2.run(&[], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let jobs = env2.export().await;
-    assert!(
-        jobs[0]["resubmits_expired"].as_i64().unwrap() >= 2,
-        "{jobs:#?}"
-    );
+    assert!(jobs[0]["resubmits_expired"].as_i64().unwrap() >= 2, "{jobs:#?}");
     env2.assert_videos_match(&jobs);
 }
 
@@ -290,11 +254,7 @@ async fn transient_server_errors_and_broken_downloads_are_retried() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let jobs = env.export().await;
     env.assert_videos_match(&jobs);
-    assert_eq!(
-        env.fake.stats().submits.len(),
-        3,
-        "GET trouble never causes a resubmit"
-    );
+    assert_eq!(env.fake.stats().submits.len(), 3, "GET trouble never causes a resubmit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,10 +269,7 @@ async fn a_lost_submit_answer_is_resubmitted_and_reported() {
     let out = env.run(&[&m], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let jobs = env.export().await;
-    let flagged: Vec<_> = jobs
-        .iter()
-        .filter(|j| j["maybe_billed_twice"] == true)
-        .collect();
+    let flagged: Vec<_> = jobs.iter().filter(|j| j["maybe_billed_twice"] == true).collect();
     assert_eq!(flagged.len(), 1, "{jobs:#?}");
     assert_eq!(flagged[0]["resubmits_unknown"], 1);
     assert_eq!(
@@ -336,9 +293,7 @@ async fn a_lost_submit_answer_can_be_held_instead() {
         count: 1,
     });
     let m = env.write("jobs.csv", &manifest(2));
-    let out = env
-        .run(&[&m], &["--on-unknown", "hold", "--concurrency", "1"])
-        .await;
+    let out = env.run(&[&m], &["--on-unknown", "hold", "--concurrency", "1"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("1 job(s) held"),

@@ -108,8 +108,7 @@ pub fn parse_reset(reset_at: Option<&str>, retry_after: Option<&str>) -> Option<
     let from_retry = retry_after.and_then(|v| {
         let v = v.trim();
         if let Ok(secs) = v.parse::<f64>() {
-            (secs.is_finite() && secs >= 0.0)
-                .then(|| now + std::time::Duration::from_secs_f64(secs.min(86_400.0)))
+            (secs.is_finite() && secs >= 0.0).then(|| now + std::time::Duration::from_secs_f64(secs.min(86_400.0)))
         } else {
             httpdate::parse_http_date(v).ok()
         }
@@ -197,10 +196,7 @@ mod tests {
     #[test]
     fn rfc3339_instants_parse_to_the_right_moment() {
         let t = parse_rfc3339("2026-11-22T01:20:00.123Z").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap().as_millis(),
-            1_795_310_400_123
-        );
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_millis(), 1_795_310_400_123);
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), UNIX_EPOCH);
         let plus = parse_rfc3339("1970-01-01T01:00:00+01:00").unwrap();
         assert_eq!(plus, UNIX_EPOCH);
@@ -231,9 +227,7 @@ mod tests {
             classify_status(401, "x".into(), false, ""),
             ApiError::Unauthorized(_)
         ));
-        assert!(classify_status(403, "x".into(), true, "")
-            .account_stop()
-            .is_some());
+        assert!(classify_status(403, "x".into(), true, "").account_stop().is_some());
         assert!(matches!(
             classify_status(406, "x".into(), true, "").account_stop(),
             Some(AccountStop::NoCredits(_))

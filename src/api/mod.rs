@@ -141,20 +141,11 @@ impl ApiClient {
             .and_then(Value::as_str)
             .filter(|id| safe_request_id(id))
             .ok_or_else(|| {
-                ApiError::Protocol(format!(
-                    "submit answer without a usable request_id: {}",
-                    snippet(&body)
-                ))
+                ApiError::Protocol(format!("submit answer without a usable request_id: {}", snippet(&body)))
             })?
             .to_string();
-        let status_url = self.own_url(
-            body.get("status_url"),
-            &format!("v2/requests/{request_id}/status"),
-        );
-        let response_url = self.own_url(
-            body.get("response_url"),
-            &format!("v2/requests/{request_id}"),
-        );
+        let status_url = self.own_url(body.get("status_url"), &format!("v2/requests/{request_id}/status"));
+        let response_url = self.own_url(body.get("response_url"), &format!("v2/requests/{request_id}"));
         Ok((
             Submitted {
                 request_id,
@@ -166,47 +157,28 @@ impl ApiClient {
     }
 
     /// GET the status endpoint of `request_id` (the saved `status_url` when it is on the API host).
-    pub async fn status(
-        &self,
-        request_id: &str,
-        status_url: Option<&str>,
-    ) -> Result<(Poll, Meta), ApiError> {
+    pub async fn status(&self, request_id: &str, status_url: Option<&str>) -> Result<(Poll, Meta), ApiError> {
         let url = self.poll_url(status_url, request_id, "/status")?;
         self.poll(url).await
     }
 
     /// GET the result endpoint: answers the state while pending and the output once done, so
     /// polling it saves the extra status request.
-    pub async fn result(
-        &self,
-        request_id: &str,
-        response_url: Option<&str>,
-    ) -> Result<(Poll, Meta), ApiError> {
+    pub async fn result(&self, request_id: &str, response_url: Option<&str>) -> Result<(Poll, Meta), ApiError> {
         let url = self.poll_url(response_url, request_id, "")?;
         self.poll(url).await
     }
 
     /// The saved URL if it is on the API host; otherwise (another base URL since, or a URL on a
     /// foreign host, which must never get the key) the documented path for the request id.
-    fn poll_url(
-        &self,
-        saved: Option<&str>,
-        request_id: &str,
-        suffix: &str,
-    ) -> Result<Url, ApiError> {
-        if let Some(url) = saved
-            .and_then(|u| Url::parse(u).ok())
-            .filter(|u| self.same_origin(u))
-        {
+    fn poll_url(&self, saved: Option<&str>, request_id: &str, suffix: &str) -> Result<Url, ApiError> {
+        if let Some(url) = saved.and_then(|u| Url::parse(u).ok()).filter(|u| self.same_origin(u)) {
             return Ok(url);
         }
         if !safe_request_id(request_id) {
-            return Err(ApiError::Protocol(format!(
-                "unusable request id {request_id:?}"
-            )));
+            return Err(ApiError::Protocol(format!("unusable request id {request_id:?}")));
         }
-        join(&self.base, &format!("v2/requests/{request_id}{suffix}"))
-            .map_err(|e| ApiError::Protocol(e.to_string()))
+        join(&self.base, &format!("v2/requests/{request_id}{suffix}")).map_err(|e| ApiError::Protocol(e.to_string()))
     }
 
     async fn poll(&self, url: Url) -> Result<(Poll, Meta), ApiError> {
@@ -226,10 +198,7 @@ impl ApiClient {
             return Ok((Poll::Failed(msg), Meta::default()));
         }
         let (mut meta, body) = self.read(resp, false).await?;
-        if let Some(c) = body
-            .pointer("/metrics/remaining_credits")
-            .and_then(Value::as_f64)
-        {
+        if let Some(c) = body.pointer("/metrics/remaining_credits").and_then(Value::as_f64) {
             meta.remaining_credits = Some(c);
         }
         let status = body.get("status").and_then(Value::as_str).unwrap_or("");
@@ -265,8 +234,7 @@ impl ApiClient {
     async fn read(&self, resp: Response, on_submit: bool) -> Result<(Meta, Value), ApiError> {
         let status = resp.status().as_u16();
         let meta = Meta {
-            remaining_credits: header(&resp, "x-remaining-credits")
-                .and_then(|v| v.trim().parse().ok()),
+            remaining_credits: header(&resp, "x-remaining-credits").and_then(|v| v.trim().parse().ok()),
         };
         if status == 429 {
             let until = error::parse_reset(
@@ -282,9 +250,7 @@ impl ApiClient {
                 .ok()
                 .and_then(|v| v.get("error").or_else(|| v.get("message")).cloned())
                 .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
-                .unwrap_or_else(|| {
-                    String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned()
-                });
+                .unwrap_or_else(|| String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned());
             return Err(error::classify_status(status, message, on_submit, &url));
         }
         let (_, body) = read_json(resp).await?;
@@ -304,11 +270,7 @@ impl ApiClient {
             .and_then(|u| Url::parse(u).ok())
             .filter(|u| self.same_origin(u))
             .map(String::from)
-            .unwrap_or_else(|| {
-                join(&self.base, fallback)
-                    .map(String::from)
-                    .unwrap_or_default()
-            })
+            .unwrap_or_else(|| join(&self.base, fallback).map(String::from).unwrap_or_default())
     }
 }
 
@@ -321,11 +283,7 @@ fn join(base: &Url, path: &str) -> anyhow::Result<Url> {
 
 /// A request id becomes part of a URL path: letters, digits, '-' and '_' only.
 pub fn safe_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn header(resp: &Response, name: &str) -> Option<String> {
@@ -363,15 +321,9 @@ async fn read_limited(mut resp: Response) -> Result<Vec<u8>, ApiError> {
         )));
     }
     let mut buf = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| ApiError::Lost(error_chain(&e)))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| ApiError::Lost(error_chain(&e)))? {
         if buf.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::Protocol(format!(
-                "answer larger than {MAX_BODY} bytes"
-            )));
+            return Err(ApiError::Protocol(format!("answer larger than {MAX_BODY} bytes")));
         }
         buf.extend_from_slice(&chunk);
     }

@@ -36,8 +36,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     }
     std::fs::create_dir_all(&args.dir)?;
     let manifest = args.dir.join("jobs.example.csv");
-    let example =
-        std::fs::read_to_string("jobs.example.csv").unwrap_or_else(|_| EXAMPLE.to_string());
+    let example = std::fs::read_to_string("jobs.example.csv").unwrap_or_else(|_| EXAMPLE.to_string());
     std::fs::write(&manifest, example)?;
     let out = args.dir.join("videos");
     let db = args.dir.join("demo.db");

@@ -90,11 +90,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
         }
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(&mut out);
-            let header: Vec<&str> = COLUMNS
-                .iter()
-                .copied()
-                .chain(FIELDS.iter().map(|f| f.name))
-                .collect();
+            let header: Vec<&str> = COLUMNS.iter().copied().chain(FIELDS.iter().map(|f| f.name)).collect();
             w.write_record(&header)?;
             for j in &jobs {
                 let v = record_json(j);
@@ -137,9 +133,7 @@ pub fn record_json(j: &JobRecord) -> Value {
         "maybe_billed_twice": j.maybe_billed_twice != 0,
         "source": j.source,
     });
-    if let (Value::Object(map), Ok(Value::Object(params))) =
-        (&mut v, serde_json::from_str::<Value>(&j.params))
-    {
+    if let (Value::Object(map), Ok(Value::Object(params))) = (&mut v, serde_json::from_str::<Value>(&j.params)) {
         for (k, val) in params {
             map.insert(k, val);
         }

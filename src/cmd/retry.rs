@@ -27,10 +27,7 @@ pub struct RetryArgs {
 
 pub async fn run(args: RetryArgs) -> anyhow::Result<Outcome> {
     if !args.unknown && !args.failed && args.ids.is_empty() {
-        return Err(Failure::Usage(
-            "say which jobs: --unknown, --failed and/or --ids ID,ID".into(),
-        )
-        .into());
+        return Err(Failure::Usage("say which jobs: --unknown, --failed and/or --ids ID,ID".into()).into());
     }
     let store = Store::open_existing(&args.db).await?;
     let _lock = RunLock::acquire(&args.db)?;

@@ -72,7 +72,8 @@ impl Endpoint {
         let key = std::env::var("SEGMIND_API_KEY").unwrap_or_default();
         let key = ApiKey::new(key).ok_or_else(|| {
             Failure::Usage(
-                "SEGMIND_API_KEY is not set: export your Segmind API key (it is never taken on the command line)".into(),
+                "SEGMIND_API_KEY is not set: export your Segmind API key (it is never taken on the command line)"
+                    .into(),
             )
         })?;
         let base_url = std::env::var("SEGMIND_BASE_URL")
@@ -95,12 +96,8 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
         base_backoff: Duration::from_millis(args.backoff_ms.max(1)),
         max_backoff: Duration::from_secs(60),
     };
-    let api = ApiClient::new(
-        &endpoint.base_url,
-        &endpoint.key,
-        secs(args.request_timeout_secs)?,
-    )
-    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let api = ApiClient::new(&endpoint.base_url, &endpoint.key, secs(args.request_timeout_secs)?)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     // Validate manifests before touching the database.
     let rows = if args.manifests.is_empty() {
         Vec::new()
@@ -161,8 +158,7 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
 }
 
 fn secs(s: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| Failure::Usage(format!("{s} is not a usable number of seconds")).into())
+    Duration::try_from_secs_f64(s).map_err(|_| Failure::Usage(format!("{s} is not a usable number of seconds")).into())
 }
 
 /// First SIGINT/SIGTERM: stop taking work and let in-flight calls record their answers.
@@ -181,7 +177,9 @@ async fn watch_signals(cancel: CancellationToken) {
             } => {}
         }
         if round == 0 {
-            eprintln!("stopping: finishing calls in flight (press Ctrl-C again to quit now; nothing is lost either way)");
+            eprintln!(
+                "stopping: finishing calls in flight (press Ctrl-C again to quit now; nothing is lost either way)"
+            );
             cancel.cancel();
         }
     }
@@ -192,12 +190,7 @@ async fn watch_signals(cancel: CancellationToken) {
 /// Prints the run's summary and turns the stop into an outcome.
 async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Outcome> {
     let counts = store.counts().await?;
-    let n = |s: JobState| {
-        counts
-            .iter()
-            .find(|(st, _)| *st == s)
-            .map_or(0, |(_, n)| *n)
-    };
+    let n = |s: JobState| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
     let total: i64 = counts.iter().map(|(_, c)| c).sum();
     let (done, failed, unknown) = (n(JobState::Done), n(JobState::Failed), n(JobState::Unknown));
     let waiting = total - done - failed;
@@ -212,17 +205,10 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
         println!("resubmitted: {resub_unknown} after a lost submit answer (may be billed twice), {resub_expired} after the result expired");
     }
     for j in jobs.iter().filter(|j| j.state == "failed").take(20) {
-        println!(
-            "  failed {}: {}",
-            j.id,
-            j.error.as_deref().unwrap_or("(no message)")
-        );
+        println!("  failed {}: {}", j.id, j.error.as_deref().unwrap_or("(no message)"));
     }
     if failed > 20 {
-        println!(
-            "  … {} more failed; see `wanbatch export --state failed`",
-            failed - 20
-        );
+        println!("  … {} more failed; see `wanbatch export --state failed`", failed - 20);
     }
     let resume = format!("wanbatch run --db {}", args.db.display());
     Ok(match stop {

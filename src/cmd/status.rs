@@ -38,10 +38,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Outcome> {
         .collect();
     let spent: f64 = jobs.iter().filter_map(|j| j.cost).sum();
     if args.json {
-        let by_state: serde_json::Map<String, serde_json::Value> = counts
-            .iter()
-            .map(|(s, n)| (s.to_string(), json!(n)))
-            .collect();
+        let by_state: serde_json::Map<String, serde_json::Value> =
+            counts.iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
         let out = json!({
             "total": total,
             "states": by_state,
@@ -62,11 +60,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Outcome> {
             unknown + expired + failed
         );
         if !twice.is_empty() {
-            println!(
-                "may have been billed twice ({}): {}",
-                twice.len(),
-                twice.join(", ")
-            );
+            println!("may have been billed twice ({}): {}", twice.len(), twice.join(", "));
         }
         if spent > 0.0 {
             println!("reported cost: ${spent:.2}");

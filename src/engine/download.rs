@@ -81,12 +81,9 @@ pub async fn fetch(
     expected: Option<u64>,
     max_bytes: u64,
 ) -> Result<Fetched, DownloadError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| DownloadError::Invalid(format!("output URL {url:?}: {e}")))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::Invalid(format!("output URL {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(DownloadError::Invalid(format!(
-            "output URL {url:?} is not http(s)"
-        )));
+        return Err(DownloadError::Invalid(format!("output URL {url:?} is not http(s)")));
     }
     tokio::fs::create_dir_all(out).await.map_err(local(out))?;
     let part = part_path(out, id);
@@ -98,29 +95,19 @@ pub async fn fetch(
     if have > 0 {
         req = req.header(RANGE, format!("bytes={have}-"));
     }
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| DownloadError::Remote(e.to_string()))?;
+    let mut resp = req.send().await.map_err(|e| DownloadError::Remote(e.to_string()))?;
     let status = resp.status();
-    let resuming =
-        have > 0 && status == StatusCode::PARTIAL_CONTENT && range_starts_at(&resp, have);
+    let resuming = have > 0 && status == StatusCode::PARTIAL_CONTENT && range_starts_at(&resp, have);
     match status {
         s if s == StatusCode::OK || resuming => {}
         StatusCode::RANGE_NOT_SATISFIABLE => {
             let _ = tokio::fs::remove_file(&part).await;
-            return Err(DownloadError::Remote(
-                "range not satisfiable; starting over".into(),
-            ));
+            return Err(DownloadError::Remote("range not satisfiable; starting over".into()));
         }
-        StatusCode::NOT_FOUND | StatusCode::GONE => {
-            return Err(DownloadError::Gone(status.as_u16()))
-        }
+        StatusCode::NOT_FOUND | StatusCode::GONE => return Err(DownloadError::Gone(status.as_u16())),
         s => return Err(DownloadError::Remote(format!("HTTP {s}"))),
     }
-    let total = resp
-        .content_length()
-        .map(|n| if resuming { n + have } else { n });
+    let total = resp.content_length().map(|n| if resuming { n + have } else { n });
     if let Some(t) = total.filter(|t| *t > max_bytes) {
         return Err(DownloadError::Invalid(format!(
             "video of {t} bytes is over the {max_bytes}-byte limit"
@@ -181,18 +168,13 @@ pub async fn fetch(
         return bad(format!("got {written} bytes, the server announced {t}")).await;
     }
     if let Some(e) = expected.filter(|e| *e != written) {
-        return bad(format!(
-            "got {written} bytes, the API reported a file_size of {e}"
-        ))
-        .await;
+        return bad(format!("got {written} bytes, the API reported a file_size of {e}")).await;
     }
     if !has_mp4_signature(&part).await {
         return bad("not an MP4 file (no ftyp box at the start)".into()).await;
     }
     let dest = final_path(out, id);
-    tokio::fs::rename(&part, &dest)
-        .await
-        .map_err(local(&dest))?;
+    tokio::fs::rename(&part, &dest).await.map_err(local(&dest))?;
     sync_dir(out).await.map_err(local(out))?;
     Ok(Fetched {
         path: dest,
@@ -240,10 +222,7 @@ pub async fn clean_stray_parts(out: &Path, keep: impl Fn(&str) -> bool) -> std::
     while let Some(entry) = dir.next_entry().await? {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name
-            .strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".mp4.part"))
-        {
+        if let Some(id) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".mp4.part")) {
             if !keep(id) {
                 tokio::fs::remove_file(entry.path()).await?;
                 removed += 1;

@@ -79,10 +79,7 @@ mod tests {
             gate.acquire().await;
         }
         let took = start.elapsed();
-        assert!(
-            took >= Duration::from_millis(95),
-            "11 permits at 100/s took {took:?}"
-        );
+        assert!(took >= Duration::from_millis(95), "11 permits at 100/s took {took:?}");
     }
 
     #[tokio::test]

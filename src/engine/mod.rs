@@ -95,12 +95,7 @@ struct Shared {
 /// Most API calls in flight at once; the rate, not this, is the real limit.
 const MAX_API_TASKS: usize = 64;
 
-pub async fn run(
-    store: Store,
-    api: ApiClient,
-    cfg: EngineConfig,
-    cancel: CancellationToken,
-) -> anyhow::Result<Stop> {
+pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: CancellationToken) -> anyhow::Result<Stop> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         dl: download::client(5)?,
@@ -135,8 +130,7 @@ pub async fn run(
                 Event::Local(msg) => stop = stop.or(Some(Stop::Local(msg))),
                 Event::SubmitTrouble => {
                     submit_errors += 1;
-                    submit_hold_until =
-                        now_ms() + shared.schedule.backoff(submit_errors).as_millis() as i64;
+                    submit_hold_until = now_ms() + shared.schedule.backoff(submit_errors).as_millis() as i64;
                 }
                 Event::SubmitOk => submit_errors = 0,
             }
@@ -152,15 +146,9 @@ pub async fn run(
         let now = now_ms();
 
         // 1. Downloads: no permit needed.
-        let dl_free = shared
-            .cfg
-            .download_concurrency
-            .saturating_sub(dl_tasks.len());
+        let dl_free = shared.cfg.download_concurrency.saturating_sub(dl_tasks.len());
         if dl_free > 0 {
-            for w in store
-                .due_downloads(now, (busy.len() + dl_free) as i64)
-                .await?
-            {
+            for w in store.due_downloads(now, (busy.len() + dl_free) as i64).await? {
                 if dl_tasks.len() >= shared.cfg.download_concurrency {
                     break;
                 }
@@ -266,12 +254,7 @@ async fn open_work(store: &Store, submitting: bool) -> anyhow::Result<i64> {
     Ok(n)
 }
 
-async fn has_api_work(
-    s: &Shared,
-    busy: &HashSet<i64>,
-    now: i64,
-    may_submit: bool,
-) -> anyhow::Result<bool> {
+async fn has_api_work(s: &Shared, busy: &HashSet<i64>, now: i64, may_submit: bool) -> anyhow::Result<bool> {
     if next_poll(s, busy, now).await?.is_some() {
         return Ok(true);
     }
@@ -280,20 +263,12 @@ async fn has_api_work(
         && next_submit(s, busy, now).await?.is_some())
 }
 
-async fn next_poll(
-    s: &Shared,
-    busy: &HashSet<i64>,
-    now: i64,
-) -> anyhow::Result<Option<crate::store::PollWork>> {
+async fn next_poll(s: &Shared, busy: &HashSet<i64>, now: i64) -> anyhow::Result<Option<crate::store::PollWork>> {
     let rows = s.store.due_polls(now, busy.len() as i64 + 1).await?;
     Ok(rows.into_iter().find(|w| !busy.contains(&w.seq)))
 }
 
-async fn next_submit(
-    s: &Shared,
-    busy: &HashSet<i64>,
-    now: i64,
-) -> anyhow::Result<Option<crate::store::SubmitWork>> {
+async fn next_submit(s: &Shared, busy: &HashSet<i64>, now: i64) -> anyhow::Result<Option<crate::store::SubmitWork>> {
     let rows = s.store.due_submits(now, busy.len() as i64 + 1).await?;
     Ok(rows.into_iter().find(|w| !busy.contains(&w.seq)))
 }

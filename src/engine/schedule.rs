@@ -65,9 +65,9 @@ impl Schedule {
         }
         let loaded = self.store.learned_duration(class).await.ok().flatten();
         let mut map = self.learned.lock().expect("schedule lock");
-        let entry = map.entry(class.to_string()).or_insert_with(|| {
-            loaded.unwrap_or((0, self.timing.initial_estimate.as_millis() as f64))
-        });
+        let entry = map
+            .entry(class.to_string())
+            .or_insert_with(|| loaded.unwrap_or((0, self.timing.initial_estimate.as_millis() as f64)));
         entry.1
     }
 
@@ -78,19 +78,12 @@ impl Schedule {
 
     /// The next poll of a job still pending at `now`.
     pub async fn next_poll_at(&self, class: &str, now: i64) -> i64 {
-        let gap =
-            (self.expected_ms(class).await * 0.05).max(self.timing.min_poll_gap.as_millis() as f64);
+        let gap = (self.expected_ms(class).await * 0.05).max(self.timing.min_poll_gap.as_millis() as f64);
         now + gap.round() as i64
     }
 
     /// Records a completion seen at `now` and saves the new mean.
-    pub async fn observe(
-        &self,
-        class: &str,
-        submitted_at: i64,
-        last_pending_at: Option<i64>,
-        now: i64,
-    ) {
+    pub async fn observe(&self, class: &str, submitted_at: i64, last_pending_at: Option<i64>, now: i64) {
         let observed = match last_pending_at {
             Some(p) if p >= submitted_at => ((p + now) / 2 - submitted_at) as f64,
             _ => (now - submitted_at) as f64 * 0.9,
@@ -115,8 +108,7 @@ impl Schedule {
 
     /// Full-jitter exponential backoff after `errors` consecutive failures.
     pub fn backoff(&self, errors: i64) -> Duration {
-        let exp =
-            self.timing.base_backoff.as_millis() as f64 * 2f64.powi(errors.clamp(0, 20) as i32);
+        let exp = self.timing.base_backoff.as_millis() as f64 * 2f64.powi(errors.clamp(0, 20) as i32);
         let cap = exp.min(self.timing.max_backoff.as_millis() as f64).max(1.0);
         Duration::from_millis(rand::thread_rng().gen_range(0.0..=cap) as u64)
     }

@@ -14,9 +14,7 @@ use crate::store::{now_ms, Completed, DownloadWork, PollWork, SubmitWork};
 async fn finish(s: &Shared, seq: i64, result: anyhow::Result<()>) {
     if let Err(e) = result {
         tracing::error!(job_seq = seq, error = %format!("{e:#}"), "database error");
-        let _ = s
-            .events
-            .send(Event::Local(format!("database error: {e:#}")));
+        let _ = s.events.send(Event::Local(format!("database error: {e:#}")));
     }
     let _ = s.events.send(Event::Finished(seq));
 }
@@ -56,14 +54,7 @@ async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
         Err(e) if e.maybe_arrived() => {
             tracing::warn!(error = %e, "submit answer lost: Segmind may have created the job");
             s.store
-                .record_submit_ended(
-                    w.seq,
-                    attempt,
-                    JobState::Unknown,
-                    "unknown",
-                    &e.to_string(),
-                    now,
-                )
+                .record_submit_ended(w.seq, attempt, JobState::Unknown, "unknown", &e.to_string(), now)
                 .await?;
             if s.cfg.on_unknown == UnknownPolicy::Resubmit {
                 s.store.resubmit_unknown_job(w.seq).await?;
@@ -82,41 +73,20 @@ async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
         Err(ApiError::RateLimited { until }) => {
             s.gate.pause(until);
             s.store
-                .record_submit_ended(
-                    w.seq,
-                    attempt,
-                    JobState::Pending,
-                    "refused",
-                    "429 rate limited",
-                    now,
-                )
+                .record_submit_ended(w.seq, attempt, JobState::Pending, "refused", "429 rate limited", now)
                 .await?;
         }
         Err(e) => {
             if let Some(stop) = e.account_stop() {
                 s.store
-                    .record_submit_ended(
-                        w.seq,
-                        attempt,
-                        JobState::Pending,
-                        "refused",
-                        &e.to_string(),
-                        now,
-                    )
+                    .record_submit_ended(w.seq, attempt, JobState::Pending, "refused", &e.to_string(), now)
                     .await?;
                 let _ = s.events.send(Event::Account(stop));
             } else {
                 // 400 and other 4xx: the body itself is wrong; submitting it again cannot help.
                 tracing::warn!(error = %e, "submit rejected");
                 s.store
-                    .record_submit_ended(
-                        w.seq,
-                        attempt,
-                        JobState::Failed,
-                        "rejected",
-                        &e.to_string(),
-                        now,
-                    )
+                    .record_submit_ended(w.seq, attempt, JobState::Failed, "rejected", &e.to_string(), now)
                     .await?;
             }
         }
@@ -134,11 +104,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
     let class = Params::from_json(&w.params)
         .map(|p| p.duration_class())
         .unwrap_or_default();
-    let (rid, status_url, response_url) = (
-        &w.request_id,
-        w.status_url.as_deref(),
-        w.response_url.as_deref(),
-    );
+    let (rid, status_url, response_url) = (&w.request_id, w.status_url.as_deref(), w.response_url.as_deref());
     let mut result = if s.cfg.poll_status_endpoint {
         s.api.status(rid, status_url).await
     } else {
@@ -160,9 +126,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
             store.record_pending(w.seq, &w.request_id, next).await?;
         }
         Ok((Poll::Completed(Some(out)), _)) => {
-            s.schedule
-                .observe(&class, w.submitted_at, w.last_pending_at, now)
-                .await;
+            s.schedule.observe(&class, w.submitted_at, w.last_pending_at, now).await;
             let done = Completed {
                 output_url: &out.url,
                 output_size: out.file_size.map(|n| n as i64),

@@ -78,9 +78,7 @@ fn gate(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
         None => return Some(error_response(401, "Missing API key")),
     }
     let now = Instant::now();
-    sh.rate_admit(now)
-        .err()
-        .map(|reset| rate_limited(sh, now, reset))
+    sh.rate_admit(now).err().map(|reset| rate_limited(sh, now, reset))
 }
 
 /// The 429 answer, with the reset header and, per config, `Retry-After`.
@@ -119,18 +117,9 @@ fn not_found(id: &str) -> Response {
     error_response(404, format!("Request {id} not found"))
 }
 
-async fn submit(
-    State(sh): St,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn submit(State(sh): St, Path(slug): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let fault = sh.take_fault(FaultTarget::Submit);
-    with_fault(
-        fault,
-        async move { submit_inner(&sh, &slug, &headers, &body) },
-    )
-    .await
+    with_fault(fault, async move { submit_inner(&sh, &slug, &headers, &body) }).await
 }
 
 fn submit_inner(sh: &Shared, slug: &str, headers: &HeaderMap, body: &[u8]) -> Response {

@@ -34,11 +34,7 @@ async fn key_counter(State(sh): State<Arc<Shared>>, req: Request, next: Next) ->
     next.run(req).await
 }
 
-async fn video(
-    State(sh): State<Arc<Shared>>,
-    Path(file): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn video(State(sh): State<Arc<Shared>>, Path(file): Path<String>, headers: HeaderMap) -> Response {
     sh.lock().stats.downloads += 1;
     // A dropped download keeps the real headers (downloads are safe to process).
     let fault = match sh.take_fault(FaultTarget::Download) {
@@ -109,11 +105,7 @@ fn parse_range(value: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
         return Some(Ok((len.saturating_sub(n), len - 1)));
     }
     let start: usize = a.parse().ok()?;
-    let end: usize = if b.is_empty() {
-        usize::MAX
-    } else {
-        b.parse().ok()?
-    };
+    let end: usize = if b.is_empty() { usize::MAX } else { b.parse().ok()? };
     if end < start {
         return None;
     }

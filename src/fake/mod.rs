@@ -184,11 +184,7 @@ impl FakeServer {
     }
 
     /// Starts API and CDN on the given ports of 127.0.0.1 (0 = any).
-    pub async fn start_on(
-        cfg: FakeConfig,
-        api_port: u16,
-        cdn_port: u16,
-    ) -> anyhow::Result<FakeServer> {
+    pub async fn start_on(cfg: FakeConfig, api_port: u16, cdn_port: u16) -> anyhow::Result<FakeServer> {
         use anyhow::Context as _;
         let api_l = tokio::net::TcpListener::bind(("127.0.0.1", api_port))
             .await
@@ -207,19 +203,12 @@ impl FakeServer {
         ] {
             let stop = token.clone().cancelled_owned();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
                     tracing::warn!("fake server listener ended: {e}");
                 }
             }));
         }
-        Ok(FakeServer {
-            shared,
-            token,
-            tasks,
-        })
+        Ok(FakeServer { shared, token, tasks })
     }
 
     /// e.g. `http://127.0.0.1:41234` (no trailing slash): the value for SEGMIND_BASE_URL.
@@ -261,10 +250,7 @@ impl FakeServer {
     pub async fn shutdown(mut self) {
         self.token.cancel();
         for mut task in std::mem::take(&mut self.tasks) {
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
                 task.abort();
             }
         }

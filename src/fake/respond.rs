@@ -35,20 +35,11 @@ fn fault_status(code: u16) -> Response {
 
 /// Applies an optional fault around the normal handling `normal` (which is not
 /// run at all for `Status` and `Drop`).
-pub(super) async fn with_fault(
-    fault: Option<FaultKind>,
-    normal: impl Future<Output = Response>,
-) -> Response {
+pub(super) async fn with_fault(fault: Option<FaultKind>, normal: impl Future<Output = Response>) -> Response {
     match fault {
         None => normal.await,
         Some(FaultKind::Status(code)) => fault_status(code),
-        Some(FaultKind::Drop) => {
-            cut(
-                error_response(200, "connection dropped by fake server"),
-                Some(0),
-            )
-            .await
-        }
+        Some(FaultKind::Drop) => cut(error_response(200, "connection dropped by fake server"), Some(0)).await,
         Some(FaultKind::Delay(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             normal.await
@@ -79,9 +70,7 @@ pub(super) async fn with_fault(
 /// broken transfer rather than a clean short body.
 pub(super) async fn cut(resp: Response, keep: Option<usize>) -> Response {
     let (mut parts, body) = resp.into_parts();
-    let full = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
+    let full = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let len = full.len();
     let keep = keep.unwrap_or(len / 2).min(len.saturating_sub(1));
     // Announce at least one byte, so that even an empty body is "incomplete".
@@ -90,8 +79,7 @@ pub(super) async fn cut(resp: Response, keep: Option<usize>) -> Response {
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(announced));
     let head: Bytes = full.slice(..keep);
-    let first =
-        futures_util::stream::iter((!head.is_empty()).then_some(Ok::<Bytes, std::io::Error>(head)));
+    let first = futures_util::stream::iter((!head.is_empty()).then_some(Ok::<Bytes, std::io::Error>(head)));
     let fail = futures_util::stream::once(async {
         // Give hyper time to flush the headers and the kept bytes first.
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -159,8 +147,6 @@ mod tests {
             .parse()
             .unwrap();
         assert!(announced > 3);
-        assert!(axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .is_err());
+        assert!(axum::body::to_bytes(resp.into_body(), usize::MAX).await.is_err());
     }
 }

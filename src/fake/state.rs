@@ -142,13 +142,7 @@ impl Shared {
     }
 
     /// Creates a job (credits must have been checked by the caller under the same lock).
-    pub fn create_job(
-        &self,
-        g: &mut Inner,
-        body: serde_json::Value,
-        error: Option<String>,
-        now: Instant,
-    ) -> String {
+    pub fn create_job(&self, g: &mut Inner, body: serde_json::Value, error: Option<String>, now: Instant) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let factor = jitter_factor(&id, self.cfg.jitter);
         let job = Job {
@@ -252,14 +246,8 @@ mod tests {
             kind: FaultKind::Status(500),
             count: 2,
         });
-        assert_eq!(
-            sh.take_fault(FaultTarget::Status),
-            Some(FaultKind::Status(500))
-        );
-        assert_eq!(
-            sh.take_fault(FaultTarget::Submit),
-            Some(FaultKind::Status(500))
-        );
+        assert_eq!(sh.take_fault(FaultTarget::Status), Some(FaultKind::Status(500)));
+        assert_eq!(sh.take_fault(FaultTarget::Submit), Some(FaultKind::Status(500)));
         assert_eq!(sh.take_fault(FaultTarget::Result), None);
         assert_eq!(sh.take_fault(FaultTarget::Download), Some(FaultKind::Drop));
         assert_eq!(sh.take_fault(FaultTarget::Download), None);

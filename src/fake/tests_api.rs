@@ -47,12 +47,7 @@ pub(super) async fn submit(s: &FakeServer, body: &Value) -> (u16, Value) {
 }
 
 pub(super) async fn get(url: &str) -> (u16, Value) {
-    let r = client()
-        .get(url)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(url).header("x-api-key", KEY).send().await.unwrap();
     let st = r.status().as_u16();
     (st, r.json().await.unwrap())
 }
@@ -183,10 +178,7 @@ async fn records_expire_to_404() {
         assert_eq!(e["error"], format!("Request {id} not found"));
     }
     let (st, e) = get(&format!("{}/v2/requests/nope", s.api_url())).await;
-    assert_eq!(
-        (st, e["error"].as_str()),
-        (404, Some("Request nope not found"))
-    );
+    assert_eq!((st, e["error"].as_str()), (404, Some("Request nope not found")));
 }
 
 #[tokio::test]
@@ -237,18 +229,12 @@ async fn content_type_credits_and_bad_json() {
     let r = r.header("content-type", "application/json").body("[1]");
     assert_eq!(r.send().await.unwrap().status(), 400);
 
-    let r = c
-        .post(submit_url(&s))
-        .header("x-api-key", KEY)
-        .json(&body("x"));
+    let r = c.post(submit_url(&s)).header("x-api-key", KEY).json(&body("x"));
     let r = r.send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-remaining-credits"], "0");
     let (st, v) = submit(&s, &body("x")).await;
-    assert_eq!(
-        (st, v["error"].as_str()),
-        (406, Some("Insufficient credits"))
-    );
+    assert_eq!((st, v["error"].as_str()), (406, Some("Insufficient credits")));
     s.set_credits(Some(5));
     assert_eq!(submit(&s, &body("x")).await.0, 200);
     assert_eq!(s.stats().submits.len(), 2);
@@ -277,10 +263,7 @@ async fn rate_limit_429_with_reset_header() {
         assert!(reset.ends_with('Z') && reset.len() == 24, "{reset}");
         let lo = rfc3339_millis(before + window - Duration::from_millis(5));
         let hi = rfc3339_millis(before + window + Duration::from_secs(1));
-        assert!(
-            lo.as_str() <= reset && reset <= hi.as_str(),
-            "{lo} {reset} {hi}"
-        );
+        assert!(lo.as_str() <= reset && reset <= hi.as_str(), "{lo} {reset} {hi}");
         let retry = r.headers()["retry-after"].to_str().unwrap().to_string();
         match mode {
             RetryAfterMode::Seconds => assert_eq!(retry, "1"),

@@ -31,30 +31,15 @@ async fn download_full_and_ranges() {
     let full = r.bytes().await.unwrap();
     assert_eq!(&full[..], &video_bytes(&id, 4096)[..]);
 
-    let r = c
-        .get(&url)
-        .header("range", "bytes=100-")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(&url).header("range", "bytes=100-").send().await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 100-4095/4096");
     assert_eq!(&r.bytes().await.unwrap()[..], &full[100..]);
-    let r = c
-        .get(&url)
-        .header("range", "bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(&url).header("range", "bytes=10-19").send().await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 10-19/4096");
     assert_eq!(&r.bytes().await.unwrap()[..], &full[10..20]);
-    let r = c
-        .get(&url)
-        .header("range", "bytes=5000-")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(&url).header("range", "bytes=5000-").send().await.unwrap();
     assert_eq!(r.status(), 416);
 
     let missing = format!("{}/videos/nope.mp4", s.cdn_url());
@@ -63,10 +48,7 @@ async fn download_full_and_ranges() {
     assert_eq!(stats.downloads, 5);
     assert_eq!(stats.cdn_requests_with_key, 0);
     // Downloads are not API requests.
-    assert!(stats
-        .api_requests
-        .iter()
-        .all(|r| r.path.starts_with("/v2/")));
+    assert!(stats.api_requests.iter().all(|r| r.path.starts_with("/v2/")));
 }
 
 #[tokio::test]
@@ -76,12 +58,7 @@ async fn range_ignored_without_support() {
         ..fast()
     })
     .await;
-    let r = client()
-        .get(&url)
-        .header("range", "bytes=100-")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(&url).header("range", "bytes=100-").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(!r.headers().contains_key("accept-ranges"));
     assert_eq!(r.bytes().await.unwrap().len(), 4096);
@@ -147,11 +124,7 @@ async fn truncate_and_drop_break_the_download() {
         assert!(broken, "{kind:?} must give a client error");
     }
     // Range after a truncated transfer still works, and faults are consumed.
-    let r = client()
-        .get(&url)
-        .header("range", "bytes=1000-")
-        .send()
-        .await;
+    let r = client().get(&url).header("range", "bytes=1000-").send().await;
     let r = r.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap().len(), 3096);

@@ -101,9 +101,7 @@ fn check(name: &str, kind: &Kind, v: &Value) -> Result<(), String> {
             None => Err(format!("{name} must be a string (got {v})")),
         },
         Kind::Str => match v.as_str() {
-            Some(s) if s.trim().is_empty() && REQUIRED.contains(&name) => {
-                Err(format!("{name} is required"))
-            }
+            Some(s) if s.trim().is_empty() && REQUIRED.contains(&name) => Err(format!("{name} is required")),
             Some(_) => Ok(()),
             None => Err(format!("{name} must be a string (got {v})")),
         },
@@ -113,9 +111,7 @@ fn check(name: &str, kind: &Kind, v: &Value) -> Result<(), String> {
         },
         Kind::Int(lo, hi) => match int_of(v) {
             Some(i) if (*lo..=*hi).contains(&i) => Ok(()),
-            _ if v.is_i64() || v.is_u64() => {
-                Err(format!("{name} must be between {lo} and {hi} (got {v})"))
-            }
+            _ if v.is_i64() || v.is_u64() => Err(format!("{name} must be between {lo} and {hi} (got {v})")),
             _ => Err(format!("{name} must be an integer (got {v})")),
         },
         Kind::OptInt => match v {
@@ -134,10 +130,7 @@ fn check(name: &str, kind: &Kind, v: &Value) -> Result<(), String> {
         },
         Kind::OneOf(allowed) => match v.as_str() {
             Some(s) if allowed.contains(&s) => Ok(()),
-            _ => Err(format!(
-                "{name} must be one of {} (got {v})",
-                allowed.join(", ")
-            )),
+            _ => Err(format!("{name} must be one of {} (got {v})", allowed.join(", "))),
         },
     }
 }

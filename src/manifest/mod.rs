@@ -46,11 +46,7 @@ pub struct ManifestError {
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.field {
-            Some(field) => write!(
-                f,
-                "{}:{}: {}: {}",
-                self.file, self.line, field, self.message
-            ),
+            Some(field) => write!(f, "{}:{}: {}: {}", self.file, self.line, field, self.message),
             None => write!(f, "{}:{}: {}", self.file, self.line, self.message),
         }
     }
@@ -90,42 +86,37 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
     for path in paths {
         let path = path.as_ref();
         let mut file_errors = Errors::new(path.display().to_string());
-        let mut handle =
-            |line: u64, explicit_id: Option<String>, params: Params, errs: &mut Errors| {
-                let json = params.to_json();
-                let digest = Sha256::digest(json.as_bytes());
-                let hash = hex::encode(digest);
-                let id = match explicit_id {
-                    Some(id) => id,
-                    None => {
-                        let key: [u8; 16] = digest[..16].try_into().expect("16 bytes");
-                        let n = occurrences.entry(key).or_insert(0);
-                        *n += 1;
-                        if *n == 1 {
-                            format!("r{}", &hash[..12])
-                        } else {
-                            format!("r{}-{}", &hash[..12], n)
-                        }
+        let mut handle = |line: u64, explicit_id: Option<String>, params: Params, errs: &mut Errors| {
+            let json = params.to_json();
+            let digest = Sha256::digest(json.as_bytes());
+            let hash = hex::encode(digest);
+            let id = match explicit_id {
+                Some(id) => id,
+                None => {
+                    let key: [u8; 16] = digest[..16].try_into().expect("16 bytes");
+                    let n = occurrences.entry(key).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        format!("r{}", &hash[..12])
+                    } else {
+                        format!("r{}-{}", &hash[..12], n)
                     }
-                };
-                let source = format!("{}:{}", errs.file, line);
-                if let Some(first) = seen.get(&id) {
-                    errs.push(
-                        line,
-                        Some("id"),
-                        format!("{id:?} is used twice: here and at {first}"),
-                    );
-                    return;
                 }
-                seen.insert(id.clone(), source.clone());
-                on_row(Row {
-                    id,
-                    params,
-                    json,
-                    hash,
-                    source,
-                });
             };
+            let source = format!("{}:{}", errs.file, line);
+            if let Some(first) = seen.get(&id) {
+                errs.push(line, Some("id"), format!("{id:?} is used twice: here and at {first}"));
+                return;
+            }
+            seen.insert(id.clone(), source.clone());
+            on_row(Row {
+                id,
+                params,
+                json,
+                hash,
+                source,
+            });
+        };
         match (Format::of(path), File::open(path)) {
             (None, _) => file_errors.push(
                 0,
@@ -231,8 +222,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// name anything outside OUT or anything the platform reserves.
 pub fn check_id(id: &str) -> Result<(), String> {
     const RESERVED: &[&str] = &[
-        "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8",
-        "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+        "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt1",
+        "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
     ];
     let ok_chars = id
         .chars()
@@ -277,10 +268,7 @@ fn build_row<'a>(
                 }
             }
             Column::Param(fld) => {
-                let idx = FIELDS
-                    .iter()
-                    .position(|g| g.name == fld.name)
-                    .expect("known field");
+                let idx = FIELDS.iter().position(|g| g.name == fld.name).expect("known field");
                 given[idx] = true;
                 match params::parse_cell(fld, cell) {
                     Ok(Some(v)) => values.push((fld, v)),
@@ -326,12 +314,11 @@ fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     for (i, raw) in headers.iter().enumerate() {
         let name = String::from_utf8_lossy(raw);
         let name = name.trim_start_matches('\u{feff}').trim();
-        if headers.iter().take(i).any(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .trim()
-                == name
-        }) {
+        if headers
+            .iter()
+            .take(i)
+            .any(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').trim() == name)
+        {
             errs.push(1, Some(name), "this column appears twice".into());
             header_ok = false;
             continue;
@@ -352,11 +339,7 @@ fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
             .iter()
             .any(|c| matches!(c, Column::Param(p) if p.name == fld.name))
         {
-            errs.push(
-                1,
-                None,
-                format!("missing the required column {:?}", fld.name),
-            );
+            errs.push(1, None, format!("missing the required column {:?}", fld.name));
             header_ok = false;
         }
     }
@@ -428,27 +411,17 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     loop {
         buf.clear();
         line += 1;
-        let n = match (&mut reader)
-            .take(MAX_JSONL_LINE + 1)
-            .read_until(b'\n', &mut buf)
-        {
+        let n = match (&mut reader).take(MAX_JSONL_LINE + 1).read_until(b'\n', &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => return errs.push(line, None, format!("cannot read: {e}")),
         };
         if n as u64 > MAX_JSONL_LINE && buf.last() != Some(&b'\n') {
-            errs.push(
-                line,
-                None,
-                format!("line is longer than {MAX_JSONL_LINE} bytes"),
-            );
+            errs.push(line, None, format!("line is longer than {MAX_JSONL_LINE} bytes"));
             // Skip the rest of this line.
             loop {
                 buf.clear();
-                match (&mut reader)
-                    .take(MAX_JSONL_LINE)
-                    .read_until(b'\n', &mut buf)
-                {
+                match (&mut reader).take(MAX_JSONL_LINE).read_until(b'\n', &mut buf) {
                     Ok(0) => return,
                     Ok(_) if buf.last() == Some(&b'\n') => break,
                     Ok(_) => continue,
@@ -510,9 +483,7 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
         if !ok {
             continue;
         }
-        if let Some((id, params)) =
-            build_row(line, cells.iter().map(|(c, t)| (*c, t.as_str())), errs)
-        {
+        if let Some((id, params)) = build_row(line, cells.iter().map(|(c, t)| (*c, t.as_str())), errs) {
             handle(line, id, params, errs);
         }
     }

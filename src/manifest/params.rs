@@ -53,37 +53,11 @@ pub static FIELDS: &[Field] = &[
     f("negative_prompt", Kind::Text, false, "\"\""),
     f("num_frames", Kind::Int { min: 81, max: 100 }, false, "81"),
     f("resolution", Kind::OneOf(&["480p", "720p"]), false, "480p"),
-    f(
-        "aspect_ratio",
-        Kind::OneOf(&["16:9", "9:16"]),
-        false,
-        "16:9",
-    ),
-    f(
-        "sample_shift",
-        Kind::Number {
-            min: 1.0,
-            max: 20.0,
-        },
-        false,
-        "12",
-    ),
-    f(
-        "frames_per_second",
-        Kind::Int { min: 5, max: 24 },
-        false,
-        "16",
-    ),
+    f("aspect_ratio", Kind::OneOf(&["16:9", "9:16"]), false, "16:9"),
+    f("sample_shift", Kind::Number { min: 1.0, max: 20.0 }, false, "12"),
+    f("frames_per_second", Kind::Int { min: 5, max: 24 }, false, "16"),
     f("go_fast", Kind::Bool, false, "true"),
-    f(
-        "seed",
-        Kind::Int {
-            min: 0,
-            max: i64::MAX,
-        },
-        false,
-        "random",
-    ),
+    f("seed", Kind::Int { min: 0, max: i64::MAX }, false, "random"),
     f("high_noise_lora", Kind::Url, false, "none"),
     f("high_noise_lora_2", Kind::Url, false, "none"),
     f("high_noise_lora_3", Kind::Url, false, "none"),
@@ -148,18 +122,9 @@ pub fn parse_cell(field: &Field, raw: &str) -> Result<Option<Value>, String> {
         };
     }
     if cell.len() > MAX_CELL {
-        return Err(format!(
-            "is {} bytes long; at most {MAX_CELL} are accepted",
-            cell.len()
-        ));
+        return Err(format!("is {} bytes long; at most {MAX_CELL} are accepted", cell.len()));
     }
-    let got = || {
-        format!(
-            "expected {}, got {:?}",
-            field.kind.expected(),
-            shorten(cell)
-        )
-    };
+    let got = || format!("expected {}, got {:?}", field.kind.expected(), shorten(cell));
     let value = match field.kind {
         Kind::Text => Value::String(raw.to_string()),
         Kind::Url => {
@@ -272,10 +237,7 @@ impl Params {
 
     /// The class used to learn durations: what changes how long Segmind takes.
     pub fn duration_class(&self) -> String {
-        let res = self
-            .get("resolution")
-            .and_then(Value::as_str)
-            .unwrap_or("480p");
+        let res = self.get("resolution").and_then(Value::as_str).unwrap_or("480p");
         let frames = self.get("num_frames").and_then(Value::as_i64).unwrap_or(81);
         let fast = self.get("go_fast").and_then(Value::as_bool).unwrap_or(true);
         format!("{res}|{frames}|{fast}")
@@ -339,14 +301,8 @@ mod tests {
             (field("image").unwrap(), Value::from("https://a/b.png")),
             (field("prompt").unwrap(), Value::from("p")),
         ]);
-        assert_eq!(
-            a.to_json(),
-            r#"{"image":"https://a/b.png","prompt":"p","seed":3}"#
-        );
-        assert_eq!(
-            Params::from_json(&a.to_json()).unwrap().to_json(),
-            a.to_json()
-        );
+        assert_eq!(a.to_json(), r#"{"image":"https://a/b.png","prompt":"p","seed":3}"#);
+        assert_eq!(Params::from_json(&a.to_json()).unwrap().to_json(), a.to_json());
         assert_eq!(a.duration_class(), "480p|81|true");
     }
 }

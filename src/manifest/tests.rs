@@ -5,10 +5,7 @@ use std::io::Write;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &[u8]) -> std::path::PathBuf {
     let path = dir.path().join(name);
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(text)
-        .unwrap();
+    std::fs::File::create(&path).unwrap().write_all(text).unwrap();
     path
 }
 
@@ -34,15 +31,9 @@ fn csv_rows_become_typed_params_with_stable_ids() {
     assert_eq!(rows[0].id, "a1");
     assert_eq!(
         rows[0].json,
-        format!(
-            r#"{{"image":"{IMG}","prompt":"a cat","num_frames":81,"sample_shift":7.5,"go_fast":false}}"#
-        )
+        format!(r#"{{"image":"{IMG}","prompt":"a cat","num_frames":81,"sample_shift":7.5,"go_fast":false}}"#)
     );
-    assert!(
-        rows[1].id.starts_with('r') && rows[1].id.len() == 13,
-        "{}",
-        rows[1].id
-    );
+    assert!(rows[1].id.starts_with('r') && rows[1].id.len() == 13, "{}", rows[1].id);
     assert_eq!(
         rows[1].json,
         format!(r#"{{"image":"{IMG}","prompt":"a dog","seed":42}}"#)
@@ -83,14 +74,9 @@ fn every_error_names_file_line_and_field() {
         "{}",
         shown[0]
     );
+    assert!(shown[1].contains("bad.csv:4: prompt: is required"), "{}", shown[1]);
     assert!(
-        shown[1].contains("bad.csv:4: prompt: is required"),
-        "{}",
-        shown[1]
-    );
-    assert!(
-        shown[2]
-            .contains("bad.csv:4: num_frames: expected a whole number from 81 to 100, got \"120\""),
+        shown[2].contains("bad.csv:4: num_frames: expected a whole number from 81 to 100, got \"120\""),
         "{}",
         shown[2]
     );
@@ -121,14 +107,12 @@ fn unknown_column_is_an_error_with_a_suggestion() {
 #[test]
 fn duplicate_ids_name_both_lines_and_unsafe_ids_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        format!("id,image,prompt\nx,{IMG},a\ny,{IMG},b\nx,{IMG},c\n../etc,{IMG},d\nNUL,{IMG},e\n");
+    let text = format!("id,image,prompt\nx,{IMG},a\ny,{IMG},b\nx,{IMG},c\n../etc,{IMG},d\nNUL,{IMG},e\n");
     let (_, errs) = load(&[write(&dir, "d.csv", text.as_bytes())]);
     let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert_eq!(errs.len(), 3, "{shown:#?}");
     assert!(
-        shown[0].contains("d.csv:4: id: \"x\" is used twice: here and at")
-            && shown[0].contains("d.csv:2"),
+        shown[0].contains("d.csv:4: id: \"x\" is used twice: here and at") && shown[0].contains("d.csv:2"),
         "{}",
         shown[0]
     );

@@ -35,10 +35,7 @@ impl std::fmt::Display for ImportConflict {
 impl Store {
     /// Checks every row against the database without writing: which are new, which unchanged,
     /// which conflict.
-    pub async fn check_import(
-        &self,
-        rows: &[Row],
-    ) -> anyhow::Result<(ImportSummary, Vec<ImportConflict>)> {
+    pub async fn check_import(&self, rows: &[Row]) -> anyhow::Result<(ImportSummary, Vec<ImportConflict>)> {
         let mut summary = ImportSummary::default();
         let mut conflicts = Vec::new();
         let mut conn = self.read.acquire().await?;
@@ -63,10 +60,7 @@ impl Store {
 
     /// Inserts the rows. Returns the conflicts instead (and writes nothing) if any id exists with
     /// other parameters.
-    pub async fn import(
-        &self,
-        rows: &[Row],
-    ) -> anyhow::Result<Result<ImportSummary, Vec<ImportConflict>>> {
+    pub async fn import(&self, rows: &[Row]) -> anyhow::Result<Result<ImportSummary, Vec<ImportConflict>>> {
         const BATCH: usize = 5_000;
         let mut summary = ImportSummary::default();
         let mut conflicts = Vec::new();

@@ -187,12 +187,7 @@ impl Store {
     }
 
     /// running → running: still QUEUED/PROCESSING; poll again at `next_at`.
-    pub async fn record_pending(
-        &self,
-        seq: i64,
-        request_id: &str,
-        next_at: i64,
-    ) -> anyhow::Result<bool> {
+    pub async fn record_pending(&self, seq: i64, request_id: &str, next_at: i64) -> anyhow::Result<bool> {
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE jobs SET due_at = ?, polls = polls + 1, last_pending_at = ?, errors_in_row = 0, updated_at = ?
@@ -233,12 +228,7 @@ impl Store {
     }
 
     /// running → downloading: COMPLETED, with the output URL saved before anything fetches it.
-    pub async fn record_completed(
-        &self,
-        seq: i64,
-        request_id: &str,
-        c: Completed<'_>,
-    ) -> anyhow::Result<bool> {
+    pub async fn record_completed(&self, seq: i64, request_id: &str, c: Completed<'_>) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
@@ -263,12 +253,7 @@ impl Store {
     }
 
     /// running → failed with the API's message (FAILED, served as 422).
-    pub async fn record_failed(
-        &self,
-        seq: i64,
-        request_id: &str,
-        error: &str,
-    ) -> anyhow::Result<bool> {
+    pub async fn record_failed(&self, seq: i64, request_id: &str, error: &str) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
@@ -290,13 +275,7 @@ impl Store {
 
     /// running/downloading → pending: the result record (or the video) is gone before we got it,
     /// so the job must be made again. Counted as an expired resubmit.
-    pub async fn record_expired(
-        &self,
-        seq: i64,
-        from: JobState,
-        request_id: &str,
-        why: &str,
-    ) -> anyhow::Result<bool> {
+    pub async fn record_expired(&self, seq: i64, from: JobState, request_id: &str, why: &str) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
@@ -359,13 +338,11 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let n = sqlx::query(
-            "UPDATE jobs SET state = 'unknown', updated_at = ? WHERE state = 'submitting'",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let n = sqlx::query("UPDATE jobs SET state = 'unknown', updated_at = ? WHERE state = 'submitting'")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(n)
     }
@@ -385,10 +362,9 @@ impl Store {
 
     /// Every saved request_id is due for a poll now (after a restart).
     pub async fn poll_all_now(&self) -> anyhow::Result<u64> {
-        let done =
-            sqlx::query("UPDATE jobs SET due_at = 0 WHERE state IN ('running', 'downloading')")
-                .execute(&self.write)
-                .await?;
+        let done = sqlx::query("UPDATE jobs SET due_at = 0 WHERE state IN ('running', 'downloading')")
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -438,21 +414,17 @@ impl Store {
     /// Jobs at Segmind right now (submitting or running).
     pub async fn in_flight(&self) -> anyhow::Result<i64> {
         Ok(
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', 'running')",
-            )
-            .fetch_one(&self.read)
-            .await?,
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', 'running')")
+                .fetch_one(&self.read)
+                .await?,
         )
     }
 
     pub async fn count_in(&self, state: JobState) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = ?")
-                .bind(state.as_str())
-                .fetch_one(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = ?")
+            .bind(state.as_str())
+            .fetch_one(&self.read)
+            .await?)
     }
 
     /// All jobs in manifest order, optionally only those in `state`.
@@ -479,20 +451,13 @@ impl Store {
 
     /// The learned mean duration (ms) for a parameter class, if any.
     pub async fn learned_duration(&self, class: &str) -> anyhow::Result<Option<(i64, f64)>> {
-        Ok(
-            sqlx::query_as("SELECT samples, mean_ms FROM durations WHERE class = ?")
-                .bind(class)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT samples, mean_ms FROM durations WHERE class = ?")
+            .bind(class)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
-    pub async fn save_duration(
-        &self,
-        class: &str,
-        samples: i64,
-        mean_ms: f64,
-    ) -> anyhow::Result<()> {
+    pub async fn save_duration(&self, class: &str, samples: i64, mean_ms: f64) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO durations (class, samples, mean_ms, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, mean_ms = excluded.mean_ms,
@@ -516,16 +481,14 @@ async fn close_attempt(
     detail: &str,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND n = ?",
-    )
-    .bind(outcome)
-    .bind(detail)
-    .bind(now)
-    .bind(seq)
-    .bind(attempt)
-    .execute(tx)
-    .await?;
+    sqlx::query("UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND n = ?")
+        .bind(outcome)
+        .bind(detail)
+        .bind(now)
+        .bind(seq)
+        .bind(attempt)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -537,16 +500,14 @@ async fn close_attempt_by_request(
     detail: &str,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND request_id = ?",
-    )
-    .bind(outcome)
-    .bind(detail)
-    .bind(now)
-    .bind(seq)
-    .bind(request_id)
-    .execute(tx)
-    .await?;
+    sqlx::query("UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND request_id = ?")
+        .bind(outcome)
+        .bind(detail)
+        .bind(now)
+        .bind(seq)
+        .bind(request_id)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

@@ -23,9 +23,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::state::JobState;
 
@@ -46,8 +44,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and applies the migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
@@ -91,17 +88,13 @@ impl Store {
 
     /// Number of jobs in each state (all states listed, zeros included).
     pub async fn counts(&self) -> anyhow::Result<Vec<(JobState, i64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(&self.read)
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            .fetch_all(&self.read)
+            .await?;
         Ok(JobState::ALL
             .into_iter()
             .map(|st| {
-                let n = rows
-                    .iter()
-                    .find(|(s, _)| s == st.as_str())
-                    .map_or(0, |(_, n)| *n);
+                let n = rows.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n);
                 (st, n)
             })
             .collect())

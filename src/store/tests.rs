@@ -74,18 +74,11 @@ async fn submit_window_is_recorded_and_recovered_as_unknown() {
     let attempts = store.attempts_of(seq).await.unwrap();
     assert_eq!(attempts[0].outcome.as_deref(), Some("unknown"));
     // A late answer from the dead worker cannot overwrite the recovered state.
-    assert!(!store
-        .record_accepted(seq, n, "rid", "s", "r", 0)
-        .await
-        .unwrap());
+    assert!(!store.record_accepted(seq, n, "rid", "s", "r", 0).await.unwrap());
     assert_eq!(store.resubmit_unknown().await.unwrap(), 1);
     let job = store.jobs(None).await.unwrap().remove(0);
     assert_eq!(
-        (
-            job.state.as_str(),
-            job.resubmits_unknown,
-            job.maybe_billed_twice
-        ),
+        (job.state.as_str(), job.resubmits_unknown, job.maybe_billed_twice),
         ("pending", 1, 1)
     );
 }
@@ -103,19 +96,13 @@ async fn a_job_walks_the_happy_path_and_stale_writes_do_nothing() {
     assert_eq!(store.in_flight().await.unwrap(), 1);
     let polls = store.due_polls(now_ms(), 10).await.unwrap();
     assert_eq!(polls[0].request_id, "r1");
-    assert!(store
-        .record_pending(seq, "r1", now_ms() + 60_000)
-        .await
-        .unwrap());
+    assert!(store.record_pending(seq, "r1", now_ms() + 60_000).await.unwrap());
     assert!(
         store.due_polls(now_ms(), 10).await.unwrap().is_empty(),
         "not due before its time"
     );
     assert!(
-        !store
-            .record_failed(seq, "other-request", "x")
-            .await
-            .unwrap(),
+        !store.record_failed(seq, "other-request", "x").await.unwrap(),
         "guarded by request id"
     );
     let c = Completed {
@@ -124,10 +111,7 @@ async fn a_job_walks_the_happy_path_and_stale_writes_do_nothing() {
         cost: Some(0.05),
     };
     assert!(store.record_completed(seq, "r1", c).await.unwrap());
-    assert!(
-        !store.record_pending(seq, "r1", 0).await.unwrap(),
-        "no longer running"
-    );
+    assert!(!store.record_pending(seq, "r1", 0).await.unwrap(), "no longer running");
     assert!(store
         .record_downloaded(seq, "r1", "out/a.mp4", 10, "abc")
         .await
@@ -146,10 +130,7 @@ async fn expiry_sends_the_job_back_counted() {
     store.import(&rows).await.unwrap().unwrap();
     let seq = store.due_submits(now_ms(), 10).await.unwrap()[0].seq;
     let n = store.claim_submit(seq).await.unwrap().unwrap();
-    store
-        .record_accepted(seq, n, "r1", "s", "r", 0)
-        .await
-        .unwrap();
+    store.record_accepted(seq, n, "r1", "s", "r", 0).await.unwrap();
     assert!(store
         .record_expired(seq, JobState::Running, "r1", "gone")
         .await
@@ -159,11 +140,7 @@ async fn expiry_sends_the_job_back_counted() {
         (job.state.as_str(), job.resubmits_expired, job.attempts),
         ("pending", 1, 1)
     );
-    assert_eq!(
-        store.claim_submit(seq).await.unwrap(),
-        Some(2),
-        "second attempt"
-    );
+    assert_eq!(store.claim_submit(seq).await.unwrap(), Some(2), "second attempt");
     assert_eq!(state_of(&store, "b").await, "pending");
 }
 
@@ -184,10 +161,7 @@ async fn retry_moves_failed_and_unknown_back_counted_by_cause() {
     let jobs = store.due_submits(now_ms(), 10).await.unwrap();
     let (a, b) = (jobs[0].seq, jobs[1].seq);
     let n = store.claim_submit(a).await.unwrap().unwrap();
-    store
-        .record_accepted(a, n, "ra", "s", "r", 0)
-        .await
-        .unwrap();
+    store.record_accepted(a, n, "ra", "s", "r", 0).await.unwrap();
     store.record_failed(a, "ra", "boom").await.unwrap();
     let n = store.claim_submit(b).await.unwrap().unwrap();
     store
@@ -199,17 +173,10 @@ async fn retry_moves_failed_and_unknown_back_counted_by_cause() {
     assert_eq!(store.retry(RetryWhich::Id("b")).await.unwrap(), 1);
     let jobs = store.jobs(None).await.unwrap();
     assert!(
-        jobs.iter()
-            .all(|j| j.state == "pending" && j.error.is_none()),
+        jobs.iter().all(|j| j.state == "pending" && j.error.is_none()),
         "{jobs:?}"
     );
-    assert_eq!(
-        (jobs[0].resubmits_failed, jobs[0].maybe_billed_twice),
-        (1, 0)
-    );
-    assert_eq!(
-        (jobs[1].resubmits_unknown, jobs[1].maybe_billed_twice),
-        (1, 1)
-    );
+    assert_eq!((jobs[0].resubmits_failed, jobs[0].maybe_billed_twice), (1, 0));
+    assert_eq!((jobs[1].resubmits_unknown, jobs[1].maybe_billed_twice), (1, 1));
     assert_eq!(store.all_attempts().await.unwrap().len(), 2);
 }

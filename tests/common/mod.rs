@@ -102,13 +102,7 @@ impl Env {
     /// Export through the binary, as JSON values.
     pub async fn export(&self) -> Vec<serde_json::Value> {
         let mut cmd = self.bin();
-        cmd.args([
-            "export",
-            "--db",
-            self.db().to_str().unwrap(),
-            "--format",
-            "jsonl",
-        ]);
+        cmd.args(["export", "--db", self.db().to_str().unwrap(), "--format", "jsonl"]);
         let out = finish(cmd).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         String::from_utf8(out.stdout)
@@ -151,9 +145,7 @@ pub fn submits_by_prompt(fake: &FakeServer) -> std::collections::HashMap<String,
 /// Files in a folder, sorted.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect(),
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -164,10 +156,7 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
