@@ -15,6 +15,7 @@ CREATE TABLE jobs (
     submitted_at        INTEGER,                    -- current attempt's accepted time
     due_at              INTEGER NOT NULL DEFAULT 0, -- earliest time the next action may run
     polls               INTEGER NOT NULL DEFAULT 0, -- API GETs spent on this job (all attempts)
+    attempt_polls       INTEGER NOT NULL DEFAULT 0, -- polls of the current attempt that saw it pending
     errors_in_row       INTEGER NOT NULL DEFAULT 0, -- transient errors since the last progress
     last_pending_at     INTEGER,                    -- last poll that saw the job still running
     output_url          TEXT,
@@ -48,10 +49,11 @@ CREATE TABLE attempts (
     PRIMARY KEY (job_seq, n)
 );
 
--- Learned durations (submit to COMPLETED) per parameter class, kept across runs.
+-- Learned poll timing per parameter class, kept across runs (see src/engine/schedule.rs).
 CREATE TABLE durations (
-    class     TEXT PRIMARY KEY,   -- "resolution|num_frames|go_fast"
-    samples   INTEGER NOT NULL,
-    mean_ms   REAL    NOT NULL,
-    updated_at INTEGER NOT NULL
+    class          TEXT PRIMARY KEY,   -- "resolution|num_frames|go_fast"
+    samples        INTEGER NOT NULL,   -- completions observed
+    first_poll_ms  REAL    NOT NULL,   -- when to poll first, ms after submit (a tracked quantile)
+    second_spread  REAL    NOT NULL,   -- second poll at first_poll_ms × (1 + second_spread)
+    updated_at     INTEGER NOT NULL
 );

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
 use crate::cli::{Failure, Outcome};
-use crate::engine::{self, download, EngineConfig, Stop, Timing, UnknownPolicy};
+use crate::engine::{self, download, Budget, EngineConfig, Stop, Timing, UnknownPolicy};
 use crate::state::JobState;
 use crate::store::Store;
 
@@ -35,6 +35,16 @@ pub struct RunArgs {
     /// submit again (counted, flagged as possibly billed twice) or hold it for `retry`.
     #[arg(long, value_enum, default_value = "resubmit")]
     pub on_unknown: UnknownPolicy,
+    /// Stop submitting before the spend (API-reported `metrics.cost`, else --price per video)
+    /// would pass this many dollars; paid work is still collected. Needs --price.
+    #[arg(long, requires = "price")]
+    pub max_cost: Option<f64>,
+    /// Dollars per video, for --max-cost (and estimates) where the API reports no cost.
+    #[arg(long)]
+    pub price: Option<f64>,
+    /// Stop submitting when the account's remaining credits (as the API reports them) fall below this.
+    #[arg(long)]
+    pub min_credits: Option<f64>,
     /// Parallel video downloads (from the video host; they use no API requests).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub download_concurrency: u32,
@@ -44,6 +54,9 @@ pub struct RunArgs {
     /// Poll the status endpoint (then fetch the result) instead of polling the result endpoint.
     #[arg(long)]
     pub poll_status_endpoint: bool,
+    /// The window --rpm counts in, in milliseconds (tests and benchmarks scale time with it).
+    #[arg(long, default_value_t = 60_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_window_ms: u64,
     /// Expected seconds per video before any are observed (learned afterwards).
     #[arg(long, default_value_t = 54.46, hide = true)]
     pub initial_estimate_secs: f64,
@@ -136,8 +149,23 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
         .await
         .ok();
 
+    for (name, v) in [
+        ("--max-cost", args.max_cost),
+        ("--price", args.price),
+        ("--min-credits", args.min_credits),
+    ] {
+        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(Failure::Usage(format!("{name} must be a number ≥ 0")).into());
+        }
+    }
     let cfg = EngineConfig {
         rpm: args.rpm,
+        rate_window: Duration::from_millis(args.rate_window_ms),
+        budget: Budget {
+            max_cost: args.max_cost,
+            price: args.price,
+            min_credits: args.min_credits,
+        },
         concurrency: args.concurrency.map_or((args.rpm / 2).max(1), |c| c) as usize,
         download_concurrency: args.download_concurrency as usize,
         out_dir: args.out.clone(),
@@ -218,6 +246,14 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
         }
         Stop::NoCredits(_) => {
             eprintln!("out of credits: {waiting} jobs waiting; top up and run again (`{resume}`)");
+            Outcome::Account
+        }
+        Stop::Budget(msg) => {
+            let spent: f64 = jobs.iter().filter_map(|j| j.cost).sum();
+            eprintln!(
+                "stopped submitting: {msg}. Reported cost so far ${spent:.2}; {done} done, {waiting} job(s) waiting; \
+                 raise the limit and run `{resume}` to go on."
+            );
             Outcome::Account
         }
         Stop::Local(msg) => {

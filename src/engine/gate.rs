@@ -1,8 +1,15 @@
-//! The one gate every API request passes: a smooth `governor` limiter at `--rpm` (burst 1, so
-//! never more than rpm in any 60 s window) plus a shared pause that a 429 sets for everyone.
+//! The one gate every API request passes. Two layers:
+//!
+//! 1. A `governor` limiter at the configured rate with burst 1: a hard cap, smooth pacing, never
+//!    more than `rpm` requests in any window.
+//! 2. An adaptive pace below that cap (AIMD). A 429 pauses *every* caller until the server's
+//!    reset hint, and cuts the pace to below what the server evidently allows (90 % of what we
+//!    sent in the last window, and at least a 30 % cut); each success then adds a little back, so
+//!    the pace creeps up to the limit again slowly and 429s stay rare.
 //!
 //! Downloads from the video host do not pass here: they are not API requests.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -10,37 +17,106 @@ use std::time::{Duration, SystemTime};
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use tokio::time::Instant;
 
+/// Added to the pace (requests per window) after each success: about 3 % growth per window.
+const INCREASE: f64 = 0.03;
+/// A 429 cuts the pace to at most this share of what it was.
+const DECREASE: f64 = 0.7;
+/// ... and to at most this share of what we sent in the last window.
+const BELOW_OBSERVED: f64 = 0.9;
+
 pub struct Gate {
     limiter: DefaultDirectRateLimiter,
-    paused_until: Mutex<Option<Instant>>,
+    cap: f64,
+    window: Duration,
     /// Used when a 429 carries no reset hint.
     default_pause: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    paused_until: Option<Instant>,
+    /// Current pace, requests per window (≤ cap).
+    pace: f64,
+    next_slot: Instant,
+    /// A 429 arriving before this does not cut again (one cut per burst of refusals).
+    cut_guard: Option<Instant>,
+    /// Send times within the last window.
+    sent: VecDeque<Instant>,
+    rate_limited: u64,
+}
+
+/// A snapshot for progress displays and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateStats {
+    pub pace: f64,
+    pub cap: f64,
+    pub rate_limited: u64,
+    pub sent_last_window: usize,
 }
 
 impl Gate {
-    pub fn new(rpm: u32, default_pause: Duration) -> Gate {
-        let rpm = NonZeroU32::new(rpm.max(1)).expect("non-zero");
-        let quota = Quota::per_minute(rpm).allow_burst(NonZeroU32::MIN);
+    /// `rate` requests per `window` (per minute in normal use).
+    pub fn new(rate: u32, window: Duration, default_pause: Duration) -> Gate {
+        let rate = rate.max(1);
+        let period = (window / rate).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::MIN);
         Gate {
             limiter: RateLimiter::direct(quota),
-            paused_until: Mutex::new(None),
+            cap: f64::from(rate),
+            window,
             default_pause,
+            state: Mutex::new(State {
+                paused_until: None,
+                pace: f64::from(rate),
+                next_slot: Instant::now(),
+                cut_guard: None,
+                sent: VecDeque::new(),
+                rate_limited: 0,
+            }),
         }
     }
 
-    /// Waits until a request may be sent: after any 429 pause, and inside the rate.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a request may be sent: after any 429 pause, inside the cap and the pace.
     pub async fn acquire(&self) {
         self.wait_pause().await;
         self.limiter
-            .until_ready_with_jitter(Jitter::up_to(Duration::from_millis(5)))
+            .until_ready_with_jitter(Jitter::up_to(Duration::from_millis(2)))
             .await;
-        // A 429 may have arrived while we waited for the permit: honour it too.
+        let slot = {
+            let mut st = self.lock();
+            let now = Instant::now();
+            if st.pace < self.cap {
+                let interval = self.window.div_f64(st.pace.max(0.01));
+                let slot = st.next_slot.max(now);
+                st.next_slot = slot + interval;
+                Some(slot)
+            } else {
+                st.next_slot = now;
+                None
+            }
+        };
+        if let Some(slot) = slot {
+            tokio::time::sleep_until(slot).await;
+        }
+        // A 429 may have arrived while we waited: honour it too.
         self.wait_pause().await;
+        let mut st = self.lock();
+        let now = Instant::now();
+        st.sent.push_back(now);
+        while st.sent.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+            st.sent.pop_front();
+        }
     }
 
     async fn wait_pause(&self) {
         loop {
-            let until = *self.paused_until.lock().expect("gate lock");
+            let until = self.lock().paused_until;
             match until {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
                 _ => return,
@@ -48,22 +124,60 @@ impl Gate {
         }
     }
 
-    /// Every worker waits until `until` (or the default pause when the server gave no hint).
-    pub fn pause(&self, until: Option<SystemTime>) {
+    /// A request was answered without a 429: creep back toward the cap.
+    pub fn on_success(&self) {
+        let mut st = self.lock();
+        st.pace = (st.pace + INCREASE).min(self.cap);
+    }
+
+    /// A 429: every caller waits until `until` (or a default pause without a hint), and the pace
+    /// drops below what the server evidently allows — once per burst of refusals.
+    pub fn on_rate_limited(&self, until: Option<SystemTime>) {
         let wait = until
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .unwrap_or(self.default_pause)
             .min(Duration::from_secs(3600));
-        let t = Instant::now() + wait;
-        let mut guard = self.paused_until.lock().expect("gate lock");
-        if guard.is_none_or(|cur| cur < t) {
-            *guard = Some(t);
+        let now = Instant::now();
+        let end = now + wait;
+        let mut st = self.lock();
+        st.rate_limited += 1;
+        if st.paused_until.is_none_or(|cur| cur < end) {
+            st.paused_until = Some(end);
         }
+        if st.cut_guard.is_some_and(|g| now < g) {
+            return;
+        }
+        let sent = st
+            .sent
+            .iter()
+            .filter(|t| now.duration_since(**t) <= self.window)
+            .count() as f64;
+        let observed = (sent * BELOW_OBSERVED).max(1.0);
+        st.pace = (st.pace * DECREASE).min(observed).max(0.5);
+        let interval = self.window.div_f64(st.pace);
+        st.cut_guard = Some(end + interval * 2);
+        st.next_slot = end;
+        tracing::info!(pace = st.pace, "rate limited: slowing down");
     }
 
     /// When the current pause ends, if one is in force.
     pub fn paused_until(&self) -> Option<Instant> {
-        (*self.paused_until.lock().expect("gate lock")).filter(|t| *t > Instant::now())
+        self.lock().paused_until.filter(|t| *t > Instant::now())
+    }
+
+    pub fn stats(&self) -> GateStats {
+        let st = self.lock();
+        let now = Instant::now();
+        GateStats {
+            pace: st.pace,
+            cap: self.cap,
+            rate_limited: st.rate_limited,
+            sent_last_window: st
+                .sent
+                .iter()
+                .filter(|t| now.duration_since(**t) <= self.window)
+                .count(),
+        }
     }
 }
 
@@ -71,25 +185,60 @@ impl Gate {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[tokio::test]
     async fn permits_are_paced_without_burst() {
-        let gate = Gate::new(6000, Duration::from_millis(50)); // one per 10 ms
+        let gate = Gate::new(100, Duration::from_secs(1), 50 * MS); // one per 10 ms
         let start = Instant::now();
         for _ in 0..11 {
             gate.acquire().await;
         }
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(95), "11 permits at 100/s took {took:?}");
+        assert!(took >= 95 * MS, "11 permits at 100/s took {took:?}");
     }
 
     #[tokio::test]
-    async fn a_pause_holds_every_caller() {
-        let gate = Gate::new(60_000, Duration::from_millis(120));
+    async fn a_429_pauses_every_caller_until_the_hint() {
+        let gate = std::sync::Arc::new(Gate::new(1000, Duration::from_secs(1), 120 * MS));
         gate.acquire().await;
-        gate.pause(None);
+        gate.on_rate_limited(Some(SystemTime::now() + 150 * MS));
         let start = Instant::now();
+        let a = tokio::spawn({
+            let g = gate.clone();
+            async move { g.acquire().await }
+        });
         gate.acquire().await;
-        assert!(start.elapsed() >= Duration::from_millis(110));
+        a.await.unwrap();
+        assert!(start.elapsed() >= 140 * MS, "{:?}", start.elapsed());
         assert!(gate.paused_until().is_none());
+        assert_eq!(gate.stats().rate_limited, 1);
+    }
+
+    #[tokio::test]
+    async fn the_pace_drops_below_the_observed_limit_once_per_burst_and_creeps_back() {
+        let gate = Gate::new(1000, Duration::from_secs(1), 10 * MS);
+        for _ in 0..20 {
+            gate.acquire().await; // 20 sent in the window: the server allowed about that many
+        }
+        gate.on_rate_limited(None);
+        gate.on_rate_limited(None); // same burst: no second cut
+        let pace = gate.stats().pace;
+        assert!((17.0..=18.1).contains(&pace), "pace {pace}");
+        for _ in 0..100 {
+            gate.on_success();
+        }
+        let after = gate.stats().pace;
+        assert!(
+            (after - pace - 3.0).abs() < 0.01,
+            "additive increase: {pace} -> {after}"
+        );
+        // The paced rate is really slower: 5 permits at ~20/s take ~200 ms.
+        tokio::time::sleep(20 * MS).await;
+        let start = Instant::now();
+        for _ in 0..5 {
+            gate.acquire().await;
+        }
+        assert!(start.elapsed() >= 150 * MS, "{:?}", start.elapsed());
     }
 }

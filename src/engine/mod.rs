@@ -16,6 +16,7 @@
 pub mod download;
 pub mod gate;
 pub mod schedule;
+pub mod spend;
 mod tasks;
 
 use std::collections::HashSet;
@@ -32,6 +33,7 @@ use crate::state::JobState;
 use crate::store::{now_ms, Store};
 pub use gate::Gate;
 pub use schedule::{Schedule, Timing};
+pub use spend::{Budget, Spend};
 
 /// What to do with a submit whose answer was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,7 +46,10 @@ pub enum UnknownPolicy {
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// API requests per `rate_window` (per minute in normal use).
     pub rpm: u32,
+    pub rate_window: Duration,
+    pub budget: Budget,
     pub concurrency: usize,
     pub download_concurrency: usize,
     pub out_dir: PathBuf,
@@ -66,6 +71,8 @@ pub enum Stop {
     Refused(String),
     /// 406: out of credits; what was paid for is collected, the rest waits.
     NoCredits(String),
+    /// `--max-cost` or `--min-credits` reached; what was paid for is collected, the rest waits.
+    Budget(String),
     /// Disk full, unwritable output folder, database trouble.
     Local(String),
     /// Ctrl-C / SIGTERM.
@@ -88,6 +95,7 @@ struct Shared {
     dl: reqwest::Client,
     gate: Gate,
     schedule: Schedule,
+    spend: Spend,
     cfg: EngineConfig,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -99,7 +107,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
     let (tx, mut rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         dl: download::client(5)?,
-        gate: Gate::new(cfg.rpm, Duration::from_secs(5)),
+        gate: Gate::new(cfg.rpm, cfg.rate_window, cfg.rate_window / 12),
+        spend: Spend::new(cfg.budget.clone()),
         schedule: Schedule::new(store.clone(), cfg.timing.clone()),
         store,
         api,
@@ -113,6 +122,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
     let mut stop: Option<Stop> = None;
     let mut submitting = true;
     let mut no_credits: Option<String> = None;
+    let mut budget_stop: Option<String> = None;
+    let budgeted = shared.cfg.budget.max_cost.is_some() || shared.cfg.budget.min_credits.is_some();
     let mut submit_errors = 0i64;
     let mut submit_hold_until = 0i64;
 
@@ -155,6 +166,14 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                 if busy.insert(w.seq) {
                     dl_tasks.spawn(tasks::download(shared.clone(), w));
                 }
+            }
+        }
+
+        // Budgets stop submitting (not collecting what is paid for).
+        if submitting && budgeted {
+            if let Some(reason) = shared.spend.stop_reason(store).await? {
+                submitting = false;
+                budget_stop = Some(reason);
             }
         }
 
@@ -233,10 +252,11 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         api_tasks.abort_all();
         dl_tasks.abort_all();
     }
-    Ok(match (stop, no_credits) {
-        (Some(s), _) => s,
-        (None, Some(msg)) => Stop::NoCredits(msg),
-        (None, None) => Stop::Finished,
+    Ok(match (stop, no_credits, budget_stop) {
+        (Some(s), _, _) => s,
+        (None, Some(msg), _) => Stop::NoCredits(msg),
+        (None, None, Some(msg)) => Stop::Budget(msg),
+        (None, None, None) => Stop::Finished,
     })
 }
 

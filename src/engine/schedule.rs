@@ -1,10 +1,22 @@
-//! When to poll: expected durations learned from what we observe, per parameter class, kept in
-//! the database across runs; and backoff for transient trouble.
+//! When to poll, learned from what we observe, per parameter class, kept across runs; and the
+//! backoff for transient trouble.
 //!
-//! A job completes somewhere between the last poll that saw it pending and the poll that saw it
-//! done; the midpoint is the observation. When the very first poll already finds it done we only
-//! know an upper bound, so we learn 90 % of it: the estimate drifts down until a poll lands
-//! before completion, which keeps the first poll close to the real completion time.
+//! Polls are throughput (every API request comes out of one budget), so the aim is one poll that
+//! finds the job done, seldom two, and a short delay between completion and our seeing it. Both
+//! the first and the second poll of a job answer a yes/no question exactly — "did it take less
+//! than this?" — so each poll time is a *tracked quantile* of the duration, learnt by stochastic
+//! approximation (`θ ← θ·e^{s(q − done)}` moves θ to where a share q of answers is "done"):
+//!
+//! - **first poll** at `θ₁ = first_ms` after the submit, target q₁ = 65 % done;
+//! - **second poll** at `θ₁·(1 + spread)`, target 90 % of the remaining ones done (so about 96 %
+//!   of all jobs are seen by the second poll); the spread is learnt relative to θ₁, so a change
+//!   of θ₁ carries the second poll along;
+//! - **later polls** every half spread (the rare slow tail).
+//!
+//! Steps start large (a wrong prior is corrected within a few jobs) and shrink to `MIN_STEP`. A
+//! poll that came late (budget queueing) or early (a restart re-polls everything at once) says
+//! nothing about its quantile and is ignored. Before anything is learnt the seed page's ~54 s is
+//! the prior.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,13 +48,29 @@ impl Default for Timing {
     }
 }
 
-/// Weight of a new observation in the running mean.
-const ALPHA: f64 = 0.2;
+/// Share of jobs the first poll should find done.
+const FIRST_Q: f64 = 0.65;
+/// Share of the jobs still running at the first poll that the second poll should find done.
+const SECOND_Q: f64 = 0.9;
+/// Smallest relative step of the quantile trackers.
+const MIN_STEP: f64 = 0.03;
+/// Bounds of the second poll's spread above the first.
+const SPREAD_MIN: f64 = 0.005;
+const SPREAD_MAX: f64 = 1.0;
+
+#[derive(Clone, Copy, Debug)]
+struct Class {
+    samples: i64,
+    first_ms: f64,
+    spread: f64,
+    /// Second-poll observations (the spread's own step counter; not persisted).
+    seconds: i64,
+}
 
 pub struct Schedule {
     timing: Timing,
     store: Store,
-    learned: Mutex<HashMap<String, (i64, f64)>>,
+    learned: Mutex<HashMap<String, Class>>,
 }
 
 impl Schedule {
@@ -54,55 +82,89 @@ impl Schedule {
         }
     }
 
-    pub fn timing(&self) -> &Timing {
-        &self.timing
+    async fn class(&self, class: &str) -> Class {
+        if let Some(c) = self.learned.lock().expect("schedule lock").get(class) {
+            return *c;
+        }
+        let loaded = self.store.learned_timing(class).await.ok().flatten();
+        let c = match loaded {
+            Some((samples, first_ms, spread)) => Class {
+                samples,
+                first_ms,
+                spread,
+                seconds: samples / 3,
+            },
+            None => Class {
+                samples: 0,
+                first_ms: self.timing.initial_estimate.as_millis() as f64,
+                spread: 0.1,
+                seconds: 0,
+            },
+        };
+        *self
+            .learned
+            .lock()
+            .expect("schedule lock")
+            .entry(class.to_string())
+            .or_insert(c)
     }
 
-    /// Expected submit-to-completion time for a class, in ms.
+    /// The expected submit-to-completion time for a class, in ms (for estimates).
     pub async fn expected_ms(&self, class: &str) -> f64 {
-        if let Some((_, mean)) = self.learned.lock().expect("schedule lock").get(class) {
-            return *mean;
-        }
-        let loaded = self.store.learned_duration(class).await.ok().flatten();
-        let mut map = self.learned.lock().expect("schedule lock");
-        let entry = map
-            .entry(class.to_string())
-            .or_insert_with(|| loaded.unwrap_or((0, self.timing.initial_estimate.as_millis() as f64)));
-        entry.1
+        let c = self.class(class).await;
+        c.first_ms * (1.0 + c.spread * 0.3)
     }
 
     /// The first poll after a submit accepted at `submitted_at`.
     pub async fn first_poll_at(&self, class: &str, submitted_at: i64) -> i64 {
-        submitted_at + self.expected_ms(class).await.round() as i64
+        submitted_at + self.class(class).await.first_ms.round() as i64
     }
 
-    /// The next poll of a job still pending at `now`.
-    pub async fn next_poll_at(&self, class: &str, now: i64) -> i64 {
-        let gap = (self.expected_ms(class).await * 0.05).max(self.timing.min_poll_gap.as_millis() as f64);
-        now + gap.round() as i64
-    }
-
-    /// Records a completion seen at `now` and saves the new mean.
-    pub async fn observe(&self, class: &str, submitted_at: i64, last_pending_at: Option<i64>, now: i64) {
-        let observed = match last_pending_at {
-            Some(p) if p >= submitted_at => ((p + now) / 2 - submitted_at) as f64,
-            _ => (now - submitted_at) as f64 * 0.9,
-        }
-        .max(1.0);
-        let _ = self.expected_ms(class).await;
-        let (samples, mean) = {
-            let mut map = self.learned.lock().expect("schedule lock");
-            let e = map.get_mut(class).expect("loaded above");
-            e.1 = if e.0 == 0 {
-                observed
-            } else {
-                e.1 + ALPHA * (observed - e.1)
-            };
-            e.0 += 1;
-            *e
+    /// The next poll of a job seen pending `pending_polls` times (≥ 1), the last at `now`.
+    pub async fn next_poll_at(&self, class: &str, submitted_at: i64, pending_polls: i64, now: i64) -> i64 {
+        let c = self.class(class).await;
+        let min = self.timing.min_poll_gap.as_millis() as i64;
+        let at = if pending_polls <= 1 {
+            submitted_at + (c.first_ms * (1.0 + c.spread)).round() as i64
+        } else {
+            now + (c.first_ms * c.spread * 0.5).round() as i64
         };
-        if let Err(e) = self.store.save_duration(class, samples, mean).await {
-            tracing::warn!(error = %e, "could not save a learned duration");
+        at.max(now + min)
+    }
+
+    /// Records what a poll learnt: it was the attempt's `nth` poll (1 = first), `elapsed_ms`
+    /// after the submit, and the job had (`done`) or had not ended.
+    pub async fn observe(&self, class: &str, nth: i64, done: bool, elapsed_ms: i64) {
+        let mut c = self.class(class).await;
+        let elapsed = elapsed_ms as f64;
+        let on_time = |target: f64| elapsed >= target * 0.97 && elapsed <= target * 1.03 + 250.0;
+        let mut changed = false;
+        if nth == 1 && (on_time(c.first_ms) || (!done && elapsed > c.first_ms)) {
+            let step = (1.0 / (c.samples as f64 + 1.0)).max(MIN_STEP);
+            let dir = if done { FIRST_Q - 1.0 } else { FIRST_Q };
+            c.first_ms *= (step * dir).exp();
+            changed = true;
+        } else if nth == 2 {
+            let second = c.first_ms * (1.0 + c.spread);
+            if on_time(second) || (!done && elapsed > second) {
+                let step = (2.0 / (c.seconds as f64 + 2.0)).max(MIN_STEP * 2.0);
+                let dir = if done { SECOND_Q - 1.0 } else { SECOND_Q };
+                c.spread = (c.spread * (step * dir).exp()).clamp(SPREAD_MIN, SPREAD_MAX);
+                c.seconds += 1;
+                changed = true;
+            }
+        }
+        if done {
+            c.samples += 1;
+        }
+        if !changed && !done {
+            return;
+        }
+        self.learned.lock().expect("schedule lock").insert(class.to_string(), c);
+        if done {
+            if let Err(e) = self.store.save_timing(class, c.samples, c.first_ms, c.spread).await {
+                tracing::warn!(error = %e, "could not save learned poll timing");
+            }
         }
     }
 
@@ -111,5 +173,93 @@ impl Schedule {
         let exp = self.timing.base_backoff.as_millis() as f64 * 2f64.powi(errors.clamp(0, 20) as i32);
         let cap = exp.min(self.timing.max_backoff.as_millis() as f64).max(1.0);
         Duration::from_millis(rand::thread_rng().gen_range(0.0..=cap) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    async fn schedule(prior_ms: u64) -> (tempfile::TempDir, Schedule) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let timing = Timing {
+            initial_estimate: Duration::from_millis(prior_ms),
+            min_poll_gap: Duration::from_millis(10),
+            ..Timing::default()
+        };
+        (dir, Schedule::new(store, timing))
+    }
+
+    /// Runs jobs of the given durations through the schedule, one at a time; returns
+    /// (polls per job, mean delay between completion and the poll that saw it).
+    async fn simulate(s: &Schedule, durations: &[f64]) -> (f64, f64) {
+        let (mut polls, mut delay) = (0.0, 0.0);
+        for &d in durations {
+            let mut t = s.first_poll_at("c", 0).await;
+            let mut nth = 1;
+            loop {
+                polls += 1.0;
+                let done = t as f64 >= d;
+                s.observe("c", nth, done, t).await;
+                if done {
+                    delay += t as f64 - d;
+                    break;
+                }
+                t = s.next_poll_at("c", 0, nth, t).await;
+                nth += 1;
+            }
+        }
+        (polls / durations.len() as f64, delay / durations.len() as f64)
+    }
+
+    #[tokio::test]
+    async fn learns_a_wrong_prior_quickly_and_meets_the_targets() {
+        // Prior 54 s; real jobs 20 s ± 10 %.
+        let (_d, s) = schedule(54_000).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut jobs = |n| (0..n).map(|_| 20_000.0 * rng.gen_range(0.9..1.1)).collect::<Vec<f64>>();
+        let (warm_polls, _) = simulate(&s, &jobs(40)).await;
+        assert!(warm_polls < 2.0, "even while learning: {warm_polls}");
+        let (polls, delay) = simulate(&s, &jobs(400)).await;
+        eprintln!("after learning: {polls:.3} polls per job, mean delay {delay:.0} ms");
+        assert!(polls <= 1.5, "polls per job {polls}");
+        assert!(delay <= 2_000.0, "mean delay {delay} ms (10 % of 20 s is 2000)");
+    }
+
+    #[tokio::test]
+    async fn late_or_early_polls_teach_nothing() {
+        let (_d, s) = schedule(10_000).await;
+        s.observe("c", 1, true, 30_000).await; // a poll delayed by the budget
+        s.observe("c", 1, false, 100).await; // a restart's immediate re-poll
+        assert_eq!(s.first_poll_at("c", 0).await, 10_000);
+    }
+
+    #[tokio::test]
+    async fn learned_timing_survives_a_restart() {
+        let (dir, s) = schedule(54_000).await;
+        for _ in 0..30 {
+            let t = s.first_poll_at("c", 0).await;
+            s.observe("c", 1, true, t).await;
+        }
+        let learned = s.first_poll_at("c", 0).await;
+        assert!(learned < 40_000, "{learned}");
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let again = Schedule::new(store, Timing::default());
+        assert_eq!(again.first_poll_at("c", 0).await, learned);
+    }
+
+    #[tokio::test]
+    async fn backoff_is_capped_full_jitter() {
+        let (_d, s) = schedule(1000).await;
+        for errors in 0..30 {
+            assert!(s.backoff(errors) <= Duration::from_secs(60));
+        }
+        let samples: Vec<Duration> = (0..200).map(|_| s.backoff(3)).collect();
+        assert!(
+            samples.iter().any(|d| *d < Duration::from_secs(2)),
+            "full jitter reaches low values"
+        );
     }
 }

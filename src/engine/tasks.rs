@@ -32,8 +32,10 @@ async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
     };
     let result = s.api.submit(&w.params).await;
     let now = now_ms();
+    note(s, &result);
     match result {
-        Ok((sub, _meta)) => {
+        Ok((sub, meta)) => {
+            s.spend.note(&meta);
             let class = Params::from_json(&w.params)
                 .map(|p| p.duration_class())
                 .unwrap_or_default();
@@ -70,8 +72,7 @@ async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
                 .await?;
             let _ = s.events.send(Event::SubmitTrouble);
         }
-        Err(ApiError::RateLimited { until }) => {
-            s.gate.pause(until);
+        Err(ApiError::RateLimited { .. }) => {
             s.store
                 .record_submit_ended(w.seq, attempt, JobState::Pending, "refused", "429 rate limited", now)
                 .await?;
@@ -94,6 +95,16 @@ async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Tells the gate how an API call went: a 429 pauses everyone and slows the pace, anything else
+/// lets the pace creep back up.
+fn note<T>(s: &Shared, result: &Result<T, ApiError>) {
+    match result {
+        Err(ApiError::RateLimited { until }) => s.gate.on_rate_limited(*until),
+        Err(ApiError::NotSent(_)) => {}
+        _ => s.gate.on_success(),
+    }
+}
+
 pub async fn poll(s: Arc<Shared>, w: PollWork) {
     let r = poll_inner(&s, &w).await;
     finish(&s, w.seq, r).await;
@@ -110,11 +121,18 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
     } else {
         s.api.result(rid, response_url).await
     };
+    note(s, &result);
     // Status said COMPLETED: fetch the result (one more request, inside the budget).
     if let Ok((Poll::Completed(None), _)) = result {
         s.gate.acquire().await;
         result = s.api.result(rid, response_url).await;
+        note(s, &result);
     }
+    if let Ok((_, meta)) = &result {
+        s.spend.note(meta);
+    }
+    let nth = w.attempt_polls + 1;
+    let elapsed = now_ms() - w.submitted_at;
     let now = now_ms();
     let store = &s.store;
     match result {
@@ -122,11 +140,12 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
             if !matches!(state.as_str(), "QUEUED" | "PROCESSING") {
                 tracing::warn!(status = %state, "unknown status from the API; treating it as still running");
             }
-            let next = s.schedule.next_poll_at(&class, now).await;
+            s.schedule.observe(&class, nth, false, elapsed).await;
+            let next = s.schedule.next_poll_at(&class, w.submitted_at, nth, now).await;
             store.record_pending(w.seq, &w.request_id, next).await?;
         }
         Ok((Poll::Completed(Some(out)), _)) => {
-            s.schedule.observe(&class, w.submitted_at, w.last_pending_at, now).await;
+            s.schedule.observe(&class, nth, true, elapsed).await;
             let done = Completed {
                 output_url: &out.url,
                 output_size: out.file_size.map(|n| n as i64),
@@ -142,6 +161,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
                 .await?;
         }
         Ok((Poll::Failed(msg), _)) => {
+            s.schedule.observe(&class, nth, true, elapsed).await;
             tracing::info!(error = %msg, "job failed at Segmind");
             store.record_failed(w.seq, &w.request_id, &msg).await?;
         }
@@ -152,8 +172,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
                 .record_expired(w.seq, JobState::Running, &w.request_id, &why)
                 .await?;
         }
-        Err(ApiError::RateLimited { until }) => {
-            s.gate.pause(until);
+        Err(ApiError::RateLimited { .. }) => {
             store
                 .record_retry_later(w.seq, JobState::Running, &w.request_id, now, false)
                 .await?;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cdn::video_bytes;
 pub use respond::rfc3339_millis;
+pub use state::JobTimeline;
 
 /// The one model slug the fake knows.
 pub const MODEL_SLUG: &str = "wan-2.2-i2v-fast";
@@ -240,6 +241,11 @@ impl FakeServer {
 
     pub fn set_rate_limit(&self, limit: Option<u32>) {
         self.shared.lock().rate_limit = limit;
+    }
+
+    /// Every job's timeline: submitted, ended, and first reported ended to a client.
+    pub fn timelines(&self) -> Vec<JobTimeline> {
+        self.shared.timelines()
     }
 
     pub fn set_forbidden(&self, forbidden: bool) {

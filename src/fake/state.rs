@@ -37,6 +37,8 @@ pub(super) struct Job {
     pub run: Duration,
     /// Set when the job will end FAILED.
     pub error: Option<String>,
+    /// When an API answer first told a client the job had ended (COMPLETED or FAILED).
+    pub seen_done: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -150,6 +152,7 @@ impl Shared {
             queue: self.cfg.queue.mul_f64(factor),
             run: self.cfg.run.mul_f64(factor),
             error,
+            seen_done: None,
         };
         g.jobs.insert(id.clone(), job);
         if let Some(c) = g.credits.as_mut() {
@@ -165,8 +168,8 @@ impl Shared {
 
     /// Phase of a job as seen by the API (`expire`) or the CDN (files outlive records).
     pub fn phase(&self, id: &str, now: Instant, expire: bool) -> (Phase, Option<(u64, u64)>) {
-        let g = self.lock();
-        let Some(job) = g.jobs.get(id) else {
+        let mut g = self.lock();
+        let Some(job) = g.jobs.get_mut(id) else {
             return (Phase::NotFound, None);
         };
         let elapsed = now.saturating_duration_since(job.submitted);
@@ -179,6 +182,9 @@ impl Shared {
         } else if elapsed < job.queue + job.run {
             Phase::Processing
         } else {
+            if expire && job.seen_done.is_none() {
+                job.seen_done = Some(now);
+            }
             match &job.error {
                 Some(e) => Phase::Failed(e.clone()),
                 None => Phase::Completed,
@@ -251,5 +257,34 @@ mod tests {
         assert_eq!(sh.take_fault(FaultTarget::Result), None);
         assert_eq!(sh.take_fault(FaultTarget::Download), Some(FaultKind::Drop));
         assert_eq!(sh.take_fault(FaultTarget::Download), None);
+    }
+}
+
+/// One job's timeline, in ms since the server started.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobTimeline {
+    pub request_id: String,
+    pub submitted_ms: u64,
+    /// When the job ended (COMPLETED or FAILED) at the fake.
+    pub done_ms: u64,
+    /// When an API answer first reported the end to a client, if one has.
+    pub seen_done_ms: Option<u64>,
+}
+
+impl Shared {
+    pub fn timelines(&self) -> Vec<JobTimeline> {
+        let g = self.lock();
+        let mut v: Vec<JobTimeline> = g
+            .jobs
+            .iter()
+            .map(|(id, j)| JobTimeline {
+                request_id: id.clone(),
+                submitted_ms: self.ms_since_start(j.submitted),
+                done_ms: self.ms_since_start(j.submitted + j.queue + j.run),
+                seen_done_ms: j.seen_done.map(|t| self.ms_since_start(t)),
+            })
+            .collect();
+        v.sort_by_key(|t| t.submitted_ms);
+        v
     }
 }

@@ -26,6 +26,7 @@ pub struct PollWork {
     pub response_url: Option<String>,
     pub submitted_at: i64,
     pub last_pending_at: Option<i64>,
+    pub attempt_polls: i64,
     pub errors_in_row: i64,
 }
 
@@ -122,7 +123,7 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
-                 submitted_at = ?, due_at = ?, last_pending_at = NULL, errors_in_row = 0,
+                 submitted_at = ?, due_at = ?, last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0,
                  output_url = NULL, output_size = NULL, completed_at = NULL, error = NULL, updated_at = ?
              WHERE seq = ? AND state = 'submitting' AND attempts = ?",
         )
@@ -190,7 +191,8 @@ impl Store {
     pub async fn record_pending(&self, seq: i64, request_id: &str, next_at: i64) -> anyhow::Result<bool> {
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE jobs SET due_at = ?, polls = polls + 1, last_pending_at = ?, errors_in_row = 0, updated_at = ?
+            "UPDATE jobs SET due_at = ?, polls = polls + 1, attempt_polls = attempt_polls + 1, last_pending_at = ?,
+                 errors_in_row = 0, updated_at = ?
              WHERE seq = ? AND state = 'running' AND request_id = ?",
         )
         .bind(next_at)
@@ -370,7 +372,7 @@ impl Store {
 
     pub async fn due_polls(&self, now: i64, limit: i64) -> anyhow::Result<Vec<PollWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, errors_in_row
+            "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, attempt_polls, errors_in_row
              FROM jobs WHERE state = 'running' AND due_at <= ? ORDER BY submitted_at, seq LIMIT ?",
         )
         .bind(now)
@@ -449,23 +451,32 @@ impl Store {
         .await?)
     }
 
-    /// The learned mean duration (ms) for a parameter class, if any.
-    pub async fn learned_duration(&self, class: &str) -> anyhow::Result<Option<(i64, f64)>> {
-        Ok(sqlx::query_as("SELECT samples, mean_ms FROM durations WHERE class = ?")
-            .bind(class)
-            .fetch_optional(&self.read)
-            .await?)
+    /// The learned poll timing for a parameter class: (samples, first_poll_ms, second_spread).
+    pub async fn learned_timing(&self, class: &str) -> anyhow::Result<Option<(i64, f64, f64)>> {
+        Ok(
+            sqlx::query_as("SELECT samples, first_poll_ms, second_spread FROM durations WHERE class = ?")
+                .bind(class)
+                .fetch_optional(&self.read)
+                .await?,
+        )
     }
 
-    pub async fn save_duration(&self, class: &str, samples: i64, mean_ms: f64) -> anyhow::Result<()> {
+    pub async fn save_timing(
+        &self,
+        class: &str,
+        samples: i64,
+        first_poll_ms: f64,
+        second_spread: f64,
+    ) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO durations (class, samples, mean_ms, updated_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, mean_ms = excluded.mean_ms,
-                 updated_at = excluded.updated_at",
+            "INSERT INTO durations (class, samples, first_poll_ms, second_spread, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, first_poll_ms = excluded.first_poll_ms,
+                 second_spread = excluded.second_spread, updated_at = excluded.updated_at",
         )
         .bind(class)
         .bind(samples)
-        .bind(mean_ms)
+        .bind(first_poll_ms)
+        .bind(second_spread)
         .bind(now_ms())
         .execute(&self.write)
         .await?;
@@ -578,5 +589,29 @@ impl Store {
                 )
             })
             .collect())
+    }
+}
+
+/// What has been spent, for `--max-cost`.
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct CostSummary {
+    /// Sum of `metrics.cost` the API reported.
+    pub reported: f64,
+    pub reported_jobs: i64,
+    /// Attempts that are (or may be) billed but whose cost is not reported: jobs at Segmind,
+    /// finished ones without a cost, expired and lost-answer attempts.
+    pub unpriced: i64,
+}
+
+impl Store {
+    pub async fn cost_summary(&self) -> anyhow::Result<CostSummary> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(SUM(cost), 0.0) AS reported, COUNT(cost) AS reported_jobs,
+                    COALESCE(SUM(CASE WHEN cost IS NULL AND state IN ('submitting', 'running', 'downloading', 'done')
+                                      THEN 1 ELSE 0 END) + SUM(resubmits_expired + resubmits_unknown), 0) AS unpriced
+             FROM jobs",
+        )
+        .fetch_one(&self.read)
+        .await?)
     }
 }
