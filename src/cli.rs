@@ -51,6 +51,8 @@ pub enum Command {
     Export(cmd::export::ExportArgs),
     /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
     FakeServer(crate::fake::cli::FakeServerArgs),
+    /// Benchmark the request economy against an SDK-style poller (in-process fakes, time-compressed).
+    Bench(cmd::bench::BenchArgs),
     /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(cmd::demo::DemoArgs),
 }
@@ -125,6 +127,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
             Ok(Outcome::AllDone)
         }
         Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Bench(args) => cmd::bench::run(args).await,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `cmd`: one file per subcommand; `cli`: arguments and exit codes.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod cmd;

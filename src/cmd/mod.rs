@@ -1,5 +1,6 @@
 //! One module per subcommand. Each has an `Args` struct and a `run` returning the outcome.
 
+pub mod bench;
 pub mod demo;
 pub mod export;
 pub mod import;

@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 /// Added to the pace (requests per window) after each success: about 3 % growth per window.
@@ -85,9 +85,9 @@ impl Gate {
     /// Waits until a request may be sent: after any 429 pause, inside the cap and the pace.
     pub async fn acquire(&self) {
         self.wait_pause().await;
-        self.limiter
-            .until_ready_with_jitter(Jitter::up_to(Duration::from_millis(2)))
-            .await;
+        // No jitter: the dispatcher is the only waiter (no herd to spread), and with burst 1
+        // any lateness is budget lost for good.
+        self.limiter.until_ready().await;
         let slot = {
             let mut st = self.lock();
             let now = Instant::now();

@@ -7,14 +7,15 @@
 //! than this?" — so each poll time is a *tracked quantile* of the duration, learnt by stochastic
 //! approximation (`θ ← θ·e^{s(q − done)}` moves θ to where a share q of answers is "done"):
 //!
-//! - **first poll** at `θ₁ = first_ms` after the submit, target q₁ = 65 % done;
-//! - **second poll** at `θ₁·(1 + spread)`, target 90 % of the remaining ones done (so about 96 %
-//!   of all jobs are seen by the second poll); the spread is learnt relative to θ₁, so a change
+//! - **first poll** at `θ₁ = first_ms` after the submit, target q₁ = 75 % done;
+//! - **second poll** at `θ₁·(1 + spread)`, target 90 % of the remaining ones done (so about 97 %
+//!   of all jobs are seen by the second poll): about 1.3 polls per video; the spread is learnt relative to θ₁, so a change
 //!   of θ₁ carries the second poll along;
 //! - **later polls** every half spread (the rare slow tail).
 //!
-//! Steps start large (a wrong prior is corrected within a few jobs) and shrink to `MIN_STEP`. A
-//! poll that came late (budget queueing) or early (a restart re-polls everything at once) says
+//! Step sizes follow Kesten's rule: they stay at `MAX_STEP` while updates keep going the same
+//! way (a wrong prior is corrected within a dozen jobs) and shrink each time the direction flips,
+//! down to `MIN_STEP` (steady state). A poll that came late (budget queueing) or early (a restart re-polls everything at once) says
 //! nothing about its quantile and is ignored. Before anything is learnt the seed page's ~54 s is
 //! the prior.
 
@@ -49,22 +50,53 @@ impl Default for Timing {
 }
 
 /// Share of jobs the first poll should find done.
-const FIRST_Q: f64 = 0.65;
+const FIRST_Q: f64 = 0.75;
 /// Share of the jobs still running at the first poll that the second poll should find done.
 const SECOND_Q: f64 = 0.9;
-/// Smallest relative step of the quantile trackers.
+/// Relative steps of the quantile trackers.
+const MAX_STEP: f64 = 0.12;
 const MIN_STEP: f64 = 0.03;
+/// A flip of direction shrinks the step by this factor.
+const SHRINK: f64 = 0.7;
 /// Bounds of the second poll's spread above the first.
 const SPREAD_MIN: f64 = 0.005;
-const SPREAD_MAX: f64 = 1.0;
+const SPREAD_MAX: f64 = 0.5;
+/// The spread's tracker moves up 9× as far as down (target 90 %): it starts with smaller steps
+/// so that a few "pending" answers while θ₁ is still settling cannot inflate it for long.
+const SPREAD_MAX_STEP: f64 = 0.1;
 
 #[derive(Clone, Copy, Debug)]
 struct Class {
     samples: i64,
     first_ms: f64,
     spread: f64,
-    /// Second-poll observations (the spread's own step counter; not persisted).
-    seconds: i64,
+    first: Tracker,
+    second: Tracker,
+}
+
+/// Step state of one quantile tracker (not persisted: a restart starts careful but not slow).
+#[derive(Clone, Copy, Debug)]
+struct Tracker {
+    step: f64,
+    last_done: Option<bool>,
+}
+
+impl Tracker {
+    fn new(samples: i64, max_step: f64) -> Tracker {
+        Tracker {
+            step: if samples >= 20 { MIN_STEP * 2.0 } else { max_step },
+            last_done: None,
+        }
+    }
+
+    /// The log-factor to apply for an answer, `q` being the target share of "done".
+    fn update(&mut self, q: f64, done: bool) -> f64 {
+        if self.last_done.is_some_and(|d| d != done) {
+            self.step = (self.step * SHRINK).max(MIN_STEP);
+        }
+        self.last_done = Some(done);
+        self.step * if done { q - 1.0 } else { q }
+    }
 }
 
 pub struct Schedule {
@@ -92,13 +124,15 @@ impl Schedule {
                 samples,
                 first_ms,
                 spread,
-                seconds: samples / 3,
+                first: Tracker::new(samples, MAX_STEP),
+                second: Tracker::new(samples, SPREAD_MAX_STEP),
             },
             None => Class {
                 samples: 0,
                 first_ms: self.timing.initial_estimate.as_millis() as f64,
-                spread: 0.1,
-                seconds: 0,
+                spread: 0.08,
+                first: Tracker::new(0, MAX_STEP),
+                second: Tracker::new(0, SPREAD_MAX_STEP),
             },
         };
         *self
@@ -132,25 +166,22 @@ impl Schedule {
         at.max(now + min)
     }
 
-    /// Records what a poll learnt: it was the attempt's `nth` poll (1 = first), `elapsed_ms`
-    /// after the submit, and the job had (`done`) or had not ended.
-    pub async fn observe(&self, class: &str, nth: i64, done: bool, elapsed_ms: i64) {
+    /// Records what a poll learnt: it was the attempt's `nth` poll (1 = first), scheduled
+    /// `scheduled_ms` after the submit, and the job had (`done`) or had not ended.
+    pub async fn observe(&self, class: &str, nth: i64, done: bool, scheduled_ms: i64) {
         let mut c = self.class(class).await;
-        let elapsed = elapsed_ms as f64;
-        let on_time = |target: f64| elapsed >= target * 0.97 && elapsed <= target * 1.03 + 250.0;
+        let at = scheduled_ms as f64;
+        let on_time = |target: f64| (at - target).abs() <= target * 0.05;
         let mut changed = false;
-        if nth == 1 && (on_time(c.first_ms) || (!done && elapsed > c.first_ms)) {
-            let step = (1.0 / (c.samples as f64 + 1.0)).max(MIN_STEP);
-            let dir = if done { FIRST_Q - 1.0 } else { FIRST_Q };
-            c.first_ms *= (step * dir).exp();
+        // Answers teach whichever way they go: accepting only some (say a late "pending" but not
+        // a late "done") would bias the quantile.
+        if nth == 1 && on_time(c.first_ms) {
+            c.first_ms *= c.first.update(FIRST_Q, done).exp();
             changed = true;
         } else if nth == 2 {
             let second = c.first_ms * (1.0 + c.spread);
-            if on_time(second) || (!done && elapsed > second) {
-                let step = (2.0 / (c.seconds as f64 + 2.0)).max(MIN_STEP * 2.0);
-                let dir = if done { SECOND_Q - 1.0 } else { SECOND_Q };
-                c.spread = (c.spread * (step * dir).exp()).clamp(SPREAD_MIN, SPREAD_MAX);
-                c.seconds += 1;
+            if on_time(second) {
+                c.spread = (c.spread * c.second.update(SECOND_Q, done).exp()).clamp(SPREAD_MIN, SPREAD_MAX);
                 changed = true;
             }
         }
@@ -226,6 +257,22 @@ mod tests {
         eprintln!("after learning: {polls:.3} polls per job, mean delay {delay:.0} ms");
         assert!(polls <= 1.5, "polls per job {polls}");
         assert!(delay <= 2_000.0, "mean delay {delay} ms (10 % of 20 s is 2000)");
+    }
+
+    #[tokio::test]
+    async fn a_few_pending_answers_before_any_completion_do_not_run_away() {
+        let (_d, s) = schedule(10_000).await;
+        for _ in 0..3 {
+            let t = s.first_poll_at("c", 0).await;
+            s.observe("c", 1, false, t).await;
+        }
+        let after = s.first_poll_at("c", 0).await;
+        assert!(after < 20_000, "three pending answers moved θ to {after}");
+        for _ in 0..20 {
+            let t = s.first_poll_at("c", 0).await;
+            s.observe("c", 1, true, t).await;
+        }
+        assert!(s.first_poll_at("c", 0).await < 10_000, "and it comes back down");
     }
 
     #[tokio::test]

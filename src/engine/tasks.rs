@@ -39,7 +39,7 @@ async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
             let class = Params::from_json(&w.params)
                 .map(|p| p.duration_class())
                 .unwrap_or_default();
-            let first = s.schedule.first_poll_at(&class, now).await;
+            let first = s.poll_slot(s.schedule.first_poll_at(&class, now).await, now);
             s.store
                 .record_accepted(
                     w.seq,
@@ -132,7 +132,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
         s.spend.note(meta);
     }
     let nth = w.attempt_polls + 1;
-    let elapsed = now_ms() - w.submitted_at;
+    let scheduled = w.due_at - w.submitted_at;
     let now = now_ms();
     let store = &s.store;
     match result {
@@ -140,12 +140,13 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
             if !matches!(state.as_str(), "QUEUED" | "PROCESSING") {
                 tracing::warn!(status = %state, "unknown status from the API; treating it as still running");
             }
-            s.schedule.observe(&class, nth, false, elapsed).await;
-            let next = s.schedule.next_poll_at(&class, w.submitted_at, nth, now).await;
+            s.schedule.observe(&class, nth, false, scheduled).await;
+            let next = s.poll_slot(s.schedule.next_poll_at(&class, w.submitted_at, nth, now).await, now);
             store.record_pending(w.seq, &w.request_id, next).await?;
         }
         Ok((Poll::Completed(Some(out)), _)) => {
-            s.schedule.observe(&class, nth, true, elapsed).await;
+            s.observe_cost(w.attempts + w.polls + 1 + i64::from(s.cfg.poll_status_endpoint));
+            s.schedule.observe(&class, nth, true, scheduled).await;
             let done = Completed {
                 output_url: &out.url,
                 output_size: out.file_size.map(|n| n as i64),
@@ -161,7 +162,8 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
                 .await?;
         }
         Ok((Poll::Failed(msg), _)) => {
-            s.schedule.observe(&class, nth, true, elapsed).await;
+            s.observe_cost(w.attempts + w.polls + 1);
+            s.schedule.observe(&class, nth, true, scheduled).await;
             tracing::info!(error = %msg, "job failed at Segmind");
             store.record_failed(w.seq, &w.request_id, &msg).await?;
         }

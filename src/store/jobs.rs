@@ -28,6 +28,11 @@ pub struct PollWork {
     pub last_pending_at: Option<i64>,
     pub attempt_polls: i64,
     pub errors_in_row: i64,
+    /// API requests spent on the job so far (submit attempts and polls).
+    pub attempts: i64,
+    pub polls: i64,
+    /// When this poll was scheduled.
+    pub due_at: i64,
 }
 
 /// A finished job whose video is to be fetched.
@@ -372,7 +377,8 @@ impl Store {
 
     pub async fn due_polls(&self, now: i64, limit: i64) -> anyhow::Result<Vec<PollWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, attempt_polls, errors_in_row
+            "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, attempt_polls, errors_in_row,
+                    attempts, polls, due_at
              FROM jobs WHERE state = 'running' AND due_at <= ? ORDER BY submitted_at, seq LIMIT ?",
         )
         .bind(now)
