@@ -250,6 +250,11 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                 api_tasks.spawn(tasks::poll(shared.clone(), w));
             } else if may_submit {
                 if let Some(w) = next_submit(&shared, &busy, now).await? {
+                    // The intent is committed here, before the task is spawned, so the in-flight
+                    // count and the spend check of the very next iteration already include it.
+                    let Some(attempt) = store.claim_submit(w.seq).await? else {
+                        continue;
+                    };
                     busy.insert(w.seq);
                     // Evenly spaced, no burst: a burst at the start completes as a batch, and
                     // batches repeat (measured: 18 % delay instead of 9 %).
@@ -257,7 +262,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                     // most: enough to keep the budget full, too few to make a wave.
                     let interval = shared.submit_interval_ms();
                     next_submit_at = next_submit_at.max(now - 3 * interval) + interval;
-                    api_tasks.spawn(tasks::submit(shared.clone(), w));
+                    api_tasks.spawn(tasks::submit(shared.clone(), w, attempt));
                 }
             }
             continue;

@@ -9,15 +9,18 @@
 //!
 //! - **first poll** at `θ₁ = first_ms` after the submit, target q₁ = 75 % done;
 //! - **second poll** at `θ₁·(1 + spread)`, target 90 % of the remaining ones done (so about 97 %
-//!   of all jobs are seen by the second poll): about 1.3 polls per video; the spread is learnt relative to θ₁, so a change
-//!   of θ₁ carries the second poll along;
+//!   of all jobs are seen by the second poll): about 1.3 polls per video. The spread is learnt
+//!   relative to θ₁, so a change of θ₁ carries the second poll along;
 //! - **later polls** every half spread (the rare slow tail).
 //!
-//! Step sizes follow Kesten's rule: they stay at `MAX_STEP` while updates keep going the same
-//! way (a wrong prior is corrected within a dozen jobs) and shrink each time the direction flips,
-//! down to `MIN_STEP` (steady state). A poll that came late (budget queueing) or early (a restart re-polls everything at once) says
-//! nothing about its quantile and is ignored. Before anything is learnt the seed page's ~54 s is
-//! the prior.
+//! Step sizes follow Kesten's rule: they stay at `MAX_STEP` while answers keep going the same way
+//! (a wrong prior is corrected within a few dozen answers) and shrink each time the direction
+//! flips, down to `MIN_STEP` (steady state). A poll teaches if it was *scheduled* within 10 % of
+//! its quantile's current place, whatever it answers: answers to polls scheduled under a slightly
+//! older θ are delayed observations, stable with small steps, while polls far from θ (a
+//! restart's immediate re-polls, backoff retries) would bias it and are left out. The time a poll
+//! waits for the budget is part of what the tracker learns to allow for. Before anything is
+//! learnt the seed page's ~54 s is the prior.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -91,6 +94,8 @@ impl Tracker {
 
     /// The log-factor to apply for an answer, `q` being the target share of "done".
     fn update(&mut self, q: f64, done: bool) -> f64 {
+        // No growth on runs of one answer: at a 75 % target long runs of "done" are normal,
+        // and growing on them made the tracker oscillate (measured).
         if self.last_done.is_some_and(|d| d != done) {
             self.step = (self.step * SHRINK).max(MIN_STEP);
         }
@@ -171,7 +176,7 @@ impl Schedule {
     pub async fn observe(&self, class: &str, nth: i64, done: bool, scheduled_ms: i64) {
         let mut c = self.class(class).await;
         let at = scheduled_ms as f64;
-        let on_time = |target: f64| (at - target).abs() <= target * 0.05;
+        let on_time = |target: f64| at >= target * 0.9 && at <= target * 1.1;
         let mut changed = false;
         // Answers teach whichever way they go: accepting only some (say a late "pending" but not
         // a late "done") would bias the quantile.

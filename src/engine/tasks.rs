@@ -19,17 +19,14 @@ async fn finish(s: &Shared, seq: i64, result: anyhow::Result<()>) {
     let _ = s.events.send(Event::Finished(seq));
 }
 
-pub async fn submit(s: Arc<Shared>, w: SubmitWork) {
-    let r = submit_inner(&s, &w).await;
+/// Submits a job whose intent (attempt `attempt`) the dispatcher has already committed.
+pub async fn submit(s: Arc<Shared>, w: SubmitWork, attempt: i64) {
+    let r = submit_inner(&s, &w, attempt).await;
     finish(&s, w.seq, r).await;
 }
 
 #[tracing::instrument(skip_all, fields(job = %w.id))]
-async fn submit_inner(s: &Shared, w: &SubmitWork) -> anyhow::Result<()> {
-    // The intent is durable before the POST leaves.
-    let Some(attempt) = s.store.claim_submit(w.seq).await? else {
-        return Ok(());
-    };
+async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Result<()> {
     let result = s.api.submit(&w.params).await;
     let now = now_ms();
     note(s, &result);
