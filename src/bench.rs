@@ -238,7 +238,16 @@ pub async fn run_baseline(sc: &Scenario) -> anyhow::Result<Figures> {
                         other => anyhow::bail!("baseline result: {other:?}"),
                     }
                 };
-                download::fetch(&dl, &output.url, &out, &format!("v{i:05}"), output.file_size, 1 << 30).await?;
+                download::fetch(
+                    &dl,
+                    &output.url,
+                    &out,
+                    &format!("v{i:05}"),
+                    &sub.request_id,
+                    output.file_size,
+                    1 << 30,
+                )
+                .await?;
                 done += 1;
             }
         });

@@ -15,6 +15,7 @@
 //!   └── 404: record expired before its result was fetched (counted) ◀──────────────────┘ │
 //!                                                            COMPLETED + output URL      │
 //!                                         done ◀── verified file renamed ── downloading ◀┘
+//!                          (a video that cannot be fetched for good: downloading → failed)
 //! ```
 //!
 //! Invariants:
@@ -93,6 +94,7 @@ impl JobState {
                 | (Running, Pending)
                 | (Downloading, Done)
                 | (Downloading, Pending)
+                | (Downloading, Failed)
                 | (Failed, Pending)
         )
     }

@@ -227,7 +227,14 @@ async fn a_full_disk_stops_cleanly_and_resumes_when_space_is_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot write the video"), "{err}");
     let jobs = env.export().await;
-    assert!(jobs.iter().all(|j| j["state"] == "downloading"), "{jobs:#?}");
+    // The run stops at the first write error: jobs wait for their download (or, if it stopped
+    // before their poll, at Segmind); none failed, none lost.
+    assert!(jobs.iter().any(|j| j["state"] == "downloading"), "{jobs:#?}");
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "downloading" || j["state"] == "running"),
+        "{jobs:#?}"
+    );
     assert_eq!(env.fake.stats().submits.len(), N);
     let out = env.run(&[], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

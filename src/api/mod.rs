@@ -202,9 +202,15 @@ impl ApiClient {
             meta.remaining_credits = Some(c);
         }
         let status = body.get("status").and_then(Value::as_str).unwrap_or("");
+        // `output` is a URL string for video models; accept the other shapes seen across
+        // Segmind models (a list of URLs, an object with `url`) and the `video.url` object.
         let output = body
             .get("output")
-            .and_then(Value::as_str)
+            .and_then(|o| {
+                o.as_str()
+                    .or_else(|| o.get(0).and_then(Value::as_str))
+                    .or_else(|| o.get("url").and_then(Value::as_str))
+            })
             .or_else(|| body.pointer("/video/url").and_then(Value::as_str));
         let poll = match (status, output) {
             ("FAILED", _) => Poll::Failed(

@@ -140,13 +140,13 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
     if repoll > 0 {
         tracing::info!(jobs = repoll, "re-polling saved request ids");
     }
-    let keep: std::collections::HashSet<String> = store
+    let keep: std::collections::HashSet<(String, String)> = store
         .jobs(Some(JobState::Downloading))
         .await?
         .into_iter()
-        .map(|j| j.id)
+        .filter_map(|j| j.request_id.map(|r| (j.id, r)))
         .collect();
-    download::clean_stray_parts(&args.out, |id| keep.contains(id))
+    download::clean_stray_parts(&args.out, |id, rid| keep.contains(&(id.to_string(), rid.to_string())))
         .await
         .ok();
 

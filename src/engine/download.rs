@@ -61,8 +61,15 @@ pub fn final_path(out: &Path, id: &str) -> PathBuf {
     out.join(format!("{id}.mp4"))
 }
 
-pub fn part_path(out: &Path, id: &str) -> PathBuf {
-    out.join(format!(".{id}.mp4.part"))
+/// The partial file of one request's video. Named after the request too, so a partial left by
+/// an earlier attempt (whose video is gone) can never be resumed into a new request's video.
+pub fn part_path(out: &Path, id: &str, request_id: &str) -> PathBuf {
+    out.join(format!(".{id}.mp4.{request_id}.part"))
+}
+
+/// Removes a request's partial file, if any.
+pub async fn remove_part(out: &Path, id: &str, request_id: &str) {
+    let _ = tokio::fs::remove_file(part_path(out, id, request_id)).await;
 }
 
 fn local(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
@@ -78,6 +85,7 @@ pub async fn fetch(
     url: &str,
     out: &Path,
     id: &str,
+    request_id: &str,
     expected: Option<u64>,
     max_bytes: u64,
 ) -> Result<Fetched, DownloadError> {
@@ -86,7 +94,7 @@ pub async fn fetch(
         return Err(DownloadError::Invalid(format!("output URL {url:?} is not http(s)")));
     }
     tokio::fs::create_dir_all(out).await.map_err(local(out))?;
-    let part = part_path(out, id);
+    let part = part_path(out, id, request_id);
     let have = match tokio::fs::metadata(&part).await {
         Ok(m) => m.len(),
         Err(_) => 0,
@@ -210,9 +218,9 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Removes temporaries left by a crash whose job is no longer waiting for a download
-/// (a partial of a job still downloading is kept, to resume). Returns how many went.
-pub async fn clean_stray_parts(out: &Path, keep: impl Fn(&str) -> bool) -> std::io::Result<usize> {
+/// Removes temporaries left by a crash unless `keep(id, request_id)` says the job is still
+/// downloading that request (its partial is resumed). Returns how many went.
+pub async fn clean_stray_parts(out: &Path, keep: impl Fn(&str, &str) -> bool) -> std::io::Result<usize> {
     let mut removed = 0;
     let mut dir = match tokio::fs::read_dir(out).await {
         Ok(d) => d,
@@ -222,12 +230,41 @@ pub async fn clean_stray_parts(out: &Path, keep: impl Fn(&str) -> bool) -> std::
     while let Some(entry) = dir.next_entry().await? {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".mp4.part")) {
-            if !keep(id) {
-                tokio::fs::remove_file(entry.path()).await?;
-                removed += 1;
-            }
+        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".part")) else {
+            continue;
+        };
+        // `.ID.mp4.REQUEST.part`; request ids hold no dots, ids may.
+        let parsed = inner.rsplit_once(".mp4.");
+        if !parsed.is_some_and(|(id, rid)| keep(id, rid)) {
+            tokio::fs::remove_file(entry.path()).await?;
+            removed += 1;
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stray_partials_go_unless_their_job_still_downloads_that_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        for (id, rid) in [("a.b", "r1"), ("a.b", "old"), ("c", "r2")] {
+            std::fs::write(part_path(out, id, rid), b"x").unwrap();
+        }
+        std::fs::write(out.join(".junk.part"), b"x").unwrap();
+        std::fs::write(out.join("c.mp4"), b"done").unwrap();
+        let removed = clean_stray_parts(out, |id, rid| id == "a.b" && rid == "r1")
+            .await
+            .unwrap();
+        assert_eq!(removed, 3);
+        let mut left: Vec<String> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![".a.b.mp4.r1.part".to_string(), "c.mp4".to_string()]);
+    }
 }

@@ -243,6 +243,11 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                 _ = shared.gate.acquire() => {}
                 _ = cancel.cancelled() => continue,
             }
+            // Reports that arrived while we waited (a 401, a 406…) are heard before anything is
+            // sent: at worst a permit goes unused, never an extra call after a stop.
+            if !rx.is_empty() {
+                continue;
+            }
             let now = now_ms();
             let may_submit = submitting && now >= submit_hold_until.max(next_submit_at);
             if let Some(w) = next_poll(&shared, &busy, now).await? {

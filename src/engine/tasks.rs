@@ -33,20 +33,42 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
     match result {
         Ok((sub, meta)) => {
             s.spend.note(&meta);
+            // Logged before it is recorded: if the database cannot take it, the log still has
+            // the paid request id.
+            tracing::info!(request_id = %sub.request_id, "submit accepted");
             let class = Params::from_json(&w.params)
                 .map(|p| p.duration_class())
                 .unwrap_or_default();
             let first = s.poll_slot(s.schedule.first_poll_at(&class, now).await, now);
-            s.store
-                .record_accepted(
-                    w.seq,
-                    attempt,
-                    &sub.request_id,
-                    &sub.status_url,
-                    &sub.response_url,
-                    first,
-                )
-                .await?;
+            // A paid request id must not be lost to a passing database error: try a few times.
+            let mut tries = 0;
+            loop {
+                let r = s
+                    .store
+                    .record_accepted(
+                        w.seq,
+                        attempt,
+                        &sub.request_id,
+                        &sub.status_url,
+                        &sub.response_url,
+                        first,
+                    )
+                    .await;
+                match r {
+                    Ok(_) => break,
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        tracing::warn!(request_id = %sub.request_id, error = %e, "cannot record an accepted submit; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!(
+                            "request id {} of job {} was not recorded",
+                            sub.request_id, w.id
+                        )))
+                    }
+                }
+            }
             tracing::debug!(request_id = %sub.request_id, "submitted");
             let _ = s.events.send(Event::SubmitOk);
         }
@@ -153,10 +175,11 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
             tracing::debug!("completed");
         }
         Ok((Poll::Completed(None), _)) => {
-            let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-            store
-                .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
-                .await?;
+            // COMPLETED but no usable output URL even from the result endpoint: the job was paid
+            // for, and waiting would only let the record expire and trigger a resubmit.
+            let msg = "Segmind reported COMPLETED but gave no output URL";
+            tracing::error!("{msg}");
+            store.record_failed(w.seq, &w.request_id, msg).await?;
         }
         Ok((Poll::Failed(msg), _)) => {
             s.observe_cost(w.attempts + w.polls + 1);
@@ -179,6 +202,11 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
         Err(e) => {
             if let Some(stop) = e.account_stop() {
                 let _ = s.events.send(Event::Account(stop));
+                // A 406 lets polling go on: do not repoll this job with every permit.
+                let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+                store
+                    .record_retry_later(w.seq, JobState::Running, &w.request_id, due, false)
+                    .await?;
             } else {
                 // Transient (5xx, timeout, reset, malformed answer): a GET is always safe to
                 // repeat, so back off and try again; after the hour the API answers 404.
@@ -198,8 +226,12 @@ pub async fn download(s: Arc<Shared>, w: DownloadWork) {
     finish(&s, w.seq, r).await;
 }
 
-/// How many times a video host may answer 404/410 before we believe the video is gone.
+/// How many times, and for how long after COMPLETED, a video host must answer 404/410 before we
+/// believe the video is gone.
 const GONE_TRIES: i64 = 5;
+const GONE_AFTER_MS: i64 = 10 * 60 * 1000;
+/// Consecutive download failures (of other kinds) before the job is failed with the reason.
+const GIVE_UP_TRIES: i64 = 30;
 
 #[tracing::instrument(skip_all, fields(job = %w.id))]
 async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
@@ -209,6 +241,7 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
         &w.output_url,
         &s.cfg.out_dir,
         &w.id,
+        &w.request_id,
         expected,
         s.cfg.max_video_bytes,
     )
@@ -227,11 +260,24 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
             tracing::error!(error = %e, "cannot write videos");
             let _ = s.events.send(Event::Local(e.to_string()));
         }
-        Err(DownloadError::Gone(code)) if w.errors_in_row + 1 >= GONE_TRIES => {
+        Err(DownloadError::Gone(code))
+            if w.errors_in_row + 1 >= GONE_TRIES && now - w.completed_at.unwrap_or(now) >= GONE_AFTER_MS =>
+        {
+            // Only a video missing for a long while counts as gone: the file is kept 7 days, and
+            // a host that briefly answers 404 must not cost a second payment.
             let why = format!("the video is gone from its host (HTTP {code})");
+            download::remove_part(&s.cfg.out_dir, &w.id, &w.request_id).await;
             s.store
                 .record_expired(w.seq, JobState::Downloading, &w.request_id, &why)
                 .await?;
+        }
+        Err(e) if w.errors_in_row + 1 >= GIVE_UP_TRIES && !matches!(e, DownloadError::Gone(_)) => {
+            // A permanent problem (an unusable URL, a file over the limit, a host that keeps
+            // refusing): fail the job with the reason rather than retry for ever. It was paid
+            // for, so it is not resubmitted; `wanbatch retry --ids` does that on request.
+            let why = format!("download failed {GIVE_UP_TRIES} times, last: {e}");
+            download::remove_part(&s.cfg.out_dir, &w.id, &w.request_id).await;
+            s.store.record_download_failed(w.seq, &w.request_id, &why).await?;
         }
         Err(e) => {
             tracing::warn!(error = %e, "download failed; will retry");

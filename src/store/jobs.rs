@@ -44,6 +44,7 @@ pub struct DownloadWork {
     pub output_url: String,
     pub output_size: Option<i64>,
     pub errors_in_row: i64,
+    pub completed_at: Option<i64>,
 }
 
 /// Everything about a job, for `export` and tests.
@@ -399,7 +400,7 @@ impl Store {
 
     pub async fn due_downloads(&self, now: i64, limit: i64) -> anyhow::Result<Vec<DownloadWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, request_id, output_url, output_size, errors_in_row
+            "SELECT seq, id, request_id, output_url, output_size, errors_in_row, completed_at
              FROM jobs WHERE state = 'downloading' AND due_at <= ? ORDER BY completed_at, seq LIMIT ?",
         )
         .bind(now)
@@ -619,5 +620,22 @@ impl Store {
         )
         .fetch_one(&self.read)
         .await?)
+    }
+}
+
+impl Store {
+    /// downloading → failed: the video could not be fetched for a permanent reason.
+    pub async fn record_download_failed(&self, seq: i64, request_id: &str, error: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'failed', error = ?, updated_at = ?
+             WHERE seq = ? AND state = 'downloading' AND request_id = ?",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(seq)
+        .bind(request_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
