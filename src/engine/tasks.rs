@@ -33,8 +33,8 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
     match result {
         Ok((sub, meta)) => {
             s.spend.note(&meta);
-            // Logged before it is recorded: if the database cannot take it, the log still has
-            // the paid request id.
+            // Logged (at info) before it is recorded; if recording fails for good, the error that
+            // stops the run names the paid request id, so it is never silently lost.
             tracing::info!(request_id = %sub.request_id, "submit accepted");
             let class = Params::from_json(&w.params)
                 .map(|p| p.duration_class())
