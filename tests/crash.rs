@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use wanbatch::fake::{Fault, FaultKind, FaultTarget};
+use wanbatch::fake::{FaultKind, FaultTarget};
 
 /// Kills the real binary with SIGKILL at random moments (during submits, polls and downloads),
 /// restarts it until it finishes, and checks nothing was lost or paid twice unreported.
@@ -25,16 +25,10 @@ async fn sigkill_at_random_moments_loses_nothing() {
     cfg.jitter = 0.3;
     let env = Env::new(cfg).await;
     // Slow and broken downloads, so kills also land mid-download and leave partial files.
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Download,
-        kind: FaultKind::Delay(120),
-        count: 20,
-    });
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Download,
-        kind: FaultKind::Truncate(20_000),
-        count: 6,
-    });
+    env.fake
+        .push_fault(fault(FaultTarget::Download, FaultKind::Delay(120), 20));
+    env.fake
+        .push_fault(fault(FaultTarget::Download, FaultKind::Truncate(20_000), 6));
     const N: usize = 24;
     let m = env.write("jobs.csv", &manifest(N));
     let args = ["--concurrency", "8", "--download-concurrency", "3"];
@@ -156,11 +150,8 @@ async fn sigint_stops_promptly_and_resumes_without_extra_submits() {
     const N: usize = 12;
     let m = env.write("jobs.csv", &manifest(N));
     // Slow submits so some are in flight when the signal lands.
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Submit,
-        kind: FaultKind::Delay(300),
-        count: 4,
-    });
+    env.fake
+        .push_fault(fault(FaultTarget::Submit, FaultKind::Delay(300), 4));
     let child = env
         .run_cmd(&[&m], &["--concurrency", "4"])
         .stdout(std::process::Stdio::piped())

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use wanbatch::fake::{Fault, FaultKind, FaultTarget};
+use wanbatch::fake::{FaultKind, FaultTarget};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_ends_done_with_the_exact_bytes_and_one_submit_each() {
@@ -234,21 +234,11 @@ async fn an_expired_result_is_submitted_again_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_server_errors_and_broken_downloads_are_retried() {
     let env = Env::new(fast_fake()).await;
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Result,
-        kind: FaultKind::Status(502),
-        count: 3,
-    });
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Download,
-        kind: FaultKind::Truncate(1000),
-        count: 2,
-    });
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Result,
-        kind: FaultKind::Drop,
-        count: 1,
-    });
+    env.fake
+        .push_fault(fault(FaultTarget::Result, FaultKind::Status(502), 3));
+    env.fake
+        .push_fault(fault(FaultTarget::Download, FaultKind::Truncate(1000), 2));
+    env.fake.push_fault(fault(FaultTarget::Result, FaultKind::Drop, 1));
     let m = env.write("jobs.csv", &manifest(3));
     let out = env.run(&[&m], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -260,11 +250,8 @@ async fn transient_server_errors_and_broken_downloads_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_submit_answer_is_resubmitted_and_reported() {
     let env = Env::new(fast_fake()).await;
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Submit,
-        kind: FaultKind::AcceptThenDrop,
-        count: 1,
-    });
+    env.fake
+        .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenDrop, 1));
     let m = env.write("jobs.csv", &manifest(2));
     let out = env.run(&[&m], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -287,11 +274,8 @@ async fn a_lost_submit_answer_is_resubmitted_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_submit_answer_can_be_held_instead() {
     let env = Env::new(fast_fake()).await;
-    env.fake.push_fault(Fault {
-        target: FaultTarget::Submit,
-        kind: FaultKind::AcceptThenStatus(504),
-        count: 1,
-    });
+    env.fake
+        .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenStatus(504), 1));
     let m = env.write("jobs.csv", &manifest(2));
     let out = env.run(&[&m], &["--on-unknown", "hold", "--concurrency", "1"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));

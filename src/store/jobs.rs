@@ -355,17 +355,10 @@ impl Store {
         Ok(n)
     }
 
-    /// unknown → pending under the `resubmit` policy: counted, and flagged as possibly billed twice.
+    /// unknown → pending under the `resubmit` policy: counted, and flagged as possibly billed twice
+    /// (the same move as `wanbatch retry --unknown`).
     pub async fn resubmit_unknown(&self) -> anyhow::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', resubmits_unknown = resubmits_unknown + 1,
-                 maybe_billed_twice = 1, due_at = 0, updated_at = ?
-             WHERE state = 'unknown'",
-        )
-        .bind(now_ms())
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected())
+        self.retry(RetryWhich::Unknown).await
     }
 
     /// Every saved request_id is due for a poll now (after a restart).

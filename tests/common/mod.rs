@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use wanbatch::fake::{FakeConfig, FakeServer};
+use wanbatch::fake::{FakeConfig, FakeServer, Fault, FaultKind, FaultTarget};
 
 pub const KEY: &str = "test-key-5f1e";
 
@@ -130,6 +130,11 @@ impl Env {
             );
         }
     }
+}
+
+/// A fault for the fake: `count` matching requests get `kind`.
+pub fn fault(target: FaultTarget, kind: FaultKind, count: u32) -> Fault {
+    Fault { target, kind, count }
 }
 
 /// Fake submits per prompt (the prompt identifies the job in these tests).
