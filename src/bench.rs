@@ -130,6 +130,7 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
         grace: Duration::from_secs(2),
         max_video_bytes: 1 << 30,
         poll_status_endpoint: false,
+        telemetry: Default::default(),
     };
     let started = Instant::now();
     let stop = engine::run(store.clone(), api, cfg, CancellationToken::new()).await?;
@@ -160,6 +161,26 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
                 d / n as f64
             );
         }
+        // Idle budget: gaps between API requests longer than one permit, by what ended them.
+        let slot = 60_000.0 / sc.scale / f64::from(sc.rpm);
+        let reqs = fake.stats().api_requests;
+        let (mut idle_submit, mut idle_poll) = (0.0, 0.0);
+        for w in reqs.windows(2) {
+            let gap = (w[1].at_ms.saturating_sub(w[0].at_ms)) as f64 - slot;
+            if gap > 0.5 * slot {
+                if w[1].method == "POST" {
+                    idle_submit += gap;
+                } else {
+                    idle_poll += gap;
+                }
+            }
+        }
+        let span = (reqs.last().map_or(0, |r| r.at_ms) - reqs.first().map_or(0, |r| r.at_ms)) as f64;
+        eprintln!(
+            "  idle budget: {:.1} % before submits, {:.1} % before polls",
+            100.0 * idle_submit / span.max(1.0),
+            100.0 * idle_poll / span.max(1.0)
+        );
         if let Some((n, first, spread)) = store.learned_timing("480p|81|true").await? {
             eprintln!(
                 "  learned after {n} videos: first poll {:.1} s after submit, second {:.1} s",

@@ -16,5 +16,6 @@ pub mod cmd;
 pub mod engine;
 pub mod fake;
 pub mod manifest;
+pub mod progress;
 pub mod state;
 pub mod store;

@@ -64,6 +64,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         backoff_ms: 200,
         grace_secs: 2.0,
         request_timeout_secs: 10.0,
+        quiet: false,
+        progress_interval: 1.0,
     };
     let started = std::time::Instant::now();
     let endpoint = Endpoint {

@@ -3,6 +3,7 @@
 //! resumable by running the same command again.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
 use crate::cli::{Failure, Outcome};
 use crate::engine::{self, download, Budget, EngineConfig, Stop, Timing, UnknownPolicy};
+use crate::progress::{Budgeting, Mode, Reporter, Telemetry};
 use crate::state::JobState;
 use crate::store::Store;
 
@@ -55,6 +57,13 @@ pub struct RunArgs {
     /// Poll the status endpoint (then fetch the result) instead of polling the result endpoint.
     #[arg(long)]
     pub poll_status_endpoint: bool,
+    /// No progress display (the final summary is still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Seconds between progress lines when stderr is not a terminal (on a terminal the display
+    /// redraws in place instead).
+    #[arg(long, default_value_t = 30.0)]
+    pub progress_interval: f64,
     /// The window --rpm counts in, in milliseconds (tests and benchmarks scale time with it).
     #[arg(long, default_value_t = 60_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_window_ms: u64,
@@ -159,6 +168,7 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
             return Err(Failure::Usage(format!("{name} must be a number ≥ 0")).into());
         }
     }
+    let telemetry = Arc::new(Telemetry::new());
     let cfg = EngineConfig {
         rpm: args.rpm,
         rate_window: Duration::from_millis(args.rate_window_ms),
@@ -175,10 +185,21 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
         grace: secs(args.grace_secs)?,
         max_video_bytes: args.max_video_bytes,
         poll_status_endpoint: args.poll_status_endpoint,
+        telemetry: telemetry.clone(),
     };
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let display = Reporter::start(
+        store.clone(),
+        telemetry,
+        Budgeting {
+            requests_per_minute: f64::from(args.rpm) * 60_000.0 / args.rate_window_ms as f64,
+            price: args.price,
+        },
+        Mode::detect(args.quiet, secs(args.progress_interval)?),
+    );
     let stop = engine::run(store.clone(), api, cfg, cancel).await;
+    display.finish().await;
     signals.abort();
     let stop = stop?;
     let outcome = report(&store, &stop, &args).await?;

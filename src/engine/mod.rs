@@ -66,6 +66,8 @@ pub struct EngineConfig {
     pub max_video_bytes: u64,
     /// Poll the status endpoint instead of the result endpoint.
     pub poll_status_endpoint: bool,
+    /// Counters for the progress display.
+    pub telemetry: Arc<crate::progress::Telemetry>,
 }
 
 /// Why the engine returned.
@@ -106,6 +108,7 @@ struct Shared {
     /// Learned API requests per finished video.
     cost: std::sync::Mutex<f64>,
     cfg: EngineConfig,
+    tele: Arc<crate::progress::Telemetry>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -148,6 +151,14 @@ impl Shared {
         (self.cfg.rate_window.as_millis() as f64 * self.cost_per_video() / pace) as i64
     }
 
+    /// Notes what an API answer said about the account.
+    fn note_meta(&self, meta: &crate::api::Meta) {
+        self.spend.note(meta);
+        if let Some(c) = meta.remaining_credits {
+            self.tele.set_credits(c);
+        }
+    }
+
     fn cost_per_video(&self) -> f64 {
         *self.cost.lock().expect("cost lock")
     }
@@ -168,6 +179,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         cost: std::sync::Mutex::new(SUBMIT_COST),
         schedule: Schedule::new(store.clone(), cfg.timing.clone()),
         slots: slots::PollSlots::default(),
+        tele: cfg.telemetry.clone(),
         store,
         api,
         cfg,
@@ -177,143 +189,134 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
     let mut busy: HashSet<i64> = HashSet::new();
     let mut api_tasks: JoinSet<()> = JoinSet::new();
     let mut dl_tasks: JoinSet<()> = JoinSet::new();
-    let mut stop: Option<Stop> = None;
-    let mut submitting = true;
-    let mut no_credits: Option<String> = None;
-    let mut budget_stop: Option<String> = None;
+    let mut ctl = Control {
+        submitting: true,
+        ..Control::default()
+    };
     let budgeted = shared.cfg.budget.max_cost.is_some() || shared.cfg.budget.min_credits.is_some();
-    let mut submit_errors = 0i64;
-    let mut submit_hold_until = 0i64;
     let mut next_submit_at = 0i64;
 
-    loop {
-        while let Ok(ev) = rx.try_recv() {
-            match ev {
-                Event::Finished(seq) => {
-                    busy.remove(&seq);
-                }
-                Event::Account(AccountStop::Refused(msg)) => stop = Some(Stop::Refused(msg)),
-                Event::Account(AccountStop::NoCredits(msg)) => {
-                    submitting = false;
-                    no_credits.get_or_insert(msg);
-                }
-                Event::Local(msg) => stop = stop.or(Some(Stop::Local(msg))),
-                Event::SubmitTrouble => {
-                    submit_errors += 1;
-                    submit_hold_until = now_ms() + shared.schedule.backoff(submit_errors).as_millis() as i64;
-                }
-                Event::SubmitOk => submit_errors = 0,
+    // A database error ends the loop like any local problem: in-flight calls still drain.
+    let worked: anyhow::Result<()> = async {
+        loop {
+            while let Ok(ev) = rx.try_recv() {
+                ctl.absorb(ev, &mut busy, &shared);
             }
-        }
-        while api_tasks.try_join_next().is_some() {}
-        while dl_tasks.try_join_next().is_some() {}
-        if cancel.is_cancelled() {
-            stop = stop.or(Some(Stop::Interrupted));
-        }
-        if stop.is_some() {
-            break;
-        }
-        let now = now_ms();
-
-        // 1. Downloads: no permit needed.
-        let dl_free = shared.cfg.download_concurrency.saturating_sub(dl_tasks.len());
-        if dl_free > 0 {
-            for w in store.due_downloads(now, (busy.len() + dl_free) as i64).await? {
-                if dl_tasks.len() >= shared.cfg.download_concurrency {
-                    break;
-                }
-                if busy.insert(w.seq) {
-                    dl_tasks.spawn(tasks::download(shared.clone(), w));
-                }
+            while api_tasks.try_join_next().is_some() {}
+            while dl_tasks.try_join_next().is_some() {}
+            if cancel.is_cancelled() {
+                ctl.stop = ctl.stop.take().or(Some(Stop::Interrupted));
             }
-        }
-
-        // Budgets stop submitting (not collecting what is paid for).
-        if submitting && budgeted {
-            if let Some(reason) = shared.spend.stop_reason(store).await? {
-                submitting = false;
-                budget_stop = Some(reason);
-            }
-        }
-
-        // 2 and 3. API work, if any is due.
-        let may_submit = submitting && now >= submit_hold_until.max(next_submit_at);
-        if api_tasks.len() < MAX_API_TASKS && has_api_work(&shared, &busy, now, may_submit).await? {
-            tokio::select! {
-                _ = shared.gate.acquire() => {}
-                _ = cancel.cancelled() => continue,
-            }
-            // Reports that arrived while we waited (a 401, a 406…) are heard before anything is
-            // sent: at worst a permit goes unused, never an extra call after a stop.
-            if !rx.is_empty() {
-                continue;
-            }
-            let now = now_ms();
-            let may_submit = submitting && now >= submit_hold_until.max(next_submit_at);
-            if let Some(w) = next_poll(&shared, &busy, now).await? {
-                busy.insert(w.seq);
-                api_tasks.spawn(tasks::poll(shared.clone(), w));
-            } else if may_submit {
-                if let Some(w) = next_submit(&shared, &busy, now).await? {
-                    // The intent is committed here, before the task is spawned, so the in-flight
-                    // count and the spend check of the very next iteration already include it.
-                    let Some(attempt) = store.claim_submit(w.seq).await? else {
-                        continue;
-                    };
-                    busy.insert(w.seq);
-                    // Evenly spaced, no burst: a burst at the start completes as a batch, and
-                    // batches repeat (measured: 18 % delay instead of 9 %).
-                    // Slots missed because polls took the permits may be caught up, three at
-                    // most: enough to keep the budget full, too few to make a wave.
-                    let interval = shared.submit_interval_ms();
-                    next_submit_at = next_submit_at.max(now - 3 * interval) + interval;
-                    api_tasks.spawn(tasks::submit(shared.clone(), w, attempt));
-                }
-            }
-            continue;
-        }
-
-        // Nothing due now. Finished?
-        if busy.is_empty() && api_tasks.is_empty() && dl_tasks.is_empty() {
-            let open = open_work(store, submitting).await?;
-            if open == 0 {
+            if ctl.stop.is_some() {
                 break;
             }
-        }
-        // Sleep until the next due time, a task's report, or cancel.
-        // Work that is due but blocked (its task is still running, the API task cap, the
-        // in-flight cap) is woken by a task's report, so it only gets a slow re-check here.
-        let mut states = vec![JobState::Running, JobState::Downloading];
-        if may_submit && next_submit(&shared, &busy, i64::MAX).await?.is_some() {
-            states.push(JobState::Pending);
-        }
-        let next_due = store.next_due(&states).await?.unwrap_or(now + 1000);
-        let mut wake = if next_due <= now {
-            now + 50
-        } else {
-            next_due.min(now + 1000)
-        };
-        let submit_at = submit_hold_until.max(next_submit_at);
-        if submitting && submit_at > now {
-            wake = wake.min(submit_at);
-        }
-        let sleep = Duration::from_millis((wake - now).max(1) as u64);
-        tokio::select! {
-            ev = rx.recv() => {
-                if let Some(Event::Finished(seq)) = ev {
-                    busy.remove(&seq);
-                } else if let Some(ev) = ev {
-                    // Put it back through the top of the loop.
-                    let _ = shared.events.send(ev);
+            let now = now_ms();
+
+            // 1. Downloads: no permit needed.
+            let dl_free = shared.cfg.download_concurrency.saturating_sub(dl_tasks.len());
+            if dl_free > 0 {
+                for w in store.due_downloads(now, (busy.len() + dl_free) as i64).await? {
+                    if dl_tasks.len() >= shared.cfg.download_concurrency {
+                        break;
+                    }
+                    if busy.insert(w.seq) {
+                        dl_tasks.spawn(tasks::download(shared.clone(), w));
+                    }
                 }
             }
-            _ = tokio::time::sleep(sleep) => {}
-            _ = cancel.cancelled() => {}
+
+            // Budgets stop submitting (not collecting what is paid for).
+            if ctl.submitting && budgeted {
+                if let Some(reason) = shared.spend.stop_reason(store).await? {
+                    ctl.submitting = false;
+                    ctl.budget_stop = Some(reason);
+                }
+            }
+
+            // 2 and 3. API work, if any is due.
+            let may_submit = ctl.submitting && now >= ctl.submit_hold_until.max(next_submit_at);
+            if api_tasks.len() < MAX_API_TASKS && has_api_work(&shared, &busy, now, may_submit).await? {
+                tokio::select! {
+                    _ = shared.gate.acquire() => {}
+                    _ = cancel.cancelled() => continue,
+                }
+                // Reports that arrived while we waited (a 401, a 406…) are heard before anything is
+                // sent: a stop costs at most one unused permit, never an extra call. Ordinary reports
+                // (a task finished) must not cost the permit: the budget is the throughput.
+                let mut heard_stop = false;
+                while let Ok(ev) = rx.try_recv() {
+                    heard_stop |= ctl.absorb(ev, &mut busy, &shared);
+                }
+                if heard_stop || cancel.is_cancelled() {
+                    continue;
+                }
+                let now = now_ms();
+                let may_submit = ctl.submitting && now >= ctl.submit_hold_until.max(next_submit_at);
+                if let Some(w) = next_poll(&shared, &busy, now).await? {
+                    busy.insert(w.seq);
+                    api_tasks.spawn(tasks::poll(shared.clone(), w));
+                } else if may_submit {
+                    if let Some(w) = next_submit(&shared, &busy, now).await? {
+                        // The intent is committed here, before the task is spawned, so the in-flight
+                        // count and the spend check of the very next iteration already include it.
+                        let Some(attempt) = store.claim_submit(w.seq).await? else {
+                            continue;
+                        };
+                        busy.insert(w.seq);
+                        // Evenly spaced, no burst: a burst at the start completes as a batch, and
+                        // batches repeat (measured: 18 % delay instead of 9 %).
+                        // Slots missed because polls took the permits may be caught up, three at
+                        // most: enough to keep the budget full, too few to make a wave.
+                        let interval = shared.submit_interval_ms();
+                        next_submit_at = next_submit_at.max(now - 3 * interval) + interval;
+                        api_tasks.spawn(tasks::submit(shared.clone(), w, attempt));
+                    }
+                }
+                continue;
+            }
+
+            // Nothing due now. Finished?
+            if busy.is_empty() && api_tasks.is_empty() && dl_tasks.is_empty() {
+                let open = open_work(store, ctl.submitting).await?;
+                if open == 0 {
+                    break;
+                }
+            }
+            // Sleep until the next due time, a task's report, or cancel.
+            // Work that is due but blocked (its task is still running, the API task cap, the
+            // in-flight cap) is woken by a task's report, so it only gets a slow re-check here.
+            let mut states = vec![JobState::Running, JobState::Downloading];
+            if may_submit && next_submit(&shared, &busy, i64::MAX).await?.is_some() {
+                states.push(JobState::Pending);
+            }
+            let next_due = store.next_due(&states).await?.unwrap_or(now + 1000);
+            let mut wake = if next_due <= now {
+                now + 50
+            } else {
+                next_due.min(now + 1000)
+            };
+            let submit_at = ctl.submit_hold_until.max(next_submit_at);
+            if ctl.submitting && submit_at > now {
+                wake = wake.min(submit_at);
+            }
+            let sleep = Duration::from_millis((wake - now).max(1) as u64);
+            tokio::select! {
+                Some(ev) = rx.recv() => {
+                    ctl.absorb(ev, &mut busy, &shared);
+                }
+                _ = tokio::time::sleep(sleep) => {}
+                _ = cancel.cancelled() => {}
+            }
         }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = worked {
+        ctl.stop = ctl.stop.take().or(Some(Stop::Local(format!("database: {e:#}"))));
     }
 
     // Drain: let in-flight calls record their answers, within the grace period.
-    let grace = if matches!(stop, Some(Stop::Interrupted)) {
+    let grace = if matches!(ctl.stop, Some(Stop::Interrupted)) {
         shared.cfg.grace
     } else {
         Duration::from_secs(30)
@@ -328,12 +331,58 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         api_tasks.abort_all();
         dl_tasks.abort_all();
     }
-    Ok(match (stop, no_credits, budget_stop) {
+    Ok(match (ctl.stop, ctl.no_credits, ctl.budget_stop) {
         (Some(s), _, _) => s,
         (None, Some(msg), _) => Stop::NoCredits(msg),
         (None, None, Some(msg)) => Stop::Budget(msg),
         (None, None, None) => Stop::Finished,
     })
+}
+
+/// The dispatcher's view of the run's course, changed by the tasks' reports.
+#[derive(Default)]
+struct Control {
+    stop: Option<Stop>,
+    /// False after a 406 or a budget stop: paid work is still collected.
+    submitting: bool,
+    no_credits: Option<String>,
+    budget_stop: Option<String>,
+    submit_errors: i64,
+    submit_hold_until: i64,
+}
+
+impl Control {
+    /// Takes in one report; true if it stops the run or its submitting.
+    fn absorb(&mut self, ev: Event, busy: &mut HashSet<i64>, shared: &Shared) -> bool {
+        match ev {
+            Event::Finished(seq) => {
+                busy.remove(&seq);
+                false
+            }
+            Event::Account(AccountStop::Refused(msg)) => {
+                self.stop = Some(Stop::Refused(msg));
+                true
+            }
+            Event::Account(AccountStop::NoCredits(msg)) => {
+                self.submitting = false;
+                self.no_credits.get_or_insert(msg);
+                true
+            }
+            Event::Local(msg) => {
+                self.stop = self.stop.take().or(Some(Stop::Local(msg)));
+                true
+            }
+            Event::SubmitTrouble => {
+                self.submit_errors += 1;
+                self.submit_hold_until = now_ms() + shared.schedule.backoff(self.submit_errors).as_millis() as i64;
+                false
+            }
+            Event::SubmitOk => {
+                self.submit_errors = 0;
+                false
+            }
+        }
+    }
 }
 
 /// Jobs that still need the engine (not terminal, not held as unknown). Pending jobs only

@@ -32,7 +32,7 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
     note(s, &result);
     match result {
         Ok((sub, meta)) => {
-            s.spend.note(&meta);
+            s.note_meta(&meta);
             // Logged (at info) before it is recorded; if recording fails for good, the error that
             // stops the run names the paid request id, so it is never silently lost.
             tracing::info!(request_id = %sub.request_id, "submit accepted");
@@ -117,10 +117,14 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
 /// Tells the gate how an API call went: a 429 pauses everyone and slows the pace, anything else
 /// lets the pace creep back up.
 fn note<T>(s: &Shared, result: &Result<T, ApiError>) {
+    s.tele.request();
     match result {
         Err(ApiError::RateLimited { until }) => s.gate.on_rate_limited(*until),
         Err(ApiError::NotSent(_)) => {}
         _ => s.gate.on_success(),
+    }
+    if let Err(e) = result {
+        s.tele.error(e);
     }
 }
 
@@ -148,7 +152,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
         note(s, &result);
     }
     if let Ok((_, meta)) = &result {
-        s.spend.note(meta);
+        s.note_meta(meta);
     }
     let nth = w.attempt_polls + 1;
     let scheduled = w.due_at - w.submitted_at;
@@ -185,6 +189,7 @@ async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<()> {
             s.observe_cost(w.attempts + w.polls + 1);
             s.schedule.observe(&class, nth, true, scheduled).await;
             tracing::info!(error = %msg, "job failed at Segmind");
+            s.tele.error(format_args!("{}: failed at Segmind: {msg}", w.id));
             store.record_failed(w.seq, &w.request_id, &msg).await?;
         }
         Err(ApiError::Expired(msg)) => {
@@ -258,6 +263,7 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
         Err(e @ DownloadError::Local { .. }) => {
             // Our disk, not the job: stop the run, keep the job waiting for its download.
             tracing::error!(error = %e, "cannot write videos");
+            s.tele.error(format_args!("cannot write videos: {e}"));
             let _ = s.events.send(Event::Local(e.to_string()));
         }
         Err(DownloadError::Gone(code))
@@ -281,6 +287,7 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
         }
         Err(e) => {
             tracing::warn!(error = %e, "download failed; will retry");
+            s.tele.error(format_args!("download: {e}"));
             let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
             s.store
                 .record_retry_later(w.seq, JobState::Downloading, &w.request_id, due, false)
