@@ -20,15 +20,26 @@ use crate::cmd;
     about = "Batch runner for Segmind's Wan 2.2 image-to-video API: manifest in, verified MP4s out, nothing lost or paid twice.",
     after_help = "Environment: SEGMIND_API_KEY (required by `run`; never taken on the command line), \
                   SEGMIND_BASE_URL (default https://api.segmind.com), RUST_LOG (log filter, e.g. wanbatch=debug).\n\
+                  Config: ./wanbatch.toml (or --config PATH) may set db, out, rpm, concurrency, price, max_cost, \
+                  min_credits, on_unknown — never the API key. A flag beats its environment variable (WANBATCH_DB, \
+                  WANBATCH_RPM, … shown as [env: …] in each command's --help), which beats the file, which beats \
+                  the built-in default.\n\
                   Exit codes: 0 all done · 1 some failed · 2 usage/manifest error · 3 account problem (resumable) · \
                   4 local problem (resumable) · 130 interrupted (resumable)."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log format on stderr.
+    /// Log format (on stderr, or in the --log-file).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Write the logs to this file (appended, no colours, owner-only) instead of stderr; the
+    /// default level there is info (RUST_LOG still filters). Messages meant for you stay on the terminal.
+    #[arg(long, global = true, env = "WANBATCH_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// The config file (default: ./wanbatch.toml if it exists).
+    #[arg(long, global = true, env = "WANBATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -45,6 +56,8 @@ pub enum Command {
     Import(cmd::import::ImportArgs),
     /// Put chosen jobs back to be submitted again (a new, counted attempt).
     Retry(cmd::retry::RetryArgs),
+    /// Withdraw jobs not yet submitted (the API has no cancel: submitted jobs finish and are billed).
+    Cancel(cmd::cancel::CancelArgs),
     /// Show how many jobs are in each state.
     Status(cmd::status::StatusArgs),
     /// Write one row per job (CSV or JSONL).
@@ -79,15 +92,22 @@ pub enum Outcome {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let cli = match crate::config::parse_args() {
+        Ok(Ok(cli)) => cli,
+        Ok(Err(msg)) => {
+            eprintln!("wanbatch: {msg}");
+            return ExitCode::from(Outcome::Usage as u8);
+        }
         Err(e) => {
             let code = if e.use_stderr() { Outcome::Usage as u8 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
-    init_tracing(cli.log_format);
+    if let Err(e) = init_tracing(cli.log_format, cli.log_file.as_deref()) {
+        eprintln!("wanbatch: cannot open the log file: {e}");
+        return ExitCode::from(Outcome::Local as u8);
+    }
     ignore_file_size_signal();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -117,6 +137,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Run(args) => cmd::run::run(args).await,
         Command::Import(args) => cmd::import::run(args).await,
         Command::Retry(args) => cmd::retry::run(args).await,
+        Command::Cancel(args) => cmd::cancel::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
         Command::Export(args) => cmd::export::run(args).await,
         Command::FakeServer(args) => {
@@ -131,16 +152,34 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, log_file: Option<&std::path::Path>) -> std::io::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("wanbatch=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::progress::LogWriter);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    // A log file is read afterwards, so it gets the run's story (info); stderr only warnings.
+    let default = if log_file.is_some() {
+        "wanbatch=info"
+    } else {
+        "wanbatch=warn"
     };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match (format, log_file) {
+        // On stderr, log lines go above the progress bar, not through it.
+        (LogFormat::Text, None) => builder.with_writer(crate::progress::LogWriter).try_init(),
+        (LogFormat::Json, None) => builder.with_writer(crate::progress::LogWriter).json().try_init(),
+        (format, Some(path)) => {
+            let mut open = std::fs::OpenOptions::new();
+            open.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600); // it holds prompts and request ids
+            let file = std::sync::Mutex::new(open.open(path)?);
+            let builder = builder.with_ansi(false).with_writer(file);
+            match format {
+                LogFormat::Text => builder.try_init(),
+                LogFormat::Json => builder.json().try_init(),
+            }
+        }
+    };
+    Ok(())
 }
 
 /// A file-size limit (`ulimit -f`) must surface as an ordinary write error (EFBIG) that the

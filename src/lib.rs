@@ -6,13 +6,14 @@
 //! - `api`: the Segmind v2 client and its error classification (429, 401, 406, 422, 404 …);
 //! - `engine`: the dispatcher, the shared rate gate, poll scheduling, the downloader;
 //! - `fake`: the fake Segmind server (API + video host) for demos and tests;
-//! - `cmd`: one file per subcommand; `cli`: arguments and exit codes.
+//! - `cmd`: one file per subcommand; `cli`: arguments and exit codes; `config`: wanbatch.toml.
 
 pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
+pub mod config;
 pub mod engine;
 pub mod fake;
 pub mod manifest;

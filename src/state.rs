@@ -16,10 +16,16 @@
 //!                                                            COMPLETED + output URL      │
 //!                                         done ◀── verified file renamed ── downloading ◀┘
 //!                          (a video that cannot be fetched for good: downloading → failed)
+//!
+//!   pending ──`wanbatch cancel`──▶ cancelled ──`retry --ids`──▶ pending
 //! ```
 //!
 //! Invariants:
-//! - `done` and `failed` are terminal; only an explicit user `retry` moves a job out of them.
+//! - `done`, `failed` and `cancelled` are terminal; only an explicit user `retry` moves a job out
+//!   of them.
+//! - Only a `pending` job can be cancelled: it has no attempt at Segmind in flight. A job that
+//!   was (or may have been) submitted cannot be withdrawn — the API has no cancel — so it is
+//!   worked to its end and billed.
 //! - A job in `submitting` has an open attempt row written *before* its POST left; finding one
 //!   at start-up means the process died inside the submit window, so it becomes `unknown`.
 //! - `running` and `downloading` always carry the request_id/URLs they act on, committed before
@@ -47,10 +53,13 @@ pub enum JobState {
     Done,
     /// Ended without a video; `error` says why.
     Failed,
+    /// Withdrawn by the user before it was submitted (`wanbatch cancel`). Finished, not failed: a
+    /// run whose other jobs are all done exits 0.
+    Cancelled,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         JobState::Pending,
         JobState::Submitting,
         JobState::Unknown,
@@ -58,6 +67,7 @@ impl JobState {
         JobState::Downloading,
         JobState::Done,
         JobState::Failed,
+        JobState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,11 +79,12 @@ impl JobState {
             JobState::Downloading => "downloading",
             JobState::Done => "done",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed)
+        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
     }
 
     /// The moves the engine and the commands may make. `store` asserts against this in debug
@@ -96,6 +107,8 @@ impl JobState {
                 | (Downloading, Pending)
                 | (Downloading, Failed)
                 | (Failed, Pending)
+                | (Pending, Cancelled)
+                | (Cancelled, Pending)
         )
     }
 }
@@ -136,6 +149,15 @@ mod tests {
         }
         assert!(Failed.can_move_to(Pending));
         assert!(!Failed.can_move_to(Running));
+        assert!(Cancelled.is_terminal());
+        assert!(Cancelled.can_move_to(Pending));
+    }
+
+    #[test]
+    fn only_a_pending_job_can_be_cancelled() {
+        for from in JobState::ALL {
+            assert_eq!(from.can_move_to(Cancelled), from == Pending, "{from}");
+        }
     }
 
     #[test]

@@ -25,9 +25,15 @@ async fn off_a_terminal_progress_is_plain_lines_at_the_interval_ending_with_the_
         "no escape codes off a terminal"
     );
     let last = lines.last().unwrap();
-    assert!(last.contains("] 8/8 done, 0 failed, 0 at Segmind, 0 downloading, 0 waiting"), "{last}");
+    assert!(
+        last.contains("] 8/8 done, 0 failed, 0 at Segmind, 0 downloading, 0 waiting"),
+        "{last}"
+    );
     assert!(last.contains("req/min") && last.contains("videos/min"), "{last}");
-    assert!(last.contains("$0.40 spent"), "8 videos at the fake's reported cost: {last}");
+    assert!(
+        last.contains("$0.40 spent"),
+        "8 videos at the fake's reported cost: {last}"
+    );
     assert!(last.ends_with("ETA now"), "{last}");
     // The earliest line was written before the work was over.
     assert!(!lines[0].contains("8/8 done"), "{lines:#?}");
@@ -45,12 +51,19 @@ async fn the_last_error_is_shown_and_quiet_silences_the_display_but_not_the_summ
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let last = progress_lines(&out).pop().expect("progress lines");
     assert!(last.contains("1/2 done, 1 failed"), "{last}");
-    assert!(last.contains("last error: ") && last.contains("bad: failed at Segmind"), "{last}");
+    assert!(
+        last.contains("last error: ") && last.contains("bad: failed at Segmind"),
+        "{last}"
+    );
 
     let env = Env::new(fast_fake()).await;
     let m = env.write("jobs.csv", &manifest(3));
     let out = env.run(&[&m], &["--progress-interval", "0.1", "--quiet"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(progress_lines(&out).is_empty(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 jobs: 3 done"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 jobs: 3 done"),
+        "{}",
+        text(&out)
+    );
 }

@@ -54,6 +54,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         max_cost: None,
         price: None,
         min_credits: None,
+        dry_run: false,
         concurrency: None,
         on_unknown: UnknownPolicy::Resubmit,
         download_concurrency: 4,

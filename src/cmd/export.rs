@@ -21,7 +21,7 @@ pub enum ExportFormat {
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     /// The database file.
-    #[arg(long, default_value = "wanbatch.db")]
+    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
     pub db: PathBuf,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
@@ -33,8 +33,9 @@ pub struct ExportArgs {
     pub state: Option<String>,
 }
 
-/// Columns before the parameters.
-const COLUMNS: &[&str] = &[
+/// Columns before the parameters. Read back as a manifest, `id` names the job and the others
+/// are ignored (`manifest::EXPORT_COLUMNS`), so an export can be fed back in.
+pub const COLUMNS: &[&str] = &[
     "id",
     "state",
     "request_id",

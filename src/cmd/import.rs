@@ -12,11 +12,13 @@ pub struct ImportArgs {
     #[arg(required = true)]
     pub manifests: Vec<PathBuf>,
     /// The database file.
-    #[arg(long, default_value = "wanbatch.db")]
+    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
     pub db: PathBuf,
-    /// Validate and report only; write nothing.
+    /// Validate and report only, with an estimate of requests, time and cost; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub estimate: super::estimate::EstimateArgs,
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
@@ -41,6 +43,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
             summary.unchanged,
             args.db.display()
         );
+        super::estimate::print(&args.db, &rows, &super::estimate::Opts::for_import(&args.estimate)).await?;
         return Ok(Outcome::AllDone);
     }
     let store = Store::open(&args.db).await?;

@@ -20,34 +20,38 @@ pub struct RunArgs {
     /// Manifest files to import first (.csv, .jsonl, .ndjson). None: resume what the database holds.
     pub manifests: Vec<PathBuf>,
     /// The database file (the truth about every job; keep it with the outputs).
-    #[arg(long, default_value = "wanbatch.db")]
+    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
     pub db: PathBuf,
     /// Folder for the videos: OUT/<id>.mp4.
-    #[arg(long, default_value = "outputs")]
+    #[arg(long, default_value = "outputs", env = "WANBATCH_OUT")]
     pub out: PathBuf,
     /// API requests per minute, all calls together (submit, status, result). Pro accounts: 50.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 50, env = "WANBATCH_RPM", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rpm: u32,
     /// Jobs in flight at Segmind at once. Default: automatic, by Little's law — the budget
     /// sustains rpm / 2.3 videos a minute (a submit and ~1.3 well-timed polls each), each at
     /// Segmind for the learned duration (~54 s at first), plus 25 % headroom: about 25 at 50 rpm.
     /// More only makes polls queue (later results); fewer leaves the budget unused.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "WANBATCH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
     /// What to do with a submit whose answer was lost (it may or may not have created a job):
     /// submit again (counted, flagged as possibly billed twice) or hold it for `retry`.
-    #[arg(long, value_enum, default_value = "resubmit")]
+    #[arg(long, value_enum, default_value = "resubmit", env = "WANBATCH_ON_UNKNOWN")]
     pub on_unknown: UnknownPolicy,
     /// Stop submitting before the spend (API-reported `metrics.cost`, else --price per video)
     /// would pass this many dollars; paid work is still collected. Needs --price.
-    #[arg(long, requires = "price")]
+    #[arg(long, env = "WANBATCH_MAX_COST")]
     pub max_cost: Option<f64>,
     /// Dollars per video, for --max-cost (and estimates) where the API reports no cost.
-    #[arg(long)]
+    #[arg(long, env = "WANBATCH_PRICE")]
     pub price: Option<f64>,
     /// Stop submitting when the account's remaining credits (as the API reports them) fall below this.
-    #[arg(long)]
+    #[arg(long, env = "WANBATCH_MIN_CREDITS")]
     pub min_credits: Option<f64>,
+    /// Validate the manifests and print the jobs to do, the API requests and wall-clock time
+    /// expected at --rpm, and the cost at --price; submit nothing, write nothing, need no key.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Parallel video downloads (from the video host; they use no API requests).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub download_concurrency: u32,
@@ -108,11 +112,20 @@ impl Endpoint {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    if args.dry_run {
+        return super::estimate::dry_run_of_run(&args).await;
+    }
     let endpoint = Endpoint::from_env()?;
     run_with(args, endpoint).await
 }
 
 pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outcome> {
+    if args.max_cost.is_some() && args.price.is_none() {
+        return Err(Failure::Usage(
+            "--max-cost needs --price (or WANBATCH_PRICE, or price in wanbatch.toml): dollars per video".into(),
+        )
+        .into());
+    }
     let timing = Timing {
         initial_estimate: secs(args.initial_estimate_secs)?,
         min_poll_gap: Duration::from_millis(args.min_poll_gap_ms),
@@ -243,7 +256,8 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
     let n = |s: JobState| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
     let total: i64 = counts.iter().map(|(_, c)| c).sum();
     let (done, failed, unknown) = (n(JobState::Done), n(JobState::Failed), n(JobState::Unknown));
-    let waiting = total - done - failed;
+    let cancelled = n(JobState::Cancelled);
+    let waiting = total - done - failed - cancelled;
     let jobs = store.jobs(None).await?;
     let resub_unknown: i64 = jobs.iter().map(|j| j.resubmits_unknown).sum();
     let resub_expired: i64 = jobs.iter().map(|j| j.resubmits_expired).sum();
@@ -251,6 +265,9 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
         "{total} jobs: {done} done, {failed} failed, {waiting} waiting; videos in {}",
         args.out.display()
     );
+    if cancelled > 0 {
+        println!("{cancelled} job(s) cancelled (not counted as failed)");
+    }
     if resub_unknown + resub_expired > 0 {
         println!("resubmitted: {resub_unknown} after a lost submit answer (may be billed twice), {resub_expired} after the result expired");
     }

@@ -11,7 +11,7 @@ use crate::store::Store;
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     /// The database file.
-    #[arg(long, default_value = "wanbatch.db")]
+    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
     pub db: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]

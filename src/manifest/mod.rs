@@ -175,16 +175,45 @@ impl Errors {
     }
 }
 
+/// The columns `wanbatch export` writes besides `id` and the parameters (JSONL adds `history`).
+/// A manifest may carry them, so that an export (say of the failed jobs) can be fed back in as
+/// a manifest: they are accepted and ignored — only these exact names; any other unknown column
+/// is still an error. `id` is kept, so every row maps to the job it came from.
+pub const EXPORT_COLUMNS: &[&str] = &[
+    "state",
+    "request_id",
+    "attempts",
+    "output",
+    "bytes",
+    "sha256",
+    "error",
+    "cost",
+    "submitted_at",
+    "completed_at",
+    "downloaded_at",
+    "resubmits_unknown",
+    "resubmits_expired",
+    "resubmits_failed",
+    "maybe_billed_twice",
+    "source",
+    "history",
+];
+
 /// What a column of the manifest holds.
 #[derive(Clone, Copy)]
 enum Column {
     Id,
     Param(&'static Field),
+    /// One of an export's own columns: read back, ignored.
+    Ignored,
 }
 
 fn column(name: &str) -> Result<Column, String> {
     if name == params::ID_COLUMN {
         return Ok(Column::Id);
+    }
+    if EXPORT_COLUMNS.contains(&name) {
+        return Ok(Column::Ignored);
     }
     params::field(name).map(Column::Param).ok_or_else(|| {
         let hint = closest(name)
@@ -267,6 +296,7 @@ fn build_row<'a>(
                     }
                 }
             }
+            Column::Ignored => {}
             Column::Param(fld) => {
                 let idx = FIELDS.iter().position(|g| g.name == fld.name).expect("known field");
                 given[idx] = true;
@@ -382,10 +412,12 @@ fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
         for (i, cell) in record.iter().enumerate() {
             match std::str::from_utf8(cell) {
                 Ok(t) => texts.push(t),
+                Err(_) if matches!(columns[i], Column::Ignored) => texts.push(""),
                 Err(_) => {
                     let name = match columns[i] {
                         Column::Id => "id",
                         Column::Param(f) => f.name,
+                        Column::Ignored => unreachable!("handled above"),
                     };
                     errs.push(line, Some(name), "is not valid UTF-8 text".into());
                     utf8_ok = false;
@@ -463,6 +495,9 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
                     continue;
                 }
             };
+            if matches!(col, Column::Ignored) {
+                continue; // an export's `history` is a list, its counters numbers: not read
+            }
             let text = match value {
                 Value::Null => String::new(),
                 Value::String(s) => s.clone(),

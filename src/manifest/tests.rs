@@ -169,3 +169,48 @@ fn identical_rows_in_two_files_are_two_jobs() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1].id, format!("{}-2", rows[0].id));
 }
+
+#[test]
+fn an_exports_own_columns_are_ignored_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "id,state,request_id,attempts,error,maybe_billed_twice,source,image,prompt,num_frames,go_fast\n\
+         j1,failed,rq-1,2,\"Inference failed\",false,m.csv:2,{IMG},a cat,81,true\n"
+    );
+    let jsonl = format!(
+        "{{\"id\":\"j2\",\"state\":\"failed\",\"attempts\":1,\"bytes\":null,\"maybe_billed_twice\":true,\
+         \"history\":[{{\"n\":1,\"outcome\":\"failed\"}}],\"image\":\"{IMG}\",\"prompt\":\"a dog\",\"seed\":7}}\n"
+    );
+    let (rows, errs) = load(&[
+        write(&dir, "f.csv", csv.as_bytes()),
+        write(&dir, "f.jsonl", jsonl.as_bytes()),
+    ]);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!((rows[0].id.as_str(), rows[1].id.as_str()), ("j1", "j2"));
+    assert_eq!(
+        rows[0].json,
+        format!(r#"{{"image":"{IMG}","prompt":"a cat","num_frames":81,"go_fast":true}}"#)
+    );
+    assert_eq!(
+        rows[1].json,
+        format!(r#"{{"image":"{IMG}","prompt":"a dog","seed":7}}"#)
+    );
+    // Near misses of those names are still errors.
+    let bad = format!("id,stat,image,prompt\nj1,failed,{IMG},x\n");
+    let (_, errs) = load(&[write(&dir, "bad.csv", bad.as_bytes())]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("unknown column \"stat\""), "{}", errs[0]);
+    let bad = format!("{{\"id\":\"j3\",\"histories\":[],\"image\":\"{IMG}\",\"prompt\":\"x\"}}\n");
+    let (_, errs) = load(&[write(&dir, "bad.jsonl", bad.as_bytes())]);
+    assert!(errs[0].message.contains("unknown column \"histories\""), "{errs:?}");
+}
+
+#[test]
+fn every_column_an_export_writes_is_known_to_the_loader() {
+    for c in crate::cmd::export::COLUMNS.iter().chain(["history"].iter()) {
+        assert!(
+            *c == "id" || EXPORT_COLUMNS.contains(c),
+            "{c} would be refused when fed back"
+        );
+    }
+}

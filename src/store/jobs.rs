@@ -542,22 +542,38 @@ impl Store {
 pub enum RetryWhich<'a> {
     Unknown,
     Failed,
+    /// Failed jobs whose video was made (and paid for) but never fetched: see [`EXPIRED_SQL`].
+    Expired,
+    /// One job, if it is failed, unknown or cancelled.
     Id(&'a str),
 }
 
+/// A failed job whose current attempt completed at Segmind (`completed_at` is set from
+/// COMPLETED and cleared by the next accepted submit) but whose video was never downloaded: the
+/// downloader gave up on it (`downloading → failed`), so the result has expired or its host kept
+/// failing. Expired results the engine resubmits by itself never end `failed`; they are already
+/// `pending` again.
+pub const EXPIRED_SQL: &str = "(state = 'failed' AND completed_at IS NOT NULL AND downloaded_at IS NULL)";
+
 impl Store {
-    /// failed/unknown → pending, counted by cause. Returns how many moved.
+    /// failed/unknown/cancelled → pending, counted by cause (a failed job whose video was lost
+    /// counts as an expired resubmit; a cancelled job was never resubmitted, so it counts
+    /// nothing). Returns how many moved.
     pub async fn retry(&self, which: RetryWhich<'_>) -> anyhow::Result<u64> {
-        const COUNT: &str = "resubmits_failed = resubmits_failed + (state = 'failed'),
+        let count = format!(
+            "resubmits_failed = resubmits_failed + (state = 'failed' AND NOT {EXPIRED_SQL}),
+             resubmits_expired = resubmits_expired + {EXPIRED_SQL},
              resubmits_unknown = resubmits_unknown + (state = 'unknown'),
-             maybe_billed_twice = maybe_billed_twice OR state = 'unknown'";
+             maybe_billed_twice = maybe_billed_twice OR state = 'unknown'"
+        );
         let (filter, id) = match which {
             RetryWhich::Unknown => ("state = 'unknown'", None),
             RetryWhich::Failed => ("state = 'failed'", None),
-            RetryWhich::Id(id) => ("state IN ('failed', 'unknown') AND id = ?2", Some(id)),
+            RetryWhich::Expired => (EXPIRED_SQL, None),
+            RetryWhich::Id(id) => ("state IN ('failed', 'unknown', 'cancelled') AND id = ?2", Some(id)),
         };
         let sql = format!(
-            "UPDATE jobs SET {COUNT}, state = 'pending', due_at = 0, error = NULL, updated_at = ?1 WHERE {filter}"
+            "UPDATE jobs SET {count}, state = 'pending', due_at = 0, error = NULL, updated_at = ?1 WHERE {filter}"
         );
         let mut query = sqlx::query(&sql).bind(now_ms());
         if let Some(id) = id {
@@ -565,6 +581,29 @@ impl Store {
         }
         let done = query.execute(&self.write).await?;
         Ok(done.rows_affected())
+    }
+
+    /// pending → cancelled, for every pending job (`None`) or one job. One guarded statement: a
+    /// running dispatcher claims with `WHERE state = 'pending'` too, so either the claim or the
+    /// cancel wins and a cancelled job is never submitted. Returns how many moved.
+    pub async fn cancel(&self, id: Option<&str>) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', error = 'cancelled by user', due_at = 0, updated_at = ?1
+             WHERE state = 'pending' AND (?2 IS NULL OR id = ?2)",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The state of one job, if it exists.
+    pub async fn state_of(&self, id: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// Every attempt of every job, for exports: (job seq, attempt).

@@ -180,3 +180,88 @@ async fn retry_moves_failed_and_unknown_back_counted_by_cause() {
     assert_eq!((jobs[1].resubmits_unknown, jobs[1].maybe_billed_twice), (1, 1));
     assert_eq!(store.all_attempts().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn retry_expired_takes_only_failed_jobs_whose_paid_video_was_never_fetched() {
+    const THREE: &str = "id,image,prompt\nlost,https://i.example/a.png,one\nmodel,https://i.example/b.png,two\n\
+                         wait,https://i.example/c.png,three\n";
+    let (_d, store, rows) = store_with(THREE).await;
+    store.import(&rows).await.unwrap().unwrap();
+    let jobs = store.due_submits(now_ms(), 10).await.unwrap();
+    let (lost, model) = (jobs[0].seq, jobs[1].seq);
+    // `lost`: COMPLETED at Segmind, then the download gave up.
+    let n = store.claim_submit(lost).await.unwrap().unwrap();
+    store.record_accepted(lost, n, "r1", "s", "r", 0).await.unwrap();
+    let c = Completed {
+        output_url: "http://cdn/v.mp4",
+        output_size: None,
+        cost: None,
+    };
+    store.record_completed(lost, "r1", c).await.unwrap();
+    assert!(store.record_download_failed(lost, "r1", "gave up").await.unwrap());
+    // `model`: FAILED at Segmind (no video was ever made).
+    let n = store.claim_submit(model).await.unwrap().unwrap();
+    store.record_accepted(model, n, "r2", "s", "r", 0).await.unwrap();
+    store.record_failed(model, "r2", "Inference failed").await.unwrap();
+
+    assert_eq!(store.retry(RetryWhich::Expired).await.unwrap(), 1);
+    assert_eq!(state_of(&store, "lost").await, "pending");
+    assert_eq!(state_of(&store, "model").await, "failed");
+    assert_eq!(state_of(&store, "wait").await, "pending");
+    let job = store.jobs(None).await.unwrap().remove(0);
+    assert_eq!(
+        (job.resubmits_expired, job.resubmits_failed, job.error),
+        (1, 0, None),
+        "counted as expired, not as a failure"
+    );
+    // Once resubmitted and accepted again, the job no longer qualifies (completed_at is reset).
+    let n = store.claim_submit(lost).await.unwrap().unwrap();
+    store.record_accepted(lost, n, "r3", "s", "r", 0).await.unwrap();
+    store.record_failed(lost, "r3", "Inference failed").await.unwrap();
+    assert_eq!(store.retry(RetryWhich::Expired).await.unwrap(), 0);
+    // `--failed` takes the rest, each counted by its own cause.
+    assert_eq!(store.retry(RetryWhich::Failed).await.unwrap(), 2);
+    let jobs = store.jobs(None).await.unwrap();
+    assert_eq!((jobs[0].resubmits_expired, jobs[0].resubmits_failed), (1, 1));
+    assert_eq!((jobs[1].resubmits_expired, jobs[1].resubmits_failed), (0, 1));
+}
+
+#[tokio::test]
+async fn cancel_takes_only_pending_jobs_and_a_claim_or_the_cancel_wins() {
+    const THREE: &str = "id,image,prompt\na,https://i.example/a.png,one\nb,https://i.example/b.png,two\n\
+                         c,https://i.example/c.png,three\n";
+    let (_d, store, rows) = store_with(THREE).await;
+    store.import(&rows).await.unwrap().unwrap();
+    let jobs = store.due_submits(now_ms(), 10).await.unwrap();
+    let (a, b) = (jobs[0].seq, jobs[1].seq);
+    let n = store.claim_submit(a).await.unwrap().unwrap();
+    store.record_accepted(a, n, "ra", "s", "r", 0).await.unwrap();
+    assert_eq!(
+        store.cancel(Some("a")).await.unwrap(),
+        0,
+        "a running job cannot be withdrawn"
+    );
+    assert_eq!(store.cancel(Some("nope")).await.unwrap(), 0);
+    assert_eq!(store.cancel(Some("b")).await.unwrap(), 1);
+    assert_eq!(store.cancel(Some("b")).await.unwrap(), 0, "already cancelled");
+    // A dispatcher that read `b` as pending before the cancel cannot claim it now.
+    assert_eq!(store.claim_submit(b).await.unwrap(), None);
+    assert_eq!(store.cancel(None).await.unwrap(), 1, "every pending job: c");
+    let job = store.jobs(Some(JobState::Cancelled)).await.unwrap();
+    assert_eq!(job.len(), 2);
+    assert_eq!(job[0].error.as_deref(), Some("cancelled by user"));
+    assert_eq!(job[0].attempts, 0);
+    assert_eq!(state_of(&store, "a").await, "running");
+    assert!(store.due_submits(now_ms(), 10).await.unwrap().is_empty());
+    // `retry --ids` takes a cancelled job back, counting no resubmit.
+    assert_eq!(store.retry(RetryWhich::Id("b")).await.unwrap(), 1);
+    let b = store.jobs(Some(JobState::Pending)).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            b.id.as_str(),
+            b.resubmits_failed + b.resubmits_expired + b.resubmits_unknown,
+            b.error
+        ),
+        ("b", 0, None)
+    );
+}
