@@ -34,13 +34,12 @@ async fn every_job_ends_done_with_the_exact_bytes_and_one_submit_each() {
     assert_eq!(body["num_frames"], serde_json::json!(81));
     assert_eq!(body["seed"], serde_json::json!(3));
     assert!(body.get("id").is_none());
-    // Nothing else left in OUT: no temporaries.
-    let names: Vec<String> = std::fs::read_dir(env.out())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+    // Nothing else left in OUT but each video's provenance sidecar: no temporaries.
+    let mut expected: Vec<String> = (0..8)
+        .flat_map(|i| [format!("j{i}.json"), format!("j{i}.mp4")])
         .collect();
-    assert_eq!(names.len(), 8, "{names:?}");
-    assert!(names.iter().all(|n| n.ends_with(".mp4") && !n.starts_with('.')));
+    expected.sort();
+    assert_eq!(files_in(&env.out()), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
