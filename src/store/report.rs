@@ -115,3 +115,79 @@ impl Store {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest;
+
+    /// A store of `n` imported jobs `j0..`; job k (1-based seq) finished in `durations[k-1]` ms
+    /// where given, with cost 0.5 for each finished one.
+    async fn store_with(n: usize, durations: &[Option<i64>]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("m.csv");
+        let mut text = String::from("id,image,prompt\n");
+        for i in 0..n {
+            text.push_str(&format!("j{i},https://i.example/{i}.png,p{i}\n"));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let mut rows = Vec::new();
+        assert!(manifest::read_files(&[csv], |r| rows.push(r)).is_empty());
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        store.import(&rows).await.unwrap().unwrap();
+        for (i, d) in durations.iter().enumerate() {
+            if let Some(d) = d {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'done', submitted_at = 1000, completed_at = 1000 + ?, cost = 0.5,
+                         bytes = 100, attempts = 1 WHERE seq = ?",
+                )
+                .bind(d)
+                .bind(i as i64 + 1)
+                .execute(&store.write)
+                .await
+                .unwrap();
+            }
+        }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn pages_walk_every_job_once_in_manifest_order() {
+        let (_dir, store) = store_with(7, &[Some(5), None, Some(9)]).await;
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.jobs_after(after, None, 3).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            seen.extend(page.into_iter().map(|j| j.id));
+        }
+        assert_eq!(seen, ["j0", "j1", "j2", "j3", "j4", "j5", "j6"]);
+        let done: Vec<String> = store
+            .jobs_after(0, Some(JobState::Done), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(done, ["j0", "j2"]);
+    }
+
+    #[tokio::test]
+    async fn totals_and_histogram_are_aggregated_in_sql() {
+        let (_dir, store) = store_with(5, &[Some(1000), Some(1500), Some(3000), Some(3999)]).await;
+        let t = store.totals().await.unwrap();
+        assert_eq!((t.jobs, t.attempts, t.priced_jobs, t.bytes), (5, 4, 4, 400));
+        assert!((t.spent - 2.0).abs() < 1e-9);
+        let h = store.duration_histogram(3).await.unwrap().unwrap();
+        // Range 1000..=3999 in 3 buckets of 1000 ms.
+        assert_eq!((h.min_ms, h.max_ms, h.width_ms), (1000, 3999, 1000));
+        assert_eq!(h.counts, [2, 0, 2]);
+        assert!((h.mean_ms - 2374.75).abs() < 1e-9);
+        // One duration only: one bucket holds it.
+        let (_d, one) = store_with(2, &[Some(700)]).await;
+        assert_eq!(one.duration_histogram(4).await.unwrap().unwrap().counts, [1, 0, 0, 0]);
+        let (_e, none) = store_with(2, &[]).await;
+        assert_eq!(none.duration_histogram(4).await.unwrap(), None);
+    }
+}
