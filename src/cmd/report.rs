@@ -100,12 +100,13 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
                     Restore::Present | Restore::NotDone => {}
                 }
             }
-            let files = done.then(|| CardFiles {
-                video: link(&video),
-                video_exists: video.is_file(),
-                sidecar: sidecar_path(&out_abs, &job.id)
-                    .is_file()
-                    .then(|| link(&sidecar_path(&out_abs, &job.id))),
+            let files = done.then(|| {
+                let sidecar = sidecar_path(&out_abs, &job.id);
+                CardFiles {
+                    video: link(&video),
+                    video_exists: video.is_file(),
+                    sidecar: sidecar.is_file().then(|| link(&sidecar)),
+                }
             });
             w.write_all(card(job, files.as_ref()).as_bytes())?;
             shown += 1;
@@ -295,7 +296,7 @@ pub fn page_head(s: &Summary) -> String {
         scope.push(format!("at most {l} cards"));
     }
     if !scope.is_empty() {
-        let _ = write!(o, "<p class=\"muted\">Showing {}.</p>\n", scope.join(", "));
+        let _ = writeln!(o, "<p class=\"muted\">Showing {}.</p>", scope.join(", "));
     }
     o.push_str("<main id=\"jobs\">\n");
     o
@@ -350,10 +351,10 @@ pub fn histogram_svg(h: &Histogram) -> String {
             secs(h.min_ms + i as i64 * h.width_ms)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
         "</svg><figcaption>Job durations (accepted → completed at Segmind), {total} jobs: min {} s, mean {} s, \
-         max {} s.</figcaption></figure>\n",
+         max {} s.</figcaption></figure>",
         secs(h.min_ms),
         secs(h.mean_ms.round() as i64),
         secs(h.max_ms)
@@ -459,7 +460,7 @@ pub fn card(j: &JobRecord, files: Option<&CardFiles>) -> String {
     if let Some(s) = files.and_then(|f| f.sidecar.as_deref()) {
         facts.push(format!("<a href=\"{}\">provenance</a>", escape(s)));
     }
-    let _ = write!(o, "<p class=\"ids\">{}</p></div></article>\n", facts.join(" · "));
+    let _ = writeln!(o, "<p class=\"ids\">{}</p></div></article>", facts.join(" · "));
     o
 }
 
