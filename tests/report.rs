@@ -208,7 +208,8 @@ fn find_chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs Chromium headless on the page with a hard time bound (killed on timeout).
+/// Runs Chromium headless with a hard time bound. It runs in its own process group, which is
+/// killed afterwards whatever happened: no renderer or zygote outlives the test.
 async fn chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args([
@@ -227,12 +228,18 @@ async fn chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Ou
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
+    .process_group(0)
     .kill_on_drop(true);
     let child = cmd.spawn().expect("start chromium");
-    match tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await {
+    let group = child.id().expect("chromium pid") as libc::pid_t;
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output()).await;
+    // SAFETY: kill(2) on the process group we created; no memory is involved.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+    match out {
         Ok(out) => out.unwrap(),
-        // Dropping the future drops the child: kill_on_drop ends it.
-        Err(_) => panic!("chromium did not finish within 90 s"),
+        Err(_) => panic!("chromium did not finish within 90 s (killed)"),
     }
 }
 
