@@ -205,7 +205,7 @@ async fn an_expired_result_is_submitted_again_and_counted() {
     let env = Env::new(cfg).await;
     let m = env.write("jobs.csv", &manifest(1));
     let mut cmd = env.run_cmd(&[&m], &[]);
-    let child = cmd
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -216,7 +216,9 @@ async fn an_expired_result_is_submitted_again_and_counted() {
         assert!(std::time::Instant::now() < deadline, "expected resubmits after expiry");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    drop(child); // kill_on_drop
+    // Killed and reaped: dropping it only sends the signal, and the next run could still find
+    // the run lock held by the dying process (exit 4).
+    child.kill().await.unwrap();
     let mut cfg = fast_fake();
     cfg.api_key = KEY.into();
     let env2 = Env {
