@@ -62,6 +62,8 @@ pub enum Command {
     Status(cmd::status::StatusArgs),
     /// Write one row per job (CSV or JSONL).
     Export(cmd::export::ExportArgs),
+    /// Write one self-contained HTML page: a summary, then a card per job with its video.
+    Report(cmd::report::ReportArgs),
     /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
     FakeServer(crate::fake::cli::FakeServerArgs),
     /// Benchmark the request economy against an SDK-style poller (in-process fakes, time-compressed).
@@ -140,6 +142,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Cancel(args) => cmd::cancel::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
         Command::Export(args) => cmd::export::run(args).await,
+        Command::Report(args) => cmd::report::run(args).await,
         Command::FakeServer(args) => {
             crate::fake::cli::run(args, async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -5,6 +5,7 @@
 //! - `store`: the SQLite database, the only owner of SQL; `state`: the job state machine;
 //! - `api`: the Segmind v2 client and its error classification (429, 401, 406, 422, 404 …);
 //! - `engine`: the dispatcher, the shared rate gate, poll scheduling, the downloader;
+//! - `provenance`: the `ID.json` sidecar beside each video;
 //! - `fake`: the fake Segmind server (API + video host) for demos and tests;
 //! - `cmd`: one file per subcommand; `cli`: arguments and exit codes; `config`: wanbatch.toml.
 
@@ -18,5 +19,6 @@ pub mod engine;
 pub mod fake;
 pub mod manifest;
 pub mod progress;
+pub mod provenance;
 pub mod state;
 pub mod store;

@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub total: i64,
     pub done: i64,
     pub failed: i64,
+    /// Withdrawn with `wanbatch cancel`: finished, like done and failed.
+    pub cancelled: i64,
     /// Not yet submitted (or waiting to be submitted again).
     pub waiting: i64,
     /// Submitted and not yet finished at Segmind (includes answers not yet known).
@@ -139,6 +141,9 @@ impl Snapshot {
             self.downloading,
             self.waiting
         );
+        if self.cancelled > 0 {
+            s.push_str(&format!(", {} cancelled", self.cancelled));
+        }
         s.push_str(" | ");
         s.push_str(&self.rates());
         if let Some(spend) = self.spend() {
@@ -174,7 +179,7 @@ impl Snapshot {
     }
 
     fn eta_text(&self) -> String {
-        if self.done + self.failed >= self.total {
+        if self.done + self.failed + self.cancelled >= self.total {
             return "now".into();
         }
         self.eta.map_or_else(|| "unknown".into(), clock)
@@ -226,10 +231,10 @@ async fn read(
     let counts = store.counts().await?;
     let n = |s: JobState| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
     let now = Instant::now();
-    let (done, failed) = (n(JobState::Done), n(JobState::Failed));
+    let (done, failed, cancelled) = (n(JobState::Done), n(JobState::Failed), n(JobState::Cancelled));
     let (videos_per_minute, requests_per_minute) = rates.add(now, done + failed, tele.requests());
     let total: i64 = counts.iter().map(|(_, c)| c).sum();
-    let left = total - done - failed;
+    let left = total - done - failed - cancelled;
     let eta = videos_per_minute
         .filter(|v| *v > 0.0)
         .map(|v| Duration::from_secs_f64((left as f64 / v * 60.0).min(1e9)));
@@ -243,6 +248,7 @@ async fn read(
         total,
         done,
         failed,
+        cancelled,
         waiting: n(JobState::Pending),
         at_segmind: n(JobState::Submitting) + n(JobState::Unknown) + n(JobState::Running),
         downloading: n(JobState::Downloading),
@@ -316,7 +322,7 @@ impl Reporter {
                 match &bar {
                     Some(bar) => {
                         bar.set_length(snap.total.max(0) as u64);
-                        bar.set_position((snap.done + snap.failed).max(0) as u64);
+                        bar.set_position((snap.done + snap.failed + snap.cancelled).max(0) as u64);
                         bar.set_message(bar_message(&snap));
                     }
                     None if stopping || Instant::now() >= next_line => {
@@ -415,6 +421,7 @@ mod tests {
             total: 100,
             done: 40,
             failed: 2,
+            cancelled: 0,
             waiting: 30,
             at_segmind: 25,
             downloading: 3,

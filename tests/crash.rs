@@ -68,7 +68,9 @@ async fn sigkill_at_random_moments_loses_nothing() {
     assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:#?}");
     env.assert_videos_match(&jobs);
     let expected: Vec<String> = {
-        let mut v: Vec<String> = (0..N).map(|i| format!("j{i}.mp4")).collect();
+        let mut v: Vec<String> = (0..N)
+            .flat_map(|i| [format!("j{i}.json"), format!("j{i}.mp4")])
+            .collect();
         v.sort();
         v
     };
@@ -232,5 +234,5 @@ async fn a_full_disk_stops_cleanly_and_resumes_when_space_is_back() {
     let jobs = env.export().await;
     env.assert_videos_match_len(&jobs, 2 * 1024 * 1024);
     assert_eq!(env.fake.stats().submits.len(), N, "nothing paid twice");
-    assert_eq!(files_in(&env.out()).len(), N);
+    assert_eq!(files_in(&env.out()).len(), 2 * N, "each video and its sidecar");
 }

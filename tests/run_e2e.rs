@@ -34,13 +34,12 @@ async fn every_job_ends_done_with_the_exact_bytes_and_one_submit_each() {
     assert_eq!(body["num_frames"], serde_json::json!(81));
     assert_eq!(body["seed"], serde_json::json!(3));
     assert!(body.get("id").is_none());
-    // Nothing else left in OUT: no temporaries.
-    let names: Vec<String> = std::fs::read_dir(env.out())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+    // Nothing else left in OUT but each video's provenance sidecar: no temporaries.
+    let mut expected: Vec<String> = (0..8)
+        .flat_map(|i| [format!("j{i}.json"), format!("j{i}.mp4")])
         .collect();
-    assert_eq!(names.len(), 8, "{names:?}");
-    assert!(names.iter().all(|n| n.ends_with(".mp4") && !n.starts_with('.')));
+    expected.sort();
+    assert_eq!(files_in(&env.out()), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +205,7 @@ async fn an_expired_result_is_submitted_again_and_counted() {
     let env = Env::new(cfg).await;
     let m = env.write("jobs.csv", &manifest(1));
     let mut cmd = env.run_cmd(&[&m], &[]);
-    let child = cmd
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -217,7 +216,9 @@ async fn an_expired_result_is_submitted_again_and_counted() {
         assert!(std::time::Instant::now() < deadline, "expected resubmits after expiry");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    drop(child); // kill_on_drop
+    // Killed and reaped: dropping it only sends the signal, and the next run could still find
+    // the run lock held by the dying process (exit 4).
+    child.kill().await.unwrap();
     let mut cfg = fast_fake();
     cfg.api_key = KEY.into();
     let env2 = Env {

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod estimate;
 pub mod export;
 pub mod import;
+pub mod report;
 pub mod retry;
 pub mod run;
 pub mod status;

@@ -254,6 +254,14 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<()> {
     let now = now_ms();
     match result {
         Ok(f) => {
+            // The sidecar goes in before the job is recorded done, so every done job has one;
+            // if it cannot be written, stop like any local write problem (the job stays
+            // downloading, and the next run fetches and writes again).
+            if let Err(e) = crate::provenance::write_for_download(&s.store, &s.cfg.out_dir, w, &f).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot write the provenance sidecar");
+                let _ = s.events.send(Event::Local(format!("{e:#}")));
+                return Ok(());
+            }
             let path = f.path.to_string_lossy();
             s.store
                 .record_downloaded(w.seq, &w.request_id, &path, f.bytes as i64, &f.sha256)

@@ -47,7 +47,13 @@ pub struct DownloadWork {
     pub completed_at: Option<i64>,
 }
 
-/// Everything about a job, for `export` and tests.
+/// The columns of a `JobRecord`, in a `SELECT` over `jobs`.
+pub(crate) const JOB_COLUMNS: &str =
+    "seq, id, state, params, source, attempts, request_id, polls, output_url, output_path,
+    bytes, sha256, cost, error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
+    resubmits_failed, maybe_billed_twice";
+
+/// Everything about a job, for `export`, `report`, the provenance sidecars and tests.
 #[derive(Debug, Clone, FromRow, serde::Serialize)]
 pub struct JobRecord {
     pub seq: i64,
@@ -58,6 +64,7 @@ pub struct JobRecord {
     pub attempts: i64,
     pub request_id: Option<String>,
     pub polls: i64,
+    pub output_url: Option<String>,
     pub output_path: Option<String>,
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
@@ -80,6 +87,7 @@ pub struct AttemptRecord {
     pub request_id: Option<String>,
     pub outcome: Option<String>,
     pub detail: Option<String>,
+    pub finished_at: Option<i64>,
 }
 
 /// What a recorded poll learnt.
@@ -431,20 +439,16 @@ impl Store {
 
     /// All jobs in manifest order, optionally only those in `state`.
     pub async fn jobs(&self, state: Option<JobState>) -> anyhow::Result<Vec<JobRecord>> {
-        Ok(sqlx::query_as(
-            "SELECT seq, id, state, params, source, attempts, request_id, polls, output_path, bytes, sha256, cost,
-                    error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
-                    resubmits_failed, maybe_billed_twice
-             FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY seq",
-        )
-        .bind(state.map(JobState::as_str))
-        .fetch_all(&self.read)
-        .await?)
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY seq");
+        Ok(sqlx::query_as(&sql)
+            .bind(state.map(JobState::as_str))
+            .fetch_all(&self.read)
+            .await?)
     }
 
     pub async fn attempts_of(&self, seq: i64) -> anyhow::Result<Vec<AttemptRecord>> {
         Ok(sqlx::query_as(
-            "SELECT n, started_at, request_id, outcome, detail FROM attempts WHERE job_seq = ? ORDER BY n",
+            "SELECT n, started_at, request_id, outcome, detail, finished_at FROM attempts WHERE job_seq = ? ORDER BY n",
         )
         .bind(seq)
         .fetch_all(&self.read)
@@ -608,14 +612,23 @@ impl Store {
 
     /// Every attempt of every job, for exports: (job seq, attempt).
     pub async fn all_attempts(&self) -> anyhow::Result<Vec<(i64, AttemptRecord)>> {
-        let rows: Vec<(i64, i64, i64, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT job_seq, n, started_at, request_id, outcome, detail FROM attempts ORDER BY job_seq, n",
+        type Row = (
+            i64,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT job_seq, n, started_at, request_id, outcome, detail, finished_at FROM attempts ORDER BY job_seq, n",
         )
         .fetch_all(&self.read)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(seq, n, started_at, request_id, outcome, detail)| {
+            .map(|(seq, n, started_at, request_id, outcome, detail, finished_at)| {
                 (
                     seq,
                     AttemptRecord {
@@ -624,6 +637,7 @@ impl Store {
                         request_id,
                         outcome,
                         detail,
+                        finished_at,
                     },
                 )
             })

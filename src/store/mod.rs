@@ -14,9 +14,11 @@
 
 mod import;
 mod jobs;
+mod report;
 
 pub use import::{ImportConflict, ImportSummary};
 pub use jobs::*;
+pub use report::{Histogram, Totals};
 
 use std::path::Path;
 use std::str::FromStr;
