@@ -68,6 +68,9 @@ pub enum Command {
     FakeServer(crate::fake::cli::FakeServerArgs),
     /// Benchmark the request economy against an SDK-style poller (in-process fakes, time-compressed).
     Bench(cmd::bench::BenchArgs),
+    /// Benchmark the engine's own speed (jobs/s against a zero-latency fake) and its memory
+    /// against the queue's size.
+    BenchEngine(crate::bench_engine::BenchEngineArgs),
     /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(cmd::demo::DemoArgs),
 }
@@ -152,6 +155,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         }
         Command::Demo(args) => cmd::demo::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
+        Command::BenchEngine(args) => crate::bench_engine::run(args).await,
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_engine;
 pub mod cli;
 pub mod clock;
 pub mod cmd;

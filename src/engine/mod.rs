@@ -130,7 +130,12 @@ impl Shared {
         let class = crate::manifest::Params::from_json(params)
             .map(|p| p.duration_class())
             .unwrap_or_default();
-        let expected = self.schedule.expected_ms(&class).await;
+        // A job stays at least the minimum poll gap, however fast it is.
+        let expected = self
+            .schedule
+            .expected_ms(&class)
+            .await
+            .max(self.cfg.timing.min_poll_gap.as_millis() as f64);
         let videos_per_ms = f64::from(self.cfg.rpm) / self.cfg.rate_window.as_millis().max(1) as f64 / SUBMIT_COST;
         (videos_per_ms * expected * 1.25).ceil().max(1.0) as i64
     }

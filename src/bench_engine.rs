@@ -1,0 +1,225 @@
+//! `wanbatch bench-engine`: the engine's own overhead, and its memory against the queue's size.
+//!
+//! - **Jobs per second**: the real binary runs N jobs end to end (submit, poll, result, download
+//!   of a 1 KiB video) against an in-process fake with zero durations and no rate limit, so the
+//!   engine, its database writes and the process boundary are all that is measured.
+//! - **RSS against queue size**: the binary works a queue of N waiting jobs at a modest rate for a
+//!   few seconds, then is interrupted; its peak RSS (from `wait4`) must not grow with N.
+//!
+//! Both run `wanbatch` as a child process (this executable), so figures are the product's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::cli::Outcome;
+use crate::fake::{FakeConfig, FakeServer};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchEngineArgs {
+    /// Job counts for the jobs-per-second runs.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub jobs: Vec<usize>,
+    /// Queue sizes for the memory runs.
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    pub queues: Vec<usize>,
+    /// Seconds each memory run works its queue before it is interrupted.
+    #[arg(long, default_value_t = 8.0)]
+    pub memory_secs: f64,
+    /// Jobs in flight for the speed runs (default: the engine's automatic cap).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+}
+
+const KEY: &str = "bench-engine-key";
+
+/// Peak RSS and exit code of a finished child.
+fn wait_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which nobody else reaps.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    anyhow::ensure!(r == pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((code, ru.ru_maxrss as u64 / 1024))
+}
+
+fn write_manifest(path: &Path, n: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "id,image,prompt,seed")?;
+    for i in 0..n {
+        writeln!(
+            w,
+            "j{i:07},https://img.example/{i}.jpg,a quiet harbour at dawn with gulls and small boats scene {i},{i}"
+        )?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn wanbatch(fake: &FakeServer) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env("SEGMIND_API_KEY", KEY)
+        .env("SEGMIND_BASE_URL", fake.api_url())
+        .env("RUST_LOG", "wanbatch=error")
+        .stdout(std::process::Stdio::null());
+    Ok(cmd)
+}
+
+/// Imports `n` generated rows into `db`.
+fn import(fake: &FakeServer, dir: &Path, db: &Path, n: usize) -> anyhow::Result<Duration> {
+    let manifest = dir.join(format!("jobs-{n}.csv"));
+    write_manifest(&manifest, n)?;
+    let started = Instant::now();
+    let status = wanbatch(fake)?
+        .arg("import")
+        .arg(&manifest)
+        .arg("--db")
+        .arg(db)
+        .status()?;
+    anyhow::ensure!(status.success(), "import of {n} rows failed: {status}");
+    std::fs::remove_file(&manifest)?;
+    Ok(started.elapsed())
+}
+
+struct Speed {
+    jobs: usize,
+    secs: f64,
+    rss_mb: u64,
+    requests: usize,
+}
+
+async fn speed(n: usize, concurrency: Option<u32>) -> anyhow::Result<Speed> {
+    let dir = tempfile::tempdir()?;
+    let fake = FakeServer::start(FakeConfig {
+        api_key: KEY.into(),
+        queue: Duration::ZERO,
+        run: Duration::ZERO,
+        video_len: 1024,
+        credits: None,
+        ..FakeConfig::default()
+    })
+    .await?;
+    let db = dir.path().join("bench.db");
+    import(&fake, dir.path(), &db, n)?;
+    let mut cmd = wanbatch(&fake)?;
+    cmd.args([
+        "run",
+        "--quiet",
+        "--rpm",
+        "1000000",
+        "--initial-estimate-secs",
+        "0.005",
+        "--min-poll-gap-ms",
+        "0",
+    ])
+    .arg("--db")
+    .arg(&db)
+    .arg("--out")
+    .arg(dir.path().join("out"));
+    if let Some(c) = concurrency {
+        cmd.arg("--concurrency").arg(c.to_string());
+    }
+    let started = Instant::now();
+    let child = cmd.spawn()?;
+    let (code, rss_mb) = tokio::task::spawn_blocking(move || wait_rusage(&child)).await??;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(code == 0, "run of {n} jobs exited {code}");
+    let requests = fake.stats().api_requests.len();
+    fake.shutdown().await;
+    Ok(Speed {
+        jobs: n,
+        secs,
+        rss_mb,
+        requests,
+    })
+}
+
+struct Memory {
+    queue: usize,
+    rss_mb: u64,
+    import_secs: f64,
+    worked: usize,
+}
+
+async fn memory(n: usize, secs: f64) -> anyhow::Result<Memory> {
+    let dir = tempfile::tempdir()?;
+    let fake = FakeServer::start(FakeConfig {
+        api_key: KEY.into(),
+        queue: Duration::from_millis(200),
+        run: Duration::from_millis(800),
+        video_len: 1024,
+        credits: None,
+        ..FakeConfig::default()
+    })
+    .await?;
+    let db: PathBuf = dir.path().join("bench.db");
+    let import_secs = import(&fake, dir.path(), &db, n)?.as_secs_f64();
+    let mut cmd = wanbatch(&fake)?;
+    cmd.args(["run", "--quiet", "--rpm", "600", "--initial-estimate-secs", "1"])
+        .arg("--db")
+        .arg(&db)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .stderr(std::process::Stdio::null());
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let (code, rss_mb) = tokio::task::spawn_blocking(move || wait_rusage(&child)).await??;
+    anyhow::ensure!(code == 130, "interrupted run exited {code}");
+    let worked = fake.stats().submits.len();
+    fake.shutdown().await;
+    Ok(Memory {
+        queue: n,
+        rss_mb,
+        import_secs,
+        worked,
+    })
+}
+
+pub async fn run(args: BenchEngineArgs) -> anyhow::Result<Outcome> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("engine benchmark: {cores} cores; the fake runs in this process, wanbatch in a child");
+    println!();
+    println!("jobs end to end (submit, poll, result, 1 KiB download), zero-latency fake, no rate limit");
+    println!(
+        "{:>8} {:>9} {:>9} {:>14} {:>9}",
+        "jobs", "seconds", "jobs/s", "requests/job", "peak RSS"
+    );
+    for &n in &args.jobs {
+        let s = speed(n, args.concurrency).await?;
+        println!(
+            "{:>8} {:>9.2} {:>9.0} {:>14.2} {:>6} MB",
+            s.jobs,
+            s.secs,
+            s.jobs as f64 / s.secs,
+            s.requests as f64 / s.jobs as f64,
+            s.rss_mb
+        );
+    }
+    println!();
+    println!(
+        "peak RSS of `run` working a queue at 600 rpm for {:.0} s, then interrupted",
+        args.memory_secs
+    );
+    println!(
+        "{:>9} {:>10} {:>12} {:>9}",
+        "queue", "peak RSS", "submitted", "import s"
+    );
+    for &n in &args.queues {
+        let m = memory(n, args.memory_secs).await?;
+        println!(
+            "{:>9} {:>7} MB {:>12} {:>9.1}",
+            m.queue, m.rss_mb, m.worked, m.import_secs
+        );
+    }
+    Ok(Outcome::AllDone)
+}
