@@ -306,3 +306,21 @@ async fn a_run_against_a_garbage_api_submits_once_and_stops() {
     assert_eq!(states.iter().filter(|s| **s == "pending").count(), 2, "{states:?}");
     assert!(jobs.iter().all(|j| j["resubmits_unknown"] == 0), "{jobs:#?}");
 }
+
+#[test]
+fn the_key_is_redacted_from_every_debug_form() {
+    let key = ApiKey::new(format!("  {SECRET}\n")).unwrap();
+    let api = ApiClient::new("http://127.0.0.1:9", &key, TIMEOUT).unwrap();
+    for shown in [
+        format!("{key:?}"),
+        format!("{key:#?}"),
+        format!("{api:?}"),
+        format!("{api:#?}"),
+    ] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+    assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
+    // A key that cannot be a header value is refused, not sent mangled.
+    assert!(ApiKey::new("bad\nkey".into()).is_none());
+    assert!(ApiKey::new("   ".into()).is_none());
+}
