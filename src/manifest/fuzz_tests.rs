@@ -149,7 +149,7 @@ fn mutate(rng: &mut StdRng, doc: &mut Vec<u8>, jsonl: bool) {
             let i = at(rng, doc);
             let b = [b'a', b'"', b',', b' ', b'0', b'['][rng.gen_range(0..6)];
             let n = rng.gen_range(1..100_000);
-            doc.splice(i..i, std::iter::repeat(b).take(n));
+            doc.splice(i..i, std::iter::repeat_n(b, n));
         }
         7 if !doc.is_empty() => {
             // A line repeated (duplicate ids, duplicate rows).
@@ -168,12 +168,12 @@ fn mutate(rng: &mut StdRng, doc: &mut Vec<u8>, jsonl: bool) {
             // Many columns.
             let i = at(rng, doc);
             let n = rng.gen_range(1..5_000);
-            doc.splice(i..i, std::iter::repeat(b',').take(n));
+            doc.splice(i..i, std::iter::repeat_n(b',', n));
         }
         9 => {
             let depth = rng.gen_range(1..2_000);
             let mut deep = vec![b'['; depth];
-            deep.extend(std::iter::repeat(b']').take(depth));
+            deep.extend(std::iter::repeat_n(b']', depth));
             let i = at(rng, doc);
             doc.splice(i..i, deep);
         }
@@ -197,7 +197,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 fn mutated_manifests_never_panic_and_every_error_has_a_place() {
     let iters = env_u64("WANBATCH_FUZZ_ITERS", 400);
-    let seed = env_u64("WANBATCH_FUZZ_SEED", 0x5eed_0f_a11);
+    let seed = env_u64("WANBATCH_FUZZ_SEED", 0x5eed_fa11);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let started = std::time::Instant::now();

@@ -191,7 +191,7 @@ async fn the_database_its_journals_and_the_run_lock_are_owner_only() {
     let store = Store::open(&db).await.unwrap();
     // A write, with the pool still open: the -wal and -shm exist now.
     let (_, _, rows) = store_with(TWO).await;
-    store.import(&rows).await.unwrap();
+    store.import(&rows).await.unwrap().unwrap();
     let _lock = crate::cmd::run::RunLock::acquire(&db).unwrap();
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let p = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
