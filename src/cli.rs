@@ -168,7 +168,10 @@ fn init_tracing(format: LogFormat, log_file: Option<&std::path::Path>) -> std::i
         "wanbatch=warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: logs redirected to a file or a pipe stay plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match (format, log_file) {
         // On stderr, log lines go above the progress bar, not through it.
         (LogFormat::Text, None) => builder.with_writer(crate::progress::LogWriter).try_init(),

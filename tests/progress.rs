@@ -16,13 +16,22 @@ fn progress_lines(out: &std::process::Output) -> Vec<String> {
 async fn off_a_terminal_progress_is_plain_lines_at_the_interval_ending_with_the_final_state() {
     let env = Env::new(fast_fake()).await;
     let m = env.write("jobs.csv", &manifest(8));
-    let out = env.run(&[&m], &["--progress-interval", "0.2", "--price", "0.05"]).await;
+    // Info logs on too: a pipe gets no colour codes from them either.
+    let mut cmd = env.run_cmd(&[&m], &["--progress-interval", "0.2", "--price", "0.05"]);
+    cmd.env("RUST_LOG", "wanbatch=info");
+    let out = finish(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let lines = progress_lines(&out);
     assert!(lines.len() >= 2, "a line per interval, then a last one: {lines:#?}");
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains('\x1b'),
-        "no escape codes off a terminal"
+        "no escape codes off a terminal: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("submit accepted"),
+        "{}",
+        text(&out)
     );
     let last = lines.last().unwrap();
     assert!(

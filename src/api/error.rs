@@ -39,9 +39,19 @@ pub enum ApiError {
     /// 400 and other 4xx: the request itself is wrong; permanent for this job.
     #[error("the API rejected the request ({status}): {message}")]
     Rejected { status: u16, message: String },
-    /// 2xx with a body we cannot use. For a submit the job was created.
+    /// 2xx with a body we cannot use, on a poll (a GET: asking again is safe).
     #[error("unexpected answer from the API: {0}")]
     Protocol(String),
+    /// A submit answered 2xx without a request id we can follow (not JSON, too large, no
+    /// `request_id`, or one that is not path-safe). Segmind has created — and bills — a job we
+    /// cannot follow, and submitting more would only pay for more of them: stop the run.
+    #[error("unusable answer to a submit (the job may exist and be billed): {0}; check SEGMIND_BASE_URL")]
+    Unfollowable(String),
+    /// 3xx from the API. Redirects are not followed, as the key goes to the API host only; it
+    /// means the base URL is wrong (http for https, an old host). A 303 to a POST can mean the
+    /// job was created. Stop the run.
+    #[error("the API answered {status} redirecting to {location:?}; redirects are not followed (the key goes to the API host only): check SEGMIND_BASE_URL")]
+    Redirected { status: u16, location: String },
 }
 
 fn until_text(until: &Option<SystemTime>) -> String {
@@ -51,7 +61,9 @@ fn until_text(until: &Option<SystemTime>) -> String {
     }
 }
 
-/// What the run as a whole must do after an error.
+/// What the run as a whole must do after an error. A submit error that both `maybe_arrived` and
+/// calls for a stop (`Unfollowable`, `Redirected`) holds its job as unknown: it is never
+/// resubmitted within the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountStop {
     /// 401/403: stop all work now.
@@ -66,16 +78,22 @@ impl ApiError {
     pub fn maybe_arrived(&self) -> bool {
         matches!(
             self,
-            ApiError::Lost(_) | ApiError::Server { .. } | ApiError::Protocol(_)
+            ApiError::Lost(_)
+                | ApiError::Server { .. }
+                | ApiError::Protocol(_)
+                | ApiError::Unfollowable(_)
+                | ApiError::Redirected { .. }
         )
     }
 
     /// The account-level stop this error calls for, if any.
     pub fn account_stop(&self) -> Option<AccountStop> {
         match self {
-            ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::ModelNotFound { .. } => {
-                Some(AccountStop::Refused(self.to_string()))
-            }
+            ApiError::Unauthorized(_)
+            | ApiError::Forbidden(_)
+            | ApiError::ModelNotFound { .. }
+            | ApiError::Unfollowable(_)
+            | ApiError::Redirected { .. } => Some(AccountStop::Refused(self.to_string())),
             ApiError::NoCredits(_) => Some(AccountStop::NoCredits(self.to_string())),
             _ => None,
         }

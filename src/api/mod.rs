@@ -135,13 +135,17 @@ impl ApiClient {
             .send()
             .await
             .map_err(send_error)?;
-        let (meta, body) = self.read(resp, true).await?;
+        // A 2xx answer we cannot read still means a job was created.
+        let (meta, body) = self.read(resp, true).await.map_err(|e| match e {
+            ApiError::Protocol(m) => ApiError::Unfollowable(m),
+            e => e,
+        })?;
         let request_id = body
             .get("request_id")
             .and_then(Value::as_str)
             .filter(|id| safe_request_id(id))
             .ok_or_else(|| {
-                ApiError::Protocol(format!("submit answer without a usable request_id: {}", snippet(&body)))
+                ApiError::Unfollowable(format!("submit answer without a usable request_id: {}", snippet(&body)))
             })?
             .to_string();
         let status_url = self.own_url(body.get("status_url"), &format!("v2/requests/{request_id}/status"));
@@ -240,7 +244,9 @@ impl ApiClient {
     async fn read(&self, resp: Response, on_submit: bool) -> Result<(Meta, Value), ApiError> {
         let status = resp.status().as_u16();
         let meta = Meta {
-            remaining_credits: header(&resp, "x-remaining-credits").and_then(|v| v.trim().parse().ok()),
+            remaining_credits: header(&resp, "x-remaining-credits")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|c| c.is_finite()),
         };
         if status == 429 {
             let until = error::parse_reset(
@@ -250,6 +256,13 @@ impl ApiClient {
             return Err(ApiError::RateLimited { until });
         }
         let url = resp.url().to_string();
+        if (300..400).contains(&status) {
+            let location = header(&resp, "location").unwrap_or_default();
+            return Err(ApiError::Redirected {
+                status,
+                location: location.chars().take(200).collect(),
+            });
+        }
         if !(200..300).contains(&status) {
             let text = read_limited(resp).await.unwrap_or_default();
             let message = serde_json::from_slice::<Value>(&text)

@@ -326,11 +326,12 @@ impl RunLock {
     pub fn acquire(db: &Path) -> anyhow::Result<RunLock> {
         let mut path = db.as_os_str().to_owned();
         path.push(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        // Owner-only, like the database it guards.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(

@@ -6,6 +6,9 @@
 //!   `file_size`, the MP4 `ftyp` signature), fsynced, renamed to `OUT/ID.mp4`, and the folder
 //!   fsynced: a file at `OUT/ID.mp4` is always complete.
 //! - A partial left by an earlier attempt is resumed with Range when the server honours it.
+//! - Bounded cost whatever the host does: a body over `--max-video-bytes` (announced or not) is
+//!   refused and its partial removed; a transfer slower than `Limits::slow_min_bytes` per
+//!   `slow_window` is broken off (and resumed later), so a trickle cannot hold a slot for ever.
 //! - Errors say whose fault they are: ours (`Local`: disk full, unwritable OUT — the run must
 //!   stop), the server's (`Remote`, retried), or the file's (`Invalid`, fetched again).
 
@@ -33,6 +36,7 @@ pub enum DownloadError {
     Invalid(String),
 }
 
+#[derive(Debug)]
 pub struct Fetched {
     pub path: PathBuf,
     pub bytes: u64,
@@ -43,7 +47,8 @@ pub fn client(max_redirects: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             let ok_scheme = matches!(attempt.url().scheme(), "http" | "https");
-            if attempt.previous().len() >= max_redirects {
+            // `previous` holds the first URL too: `n` redirects followed means n + 1 entries.
+            if attempt.previous().len() > max_redirects {
                 attempt.error("too many redirects")
             } else if !ok_scheme {
                 attempt.error("redirect to a non-http(s) URL")
@@ -79,6 +84,27 @@ fn local(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
+/// What one download may cost.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest video accepted (`--max-video-bytes`); a bigger one is refused and removed.
+    pub max_bytes: u64,
+    /// A transfer that brings fewer than `slow_min_bytes` in `slow_window` is broken off (the
+    /// partial is kept and resumed): a host that trickles must not hold a download slot for ever.
+    pub slow_window: Duration,
+    pub slow_min_bytes: u64,
+}
+
+impl Limits {
+    pub fn new(max_bytes: u64) -> Limits {
+        Limits {
+            max_bytes,
+            slow_window: Duration::from_secs(60),
+            slow_min_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// Fetches `url` into `OUT/ID.mp4`. `expected` is the API's `video.file_size`, when it gave one.
 pub async fn fetch(
     http: &reqwest::Client,
@@ -89,6 +115,20 @@ pub async fn fetch(
     expected: Option<u64>,
     max_bytes: u64,
 ) -> Result<Fetched, DownloadError> {
+    fetch_with(http, url, out, id, request_id, expected, Limits::new(max_bytes)).await
+}
+
+/// `fetch` with explicit limits.
+pub async fn fetch_with(
+    http: &reqwest::Client,
+    url: &str,
+    out: &Path,
+    id: &str,
+    request_id: &str,
+    expected: Option<u64>,
+    limits: Limits,
+) -> Result<Fetched, DownloadError> {
+    let max_bytes = limits.max_bytes;
     let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::Invalid(format!("output URL {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(DownloadError::Invalid(format!("output URL {url:?} is not http(s)")));
@@ -142,11 +182,30 @@ pub async fn fetch(
         tokio::fs::File::create(&part).await.map_err(local(&part))?
     };
     let mut written = if resuming { have } else { 0 };
+    let mut window_end = tokio::time::Instant::now() + limits.slow_window;
+    let mut window_bytes = 0u64;
     loop {
-        let chunk = match resp.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => {
+        let next = tokio::time::timeout_at(window_end, resp.chunk()).await;
+        if let Ok(Ok(Some(c))) = &next {
+            window_bytes += c.len() as u64;
+        }
+        if next.is_err() || tokio::time::Instant::now() >= window_end {
+            if window_bytes < limits.slow_min_bytes {
+                // Keep what arrived: the next attempt resumes from it.
+                let _ = file.flush().await;
+                return Err(DownloadError::Remote(format!(
+                    "transfer too slow: {window_bytes} bytes in {:?} (after {written} bytes)",
+                    limits.slow_window
+                )));
+            }
+            window_end = tokio::time::Instant::now() + limits.slow_window;
+            window_bytes = 0;
+        }
+        let chunk = match next {
+            Err(_) => continue,
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
                 // Keep what arrived: the next attempt resumes from it.
                 let _ = file.flush().await;
                 return Err(DownloadError::Remote(format!(

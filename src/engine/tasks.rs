@@ -77,10 +77,19 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
             s.store
                 .record_submit_ended(w.seq, attempt, JobState::Unknown, "unknown", &e.to_string(), now)
                 .await?;
-            if s.cfg.on_unknown == UnknownPolicy::Resubmit {
-                s.store.resubmit_unknown_job(w.seq).await?;
+            // A 2xx we cannot follow or a redirect would recur on every submit, each maybe
+            // billed: hold the job and stop instead of resubmitting.
+            match e.account_stop() {
+                Some(stop) => {
+                    let _ = s.events.send(Event::Account(stop));
+                }
+                None => {
+                    if s.cfg.on_unknown == UnknownPolicy::Resubmit {
+                        s.store.resubmit_unknown_job(w.seq).await?;
+                    }
+                    let _ = s.events.send(Event::SubmitTrouble);
+                }
             }
-            let _ = s.events.send(Event::SubmitTrouble);
         }
         Err(ApiError::NotSent(msg)) => {
             // Provably never arrived: retry silently after a pause.

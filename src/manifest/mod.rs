@@ -11,11 +11,13 @@
 
 pub mod params;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -55,6 +57,11 @@ impl fmt::Display for ManifestError {
 /// How many errors of one file are listed before the rest are only counted.
 pub const MAX_ERRORS_LISTED: usize = 200;
 
+/// Longest row (a CSV record, which may span lines inside quotes, or a JSONL line) that is read.
+/// A row holds at most 23 cells of at most 64 KiB; anything longer is hostile or broken (an
+/// unclosed quote) and stops that file with an error instead of being buffered.
+pub const MAX_ROW_BYTES: u64 = 4 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Csv,
@@ -78,8 +85,8 @@ impl Format {
 /// errors (already capped per file); rows are only meaningful if the list comes back empty.
 pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Vec<ManifestError> {
     let mut errors = Vec::new();
-    // id -> where first seen, across all files of one import.
-    let mut seen: HashMap<String, String> = HashMap::new();
+    // lower-cased id -> where first seen, across all files of one import.
+    let mut seen: HashMap<String, (String, String)> = HashMap::new();
     // Identical rows are counted across all files of one import, in order, so two identical
     // rows are two jobs even when they sit in different files.
     let mut occurrences: HashMap<[u8; 16], u32> = HashMap::new();
@@ -104,11 +111,18 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
                 }
             };
             let source = format!("{}:{}", errs.file, line);
-            if let Some(first) = seen.get(&id) {
-                errs.push(line, Some("id"), format!("{id:?} is used twice: here and at {first}"));
+            // Compared ignoring case: `A` and `a` are one file (OUT/a.mp4) on macOS and Windows.
+            let key = id.to_ascii_lowercase();
+            if let Some((first_id, first)) = seen.get(&key) {
+                let msg = if *first_id == id {
+                    format!("{id:?} is used twice: here and at {first}")
+                } else {
+                    format!("{id:?} is {first_id:?} of {first} but for case, and they would share one file")
+                };
+                errs.push(line, Some("id"), msg);
                 return;
             }
-            seen.insert(id.clone(), source.clone());
+            seen.insert(key, (id.clone(), source.clone()));
             on_row(Row {
                 id,
                 params,
@@ -219,14 +233,20 @@ fn column(name: &str) -> Result<Column, String> {
         let hint = closest(name)
             .map(|c| format!(" (did you mean {c:?}?)"))
             .unwrap_or_default();
-        format!("unknown column {name:?}{hint}; the columns are id and the API's parameter names")
+        format!(
+            "unknown column {:?}{hint}; the columns are id and the API's parameter names",
+            params::shorten(name)
+        )
     })
 }
 
 /// The known column nearest to a misspelt one, if it is close.
 fn closest(name: &str) -> Option<&'static str> {
     let names = std::iter::once(params::ID_COLUMN).chain(FIELDS.iter().map(|f| f.name));
+    let len = name.chars().count();
     names
+        // The distance is at least the difference in length: skip the quadratic work for those.
+        .filter(|c| c.len().abs_diff(len) <= 2)
         .map(|c| (edit_distance(name, c), c))
         .filter(|(d, _)| *d <= 2)
         .min()
@@ -323,14 +343,72 @@ fn build_row<'a>(
 
 type Handle<'h> = dyn FnMut(u64, Option<String>, Params, &mut Errors) + 'h;
 
+/// A reader that refuses to go more than `MAX_ROW_BYTES` past the start of the row being read,
+/// so a hostile row (a 10 MB field, a million columns, an unclosed quote) costs bounded memory.
+struct RowCapped<R> {
+    inner: R,
+    read: u64,
+    /// Byte offset where reading must stop; the CSV loop moves it before each record.
+    limit: Rc<Cell<u64>>,
+}
+
+/// The error `RowCapped` returns; recognised to word the manifest error.
+#[derive(Debug)]
+struct RowTooLong;
+
+impl fmt::Display for RowTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a row is longer than {} MiB", MAX_ROW_BYTES >> 20)
+    }
+}
+
+impl std::error::Error for RowTooLong {}
+
+impl<R: Read> Read for RowCapped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = self.limit.get().saturating_sub(self.read);
+        if room == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, RowTooLong));
+        }
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The message for a CSV error: a capped row is worded for the user, the rest as the parser says.
+fn csv_problem(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|i| i.is::<RowTooLong>()) => format!(
+            "a row is longer than {} MiB (an unclosed quote?); the rest of the file is not read",
+            MAX_ROW_BYTES >> 20
+        ),
+        _ => format!("unreadable CSV: {e}"),
+    }
+}
+
+/// The CSV parser's own buffer: how far it may read ahead of the record it is parsing.
+const CSV_BUFFER: u64 = 1 << 16;
+
 fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
+    let limit = Rc::new(Cell::new(MAX_ROW_BYTES + CSV_BUFFER));
+    let capped = RowCapped {
+        inner: file,
+        read: 0,
+        limit: limit.clone(),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 16, file));
+        .buffer_capacity(CSV_BUFFER as usize)
+        .from_reader(capped);
     let headers = match reader.byte_headers() {
         Ok(h) => h.clone(),
-        Err(e) => return errs.push(1, None, format!("cannot read the header: {e}")),
+        Err(e) => {
+            let why = csv_problem(&e);
+            return errs.push(1, None, format!("cannot read the header: {why}"));
+        }
     };
     if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
         return errs.push(
@@ -339,17 +417,14 @@ fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
             "the file is empty: expected a header row of column names".into(),
         );
     }
-    let mut columns = Vec::with_capacity(headers.len());
+    let mut columns = Vec::with_capacity(headers.len().min(FIELDS.len() + 1));
+    let mut names = std::collections::HashSet::new();
     let mut header_ok = true;
-    for (i, raw) in headers.iter().enumerate() {
+    for raw in headers.iter() {
         let name = String::from_utf8_lossy(raw);
         let name = name.trim_start_matches('\u{feff}').trim();
-        if headers
-            .iter()
-            .take(i)
-            .any(|h| String::from_utf8_lossy(h).trim_start_matches('\u{feff}').trim() == name)
-        {
-            errs.push(1, Some(name), "this column appears twice".into());
+        if !names.insert(name.to_string()) {
+            errs.push(1, Some(&params::shorten(name)), "this column appears twice".into());
             header_ok = false;
             continue;
         }
@@ -379,12 +454,13 @@ fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     let mut record = csv::ByteRecord::new();
     loop {
         let line = reader.position().line();
+        limit.set(reader.position().byte() + MAX_ROW_BYTES + CSV_BUFFER);
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 let at = e.position().map_or(line, |p| p.line());
-                errs.push(at, None, format!("unreadable CSV: {e}"));
+                errs.push(at, None, csv_problem(&e));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     break;
                 }
@@ -433,8 +509,29 @@ fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     }
 }
 
-/// Longest JSONL line read; longer lines are reported, not loaded.
-const MAX_JSONL_LINE: u64 = 1 << 20;
+/// A JSON object's members in the order written, duplicates kept: serde_json's map would keep
+/// only the last of two equal keys, silently dropping a value the user wrote.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object {\"image\": …, \"prompt\": …}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    v.push(entry);
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
 
 fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     let mut reader = BufReader::with_capacity(1 << 16, file);
@@ -443,24 +540,22 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     loop {
         buf.clear();
         line += 1;
-        let n = match (&mut reader).take(MAX_JSONL_LINE + 1).read_until(b'\n', &mut buf) {
+        let n = match (&mut reader).take(MAX_ROW_BYTES + 1).read_until(b'\n', &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => return errs.push(line, None, format!("cannot read: {e}")),
         };
-        if n as u64 > MAX_JSONL_LINE && buf.last() != Some(&b'\n') {
-            errs.push(line, None, format!("line is longer than {MAX_JSONL_LINE} bytes"));
-            // Skip the rest of this line.
-            loop {
-                buf.clear();
-                match (&mut reader).take(MAX_JSONL_LINE).read_until(b'\n', &mut buf) {
-                    Ok(0) => return,
-                    Ok(_) if buf.last() == Some(&b'\n') => break,
-                    Ok(_) => continue,
-                    Err(_) => return,
-                }
-            }
-            continue;
+        if n as u64 > MAX_ROW_BYTES && buf.last() != Some(&b'\n') {
+            // Like CSV: a line this long is not a row, and skipping it could mean reading an
+            // endless stream; the file is reported and left.
+            return errs.push(
+                line,
+                None,
+                format!(
+                    "line is longer than {} MiB; the rest of the file is not read",
+                    MAX_ROW_BYTES >> 20
+                ),
+            );
         }
         let mut text: &[u8] = &buf;
         if line == 1 && text.starts_with(b"\xEF\xBB\xBF") {
@@ -469,9 +564,9 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let obj = match serde_json::from_slice::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
+        let obj = match serde_json::from_slice::<Members>(text) {
+            Ok(Members(members)) => members,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
                 errs.push(
                     line,
                     None,
@@ -484,6 +579,11 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
                 continue;
             }
         };
+        let mut keys = std::collections::HashSet::new();
+        if let Some((dup, _)) = obj.iter().find(|(k, _)| !keys.insert(k.as_str())) {
+            errs.push(line, Some(&params::shorten(dup)), "this key appears twice".into());
+            continue;
+        }
         let mut cells: Vec<(Column, String)> = Vec::with_capacity(obj.len());
         let mut ok = true;
         for (key, value) in &obj {
@@ -524,5 +624,7 @@ fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

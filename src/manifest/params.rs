@@ -180,7 +180,8 @@ fn check_url(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn shorten(s: &str) -> String {
+/// At most 60 characters of `s`, for error messages.
+pub(crate) fn shorten(s: &str) -> String {
     const MAX: usize = 60;
     if s.chars().count() <= MAX {
         s.to_string()

@@ -48,6 +48,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        owner_only(path);
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -64,7 +65,6 @@ impl Store {
             .run(&write)
             .await
             .with_context(|| format!("cannot prepare the database {}", path.display()))?;
-        restrict_permissions(path);
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
@@ -103,15 +103,29 @@ impl Store {
     }
 }
 
-/// The database holds prompts and request ids: owner-only, like other secrets-adjacent files.
-fn restrict_permissions(path: &Path) {
+/// The database holds prompts, image URLs and request ids: owner-only (0600), like other
+/// secrets-adjacent files (ssh, gpg, netrc). A new database file is *created* 0600 before SQLite
+/// opens it — SQLite gives its -wal and -shm the database's mode — so there is no moment when it
+/// is readable by others. One left by an older version or another tool is narrowed to 0600, with
+/// its journals. Best effort: a database owned by someone else is left as it is.
+fn owner_only(path: &Path) {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        if created.is_ok() {
+            return;
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut p = path.as_os_str().to_owned();
             p.push(suffix);
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            if std::fs::metadata(&p).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
         }
     }
 }

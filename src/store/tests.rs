@@ -265,3 +265,29 @@ async fn cancel_takes_only_pending_jobs_and_a_claim_or_the_cancel_wins() {
         ("b", 0, None)
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_its_journals_and_the_run_lock_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("perm.db");
+    let store = Store::open(&db).await.unwrap();
+    // A write, with the pool still open: the -wal and -shm exist now.
+    let (_, _, rows) = store_with(TWO).await;
+    store.import(&rows).await.unwrap().unwrap();
+    let _lock = crate::cmd::run::RunLock::acquire(&db).unwrap();
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    store.close().await;
+    // A database created readable by others (an older version, another tool) is narrowed.
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&old).await.unwrap();
+    assert_eq!(mode(&old), 0o600);
+    store.close().await;
+}

@@ -198,3 +198,4 @@ pub fn manifest(n: usize) -> String {
     }
     s
 }
+pub mod raw;

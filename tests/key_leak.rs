@@ -1,0 +1,118 @@
+//! The API key must appear nowhere but in the `x-api-key` header sent to the API host: not in
+//! logs at `RUST_LOG=trace` (every target: ours, hyper, reqwest, sqlx), not in stdout, not in
+//! the database and its WAL, not in exports, not in OUT, not at the video host — including on a
+//! run with rate limits, server errors, a lost answer, a broken download and a failed job.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use wanbatch::fake::{FaultKind, FaultTarget};
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn assert_no_key(what: &str, bytes: &[u8]) {
+    let key = KEY.as_bytes();
+    assert!(
+        !bytes.windows(key.len()).any(|w| w == key),
+        "the API key appears in {what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_appears_in_no_log_output_database_or_export_at_trace_level() {
+    let env = Env::new(fast_fake()).await;
+    let faults = || {
+        env.fake
+            .push_fault(fault(FaultTarget::Submit, FaultKind::Status(429), 2));
+        env.fake
+            .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenStatus(502), 1));
+        env.fake
+            .push_fault(fault(FaultTarget::Result, FaultKind::Status(503), 2));
+        env.fake.push_fault(fault(FaultTarget::Result, FaultKind::Drop, 1));
+        env.fake
+            .push_fault(fault(FaultTarget::Download, FaultKind::Truncate(1000), 1));
+    };
+    let mut logs = Vec::new();
+    for (n, format) in ["text", "json"].into_iter().enumerate() {
+        faults();
+        // Distinct jobs per run, each with one that fails at Segmind.
+        let rows: String = manifest(4).lines().skip(1).map(|l| format!("r{n}{l}\n")).collect();
+        let m = env.write(
+            &format!("jobs{n}.csv"),
+            &format!(
+                "id,image,prompt,num_frames,resolution,seed\n{rows}bad{n},https://img.example/f.jpg,[fail] storm {n},81,480p,1\n"
+            ),
+        );
+        // A short rate window: the 429s carry no reset hint, and the default pause is one window.
+        let mut cmd = env.run_cmd(&[&m], &["--log-format", format, "--rate-window-ms", "200"]);
+        cmd.env("RUST_LOG", "trace");
+        let out = finish(cmd).await;
+        assert_eq!(out.status.code(), Some(1), "one job fails: {}", text(&out));
+        logs.push((format!("run --log-format {format}"), out));
+    }
+    // The logs really are at trace level, HTTP and SQL included: otherwise this proves nothing.
+    let stderr = String::from_utf8_lossy(&logs[0].1.stderr).into_owned();
+    for target in ["TRACE", "hyper_util", "sqlx", "wanbatch"] {
+        assert!(stderr.contains(target), "no {target} lines in the trace log");
+    }
+
+    for args in [
+        vec!["export", "--format", "csv"],
+        vec!["export", "--format", "jsonl"],
+        vec!["status"],
+    ] {
+        let mut cmd = env.bin();
+        cmd.args(&args)
+            .args(["--db", env.db().to_str().unwrap()])
+            .env("RUST_LOG", "trace");
+        let out = finish(cmd).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        logs.push((args.join(" "), out));
+    }
+    for format in ["csv", "jsonl"] {
+        let mut cmd = env.bin();
+        let dest = env.out().join(format!("export.{format}"));
+        cmd.args(["export", "--format", format, "--db", env.db().to_str().unwrap()])
+            .arg("--output")
+            .arg(&dest);
+        assert_eq!(finish(cmd).await.status.code(), Some(0));
+    }
+
+    for (what, out) in &logs {
+        assert_no_key(&format!("the stdout of {what}"), &out.stdout);
+        assert_no_key(&format!("the stderr of {what}"), &out.stderr);
+    }
+    // Every file the runs left: the database, its -wal and -shm, the lock, OUT and the exports.
+    let files = files_under(env.dir.path());
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for must in ["w.db", "export.csv", "export.jsonl", "r0j0.mp4", "r1j3.mp4"] {
+        assert!(names.iter().any(|n| n == must), "{must} missing from {names:?}");
+    }
+    for f in &files {
+        assert_no_key(&f.display().to_string(), &std::fs::read(f).unwrap());
+    }
+    assert_eq!(
+        env.fake.stats().cdn_requests_with_key,
+        0,
+        "the key never reaches the video host"
+    );
+    let jobs = env.export().await;
+    assert_eq!(jobs.iter().filter(|j| j["state"] == "done").count(), 8, "{jobs:#?}");
+}
