@@ -29,6 +29,10 @@ pub struct BenchEngineArgs {
     /// Jobs in flight for the speed runs (default: the engine's automatic cap).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Parallel downloads for the speed runs (each finished video costs a few fsyncs: the video,
+    /// its ID.json, their folder).
+    #[arg(long, default_value_t = 32)]
+    pub download_concurrency: u32,
 }
 
 const KEY: &str = "bench-engine-key";
@@ -95,7 +99,7 @@ struct Speed {
     requests: usize,
 }
 
-async fn speed(n: usize, concurrency: Option<u32>) -> anyhow::Result<Speed> {
+async fn speed(n: usize, concurrency: Option<u32>, downloads: u32) -> anyhow::Result<Speed> {
     let dir = tempfile::tempdir()?;
     let fake = FakeServer::start(FakeConfig {
         api_key: KEY.into(),
@@ -123,6 +127,7 @@ async fn speed(n: usize, concurrency: Option<u32>) -> anyhow::Result<Speed> {
     .arg(&db)
     .arg("--out")
     .arg(dir.path().join("out"));
+    cmd.arg("--download-concurrency").arg(downloads.to_string());
     if let Some(c) = concurrency {
         cmd.arg("--concurrency").arg(c.to_string());
     }
@@ -195,7 +200,7 @@ pub async fn run(args: BenchEngineArgs) -> anyhow::Result<Outcome> {
         "jobs", "seconds", "jobs/s", "requests/job", "peak RSS"
     );
     for &n in &args.jobs {
-        let s = speed(n, args.concurrency).await?;
+        let s = speed(n, args.concurrency, args.download_concurrency).await?;
         println!(
             "{:>8} {:>9.2} {:>9.0} {:>14.2} {:>6} MB",
             s.jobs,

@@ -114,6 +114,32 @@ impl Gate {
         }
     }
 
+    /// Takes a permit only if one is free this instant (no pause, inside the cap and the pace):
+    /// lets the dispatcher send several requests at once when the budget allows it.
+    pub fn try_acquire(&self) -> bool {
+        let now = Instant::now();
+        {
+            let st = self.lock();
+            if st.paused_until.is_some_and(|t| t > now) || (st.pace < self.cap && st.next_slot > now) {
+                return false;
+            }
+        }
+        if self.limiter.check().is_err() {
+            return false;
+        }
+        let mut st = self.lock();
+        if st.pace < self.cap {
+            st.next_slot = now + self.window.div_f64(st.pace.max(0.01));
+        } else {
+            st.next_slot = now;
+        }
+        st.sent.push_back(now);
+        while st.sent.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+            st.sent.pop_front();
+        }
+        true
+    }
+
     async fn wait_pause(&self) {
         loop {
             let until = self.lock().paused_until;
@@ -196,6 +222,20 @@ mod tests {
         }
         let took = start.elapsed();
         assert!(took >= 95 * MS, "11 permits at 100/s took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn try_acquire_takes_only_a_free_permit_and_counts_it() {
+        let gate = Gate::new(10, Duration::from_secs(1), 50 * MS); // one per 100 ms
+        assert!(gate.try_acquire(), "the first permit is free");
+        assert!(!gate.try_acquire(), "no burst: the next is 100 ms away");
+        tokio::time::sleep(110 * MS).await;
+        assert!(gate.try_acquire());
+        assert_eq!(gate.stats().sent_last_window, 2);
+        // A 429 pause closes the gate to try_acquire too.
+        tokio::time::sleep(110 * MS).await;
+        gate.on_rate_limited(Some(SystemTime::now() + 200 * MS));
+        assert!(!gate.try_acquire(), "paused");
     }
 
     #[tokio::test]

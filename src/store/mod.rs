@@ -12,6 +12,7 @@
 //! SQLite lock; reads use a small separate pool. No transaction is ever held across an HTTP call:
 //! the engine claims and commits, calls, then records and commits.
 
+mod batch;
 mod import;
 mod jobs;
 mod report;
@@ -33,6 +34,8 @@ use crate::state::JobState;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// The engine's hot-path writes, group-committed (see `batch`).
+    batch: batch::Batcher,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -69,7 +72,8 @@ impl Store {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Store { write, read })
+        let batch = batch::Batcher::start(write.clone());
+        Ok(Store { write, read, batch })
     }
 
     /// Opens an existing database for reading only (`status`, `export`): never creates one.
