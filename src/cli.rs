@@ -53,6 +53,8 @@ pub enum Command {
     FakeServer(crate::fake::cli::FakeServerArgs),
     /// Benchmark the request economy against an SDK-style poller (in-process fakes, time-compressed).
     Bench(cmd::bench::BenchArgs),
+    /// Benchmark import, status and export on large generated manifests (10k to 1M rows).
+    BenchImport(cmd::bench_import::BenchImportArgs),
     /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(cmd::demo::DemoArgs),
 }
@@ -128,6 +130,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         }
         Command::Demo(args) => cmd::demo::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
+        Command::BenchImport(args) => cmd::bench_import::run(args).await,
     }
 }
 

@@ -632,3 +632,32 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// For `bench-import` only: marks `num` of every `den` jobs done (one completed attempt, a
+    /// cost, completions spread over the last ten minutes), as if a run had got that far, so
+    /// `status` and `export` are timed on a realistic mix.
+    pub async fn bench_mark_done(&self, num: i64, den: i64) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', attempts = 1, cost = 0.05, request_id = 'bench-' || seq,
+                    submitted_at = ?1 - 700000, completed_at = ?1 - seq % 600000, downloaded_at = ?1 - seq % 600000,
+                    output_path = 'out/' || id || '.mp4', bytes = 1000000, updated_at = ?1
+             WHERE seq % ?2 < ?3",
+        )
+        .bind(now)
+        .bind(den)
+        .bind(num)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (job_seq, n, started_at, request_id, outcome, finished_at)
+             SELECT seq, 1, submitted_at, request_id, 'completed', completed_at FROM jobs WHERE state = 'done'",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

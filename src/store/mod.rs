@@ -14,9 +14,11 @@
 
 mod import;
 mod jobs;
+mod staging;
 
-pub use import::{ImportConflict, ImportSummary};
+pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use jobs::*;
+pub use staging::{Batch, Staging};
 
 use std::path::Path;
 use std::str::FromStr;
