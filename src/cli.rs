@@ -71,6 +71,8 @@ pub enum Command {
     /// Benchmark the engine's own speed (jobs/s against a zero-latency fake) and its memory
     /// against the queue's size.
     BenchEngine(crate::bench_engine::BenchEngineArgs),
+    /// Benchmark import, status and export on large generated manifests (10k to 1M rows).
+    BenchImport(cmd::bench_import::BenchImportArgs),
     /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(cmd::demo::DemoArgs),
 }
@@ -156,6 +158,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
         Command::Demo(args) => cmd::demo::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
         Command::BenchEngine(args) => crate::bench_engine::run(args).await,
+        Command::BenchImport(args) => cmd::bench_import::run(args).await,
     }
 }
 

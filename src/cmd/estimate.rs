@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use crate::cli::{Failure, Outcome};
+use crate::cli::Outcome;
 use crate::cmd::run::RunArgs;
 use crate::manifest::{Params, Row};
 use crate::store::Store;
@@ -236,28 +236,28 @@ pub fn human(secs: f64) -> String {
 
 /// `run --dry-run`: validate, check against the database, estimate; nothing written or sent.
 pub async fn dry_run_of_run(args: &RunArgs) -> anyhow::Result<Outcome> {
+    let staging = if args.manifests.is_empty() {
+        None
+    } else {
+        Some(super::import::stage_manifests(&args.manifests, &args.db).await?)
+    };
+    let staged = staging.as_ref().map_or(0, |s| s.len());
+    let (new, unchanged) = match (&staging, args.db.exists()) {
+        (Some(staging), true) => {
+            let store = Store::open(&args.db).await?;
+            let check = store.check_staged(staging, super::import::ERRORS_SHOWN).await;
+            store.close().await;
+            let check = check?;
+            super::import::report_conflicts(&check.conflicts)?;
+            (check.summary.inserted, check.summary.unchanged)
+        }
+        _ => (staged, 0),
+    };
+    drop(staging);
     let rows = if args.manifests.is_empty() {
         Vec::new()
     } else {
         super::import::read_manifests(&args.manifests)?
-    };
-    let (new, unchanged) = if args.db.exists() {
-        let store = Store::open(&args.db).await?;
-        let (summary, conflicts) = store.check_import(&rows).await?;
-        store.close().await;
-        if !conflicts.is_empty() {
-            for c in &conflicts {
-                eprintln!("{c}");
-            }
-            return Err(Failure::Manifest(format!(
-                "{} id(s) already exist with different parameters; nothing was imported or submitted",
-                conflicts.len()
-            ))
-            .into());
-        }
-        (summary.inserted, summary.unchanged)
-    } else {
-        (rows.len() as u64, 0)
     };
     println!(
         "dry run: {} rows valid; {new} would be new jobs, {unchanged} already in {} (nothing written, nothing submitted)",

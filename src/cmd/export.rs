@@ -1,5 +1,8 @@
 //! `wanbatch export`: one row per job in manifest order, CSV or JSONL, streamed to a file or
 //! stdout. Holds no secret: the API key is never in the database.
+//!
+//! Streams: jobs (and, for JSONL, their attempt history) are read a page at a time from one
+//! read snapshot and written as they come, so a million jobs export in the memory of one page.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,48 +64,65 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
         None => None,
     };
     let store = Store::open_existing(&args.db).await?;
-    let jobs = store.jobs(state).await?;
-    let mut history: std::collections::HashMap<i64, Vec<Value>> = std::collections::HashMap::new();
-    if matches!(args.format, ExportFormat::Jsonl) {
-        for (seq, a) in store.all_attempts().await? {
-            history.entry(seq).or_default().push(json!({
-                "n": a.n,
-                "started_at": rfc3339(a.started_at),
-                "request_id": a.request_id,
-                "outcome": a.outcome,
-                "detail": a.detail,
-            }));
-        }
-    }
+    let written = write(&store, state, &args).await;
     store.close().await;
+    written?;
+    Ok(Outcome::AllDone)
+}
+
+/// Jobs fetched and written a page at a time.
+const PAGE: i64 = 1000;
+
+async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> anyhow::Result<()> {
+    let jsonl = matches!(args.format, ExportFormat::Jsonl);
+    let mut pages = store.job_pages(state, jsonl).await?;
     let out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::fs::File::create(p)?),
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut out = std::io::BufWriter::new(out);
-    match args.format {
-        ExportFormat::Jsonl => {
-            for j in &jobs {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    if jsonl {
+        loop {
+            let page = pages.next(PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            for (j, attempts) in &page {
                 let mut v = record_json(j);
-                v["history"] = Value::Array(history.remove(&j.seq).unwrap_or_default());
+                v["history"] = attempts
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "n": a.n,
+                            "started_at": rfc3339(a.started_at),
+                            "request_id": a.request_id,
+                            "outcome": a.outcome,
+                            "detail": a.detail,
+                        })
+                    })
+                    .collect();
                 serde_json::to_writer(&mut out, &v)?;
                 out.write_all(b"\n")?;
             }
         }
-        ExportFormat::Csv => {
-            let mut w = csv::Writer::from_writer(&mut out);
-            let header: Vec<&str> = COLUMNS.iter().copied().chain(FIELDS.iter().map(|f| f.name)).collect();
-            w.write_record(&header)?;
-            for j in &jobs {
-                let v = record_json(j);
-                let cells: Vec<String> = header.iter().map(|c| cell(v.get(*c))).collect();
-                w.write_record(&cells)?;
+    } else {
+        let mut w = csv::Writer::from_writer(&mut out);
+        let header: Vec<&str> = COLUMNS.iter().copied().chain(FIELDS.iter().map(|f| f.name)).collect();
+        w.write_record(&header)?;
+        loop {
+            let page = pages.next(PAGE).await?;
+            if page.is_empty() {
+                break;
             }
-            w.flush()?;
+            for (j, _) in &page {
+                let v = record_json(j);
+                w.write_record(header.iter().map(|c| cell(v.get(*c))))?;
+            }
         }
+        w.flush()?;
     }
     out.flush()?;
-    Ok(Outcome::AllDone)
+    Ok(())
 }
 
 fn cell(v: Option<&Value>) -> String {

@@ -1,10 +1,23 @@
 //! `wanbatch import`: validate manifests and load them as pending jobs; `--dry-run` writes nothing.
+//!
+//! Streaming: a reader thread parses the manifests and hands rows in batches to the staging
+//! database (one batch in memory at a time, parsing and SQLite running side by side on two
+//! cores). Only when every row is read, every error counted and no id is used twice does the
+//! jobs database see the rows, in one transaction. Errors are printed in file and line order,
+//! the first [`ERRORS_SHOWN`] of them, then a count of the rest.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{Failure, Outcome};
-use crate::manifest::{self, Row};
-use crate::store::{ImportSummary, Store};
+use crate::manifest::{self, ManifestError};
+use crate::store::{Batch, Conflicts, ImportSummary, Staging, Store};
+
+/// Errors (or conflicts) printed before the rest are only counted.
+pub const ERRORS_SHOWN: usize = 100;
+
+/// Rows per batch between the reader thread and the staging database.
+const BATCH: usize = 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -22,73 +35,175 @@ pub struct ImportArgs {
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
-    let rows = read_manifests(&args.manifests)?;
+    let staging = stage_manifests(&args.manifests, &args.db).await?;
     if args.dry_run {
         let summary = if args.db.exists() {
             let store = Store::open(&args.db).await?;
-            let (summary, conflicts) = store.check_import(&rows).await?;
+            let check = store.check_staged(&staging, ERRORS_SHOWN).await;
             store.close().await;
-            report_conflicts(&conflicts)?;
-            summary
+            let check = check?;
+            report_conflicts(&check.conflicts)?;
+            check.summary
         } else {
             ImportSummary {
-                inserted: rows.len() as u64,
+                inserted: staging.len(),
                 unchanged: 0,
             }
         };
         println!(
             "dry run: {} rows valid; {} would be new jobs, {} already in {} (nothing written)",
-            rows.len(),
+            staging.len(),
             summary.inserted,
             summary.unchanged,
             args.db.display()
         );
+        let rows = read_manifests(&args.manifests)?;
         super::estimate::print(&args.db, &rows, &super::estimate::Opts::for_import(&args.estimate)).await?;
         return Ok(Outcome::AllDone);
     }
     let store = Store::open(&args.db).await?;
-    let summary = import_rows(&store, &rows, &args.db).await;
+    let summary = import_staged(&store, &staging, &args.db).await;
     store.close().await;
     summary?;
     Ok(Outcome::AllDone)
 }
 
-/// Reads and validates every manifest; prints every error and fails if there is any.
-pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<Row>> {
+/// Reads every manifest row into memory, for the dry-run estimate (which needs each new row's
+/// duration class). Only after `stage_manifests` has validated the same files; imports stream.
+pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<manifest::Row>> {
     let mut rows = Vec::new();
-    let errors = manifest::read_files(paths, |row| rows.push(row));
-    if errors.is_empty() {
-        return Ok(rows);
+    let errors = manifest::read_files(paths, |r| rows.push(r));
+    if let Some(e) = errors.first() {
+        return Err(Failure::Manifest(format!("{e}")).into());
     }
-    for e in &errors {
-        eprintln!("{e}");
-    }
-    let files: std::collections::BTreeSet<&str> = errors.iter().map(|e| e.file.as_str()).collect();
-    Err(Failure::Manifest(format!(
-        "{} error(s) in {}; nothing was imported or submitted",
-        errors.len(),
-        files.into_iter().collect::<Vec<_>>().join(", ")
-    ))
-    .into())
+    Ok(rows)
 }
 
-fn report_conflicts(conflicts: &[crate::store::ImportConflict]) -> anyhow::Result<()> {
-    if conflicts.is_empty() {
+/// Reads, validates and stages every manifest; prints the errors and fails if there is any.
+/// Touches nothing but a private staging file beside `db`.
+pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Staging> {
+    let near = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut staging = Staging::create(near).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let owned = paths.to_vec();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut errors = ErrorList::default();
+        let mut batch = Batch::with_capacity(BATCH);
+        let mut open = true;
+        manifest::scan_files(
+            &owned,
+            |row| {
+                batch.push(&row);
+                if batch.len() == BATCH && open {
+                    open = tx
+                        .blocking_send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH)))
+                        .is_ok();
+                }
+            },
+            |file, e| errors.push(file, e),
+        );
+        if !batch.is_empty() && open {
+            let _ = tx.blocking_send(batch);
+        }
+        errors
+    });
+    let started = std::time::Instant::now();
+    let mut staged = Ok(());
+    while let Some(batch) = rx.recv().await {
+        staged = staging.add(&batch).await;
+        if staged.is_err() {
+            break;
+        }
+    }
+    drop(rx); // a failed staging stops the reader's sends
+    let mut errors = reader.await?;
+    staged?;
+    tracing::info!(rows = staging.len(), elapsed = ?started.elapsed(), "manifests read and staged");
+    let (dups, dup_total) = staging.finish(ERRORS_SHOWN).await?;
+    tracing::info!(elapsed = ?started.elapsed(), "staged rows indexed and checked for ids used twice");
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    errors.total += dup_total - dups.len() as u64;
+    for e in dups {
+        let file = names.iter().position(|n| *n == e.file).unwrap_or(0);
+        errors.push(file, e);
+    }
+    if errors.total == 0 {
+        return Ok(staging);
+    }
+    let message = format!(
+        "{} error(s) in {}; nothing was imported or submitted",
+        errors.total,
+        errors
+            .files
+            .iter()
+            .map(|&i| names[i].as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    errors.print();
+    Err(Failure::Manifest(message).into())
+}
+
+/// The errors of one import: the first [`ERRORS_SHOWN`] by place, and how many in all.
+#[derive(Default)]
+struct ErrorList {
+    listed: Vec<(usize, ManifestError)>,
+    total: u64,
+    files: BTreeSet<usize>,
+}
+
+impl ErrorList {
+    fn push(&mut self, file: usize, e: ManifestError) {
+        self.total += 1;
+        self.files.insert(file);
+        self.listed.push((file, e));
+        // Errors arrive nearly in order (ids used twice come after the rest): keep the first by place.
+        if self.listed.len() >= 2 * ERRORS_SHOWN {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        self.listed.sort_by_key(|(file, e)| (*file, e.line));
+        self.listed.truncate(ERRORS_SHOWN);
+    }
+
+    fn print(mut self) {
+        self.trim();
+        for (_, e) in &self.listed {
+            eprintln!("{e}");
+        }
+        let more = self.total - self.listed.len() as u64;
+        if more > 0 {
+            eprintln!("… and {more} more errors");
+        }
+    }
+}
+
+pub fn report_conflicts(conflicts: &Conflicts) -> anyhow::Result<()> {
+    if conflicts.total == 0 {
         return Ok(());
     }
-    for c in conflicts {
+    for c in &conflicts.listed {
         eprintln!("{c}");
+    }
+    let more = conflicts.total - conflicts.listed.len() as u64;
+    if more > 0 {
+        eprintln!("… and {more} more ids with different parameters");
     }
     Err(Failure::Manifest(format!(
         "{} id(s) already exist with different parameters; nothing was imported or submitted",
-        conflicts.len()
+        conflicts.total
     ))
     .into())
 }
 
-/// Imports validated rows, printing a one-line summary.
-pub async fn import_rows(store: &Store, rows: &[Row], db: &Path) -> anyhow::Result<ImportSummary> {
-    match store.import(rows).await? {
+/// Imports staged rows, printing a one-line summary.
+pub async fn import_staged(store: &Store, staging: &Staging, db: &Path) -> anyhow::Result<ImportSummary> {
+    match store.import_staged(staging, ERRORS_SHOWN).await? {
         Ok(summary) => {
             println!(
                 "imported {} new jobs ({} already present) into {}",

@@ -135,17 +135,16 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
     let api = ApiClient::new(&endpoint.base_url, &endpoint.key, secs(args.request_timeout_secs)?)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     // Validate manifests before touching the database.
-    let rows = if args.manifests.is_empty() {
-        Vec::new()
+    let staged = if args.manifests.is_empty() {
+        None
     } else {
-        super::import::read_manifests(&args.manifests)?
+        Some(super::import::stage_manifests(&args.manifests, &args.db).await?)
     };
     let store = Store::open(&args.db).await?;
     let _lock = RunLock::acquire(&args.db)?;
-    if !rows.is_empty() {
-        super::import::import_rows(&store, &rows, &args.db).await?;
+    if let Some(staging) = staged {
+        super::import::import_staged(&store, &staging, &args.db).await?;
     }
-    drop(rows);
 
     // Recover what an earlier run left behind.
     let interrupted = store.recover_interrupted_submits().await?;

@@ -6,8 +6,13 @@
 //!
 //! Ids: an explicit `id` must be unique and safe as a file name. A row without `id` gets
 //! `r<12 hex of sha256(params)>`, with `-2`, `-3`… for the second, third identical row (counted
-//! across the files of one import, in the order given), so re-running a manifest (or one with rows appended) maps every row to the job it
-//! made before, while two identical rows stay two jobs.
+//! across the files of one import, in the order given), so re-running a manifest (or one with
+//! rows appended) maps every row to the job it made before, while two identical rows stay two
+//! jobs. ("Identical" is counted by those 12 hex digits, so two different rows that happen to
+//! share them also get `-2` rather than one id twice.)
+//!
+//! Memory: [`scan_files`] (the import path) holds one row at a time plus about 20 bytes per
+//! distinct row for that counter; [`read_files`] also keeps every id, for small inputs.
 
 pub mod params;
 
@@ -83,53 +88,95 @@ impl Format {
 
 /// Reads every row of every file, handing valid rows to `on_row` in file order. Returns all
 /// errors (already capped per file); rows are only meaningful if the list comes back empty.
+///
+/// Keeps every id in memory to find ids used twice: for small inputs (tests, benches). Imports
+/// use [`scan_files`], which leaves that check to the store's staging table.
 pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Vec<ManifestError> {
-    let mut errors = Vec::new();
-    // lower-cased id -> where first seen, across all files of one import.
+    // lower-cased id -> (id, where first seen), across all files of one import. Compared
+    // ignoring case: `A` and `a` are one file (OUT/a.mp4) on macOS and Windows.
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
+    let mut listed: Vec<Errors> = paths
+        .iter()
+        .map(|p| Errors::new(p.as_ref().display().to_string()))
+        .collect();
+    scan_with(
+        paths,
+        &mut |row: &Row| {
+            let key = row.id.to_ascii_lowercase();
+            match seen.get(&key) {
+                Some((first_id, first)) if *first_id == row.id => {
+                    Some(format!("{:?} is used twice: here and at {first}", row.id))
+                }
+                Some((first_id, first)) => Some(format!(
+                    "{:?} is {first_id:?} of {first} but for case, and they would share one file",
+                    row.id
+                )),
+                None => {
+                    seen.insert(key, (row.id.clone(), row.source.clone()));
+                    None
+                }
+            }
+        },
+        &mut on_row,
+        &mut |file: usize, e: ManifestError| listed[file].push(e),
+    );
+    listed.into_iter().flat_map(Errors::finish).collect()
+}
+
+/// Reads every row of every file in one streaming pass, handing valid rows to `on_row` and every
+/// error (uncapped, in file and line order) to `on_error` with the index of its file in `paths`.
+///
+/// Does not check that explicit ids are unique (that needs every id at hand; the import's
+/// staging table does it on disk). Memory stays bounded by the identical-row counter: about
+/// 20 bytes per distinct row.
+pub fn scan_files(
+    paths: &[impl AsRef<Path>],
+    mut on_row: impl FnMut(Row),
+    mut on_error: impl FnMut(usize, ManifestError),
+) {
+    scan_with(paths, &mut |_: &Row| None, &mut on_row, &mut on_error)
+}
+
+fn scan_with(
+    paths: &[impl AsRef<Path>],
+    check: &mut dyn FnMut(&Row) -> Option<String>,
+    on_row: &mut dyn FnMut(Row),
+    on_error: &mut dyn FnMut(usize, ManifestError),
+) {
     // Identical rows are counted across all files of one import, in order, so two identical
     // rows are two jobs even when they sit in different files.
-    let mut occurrences: HashMap<[u8; 16], u32> = HashMap::new();
-    for path in paths {
+    let mut occurrences = Occurrences::default();
+    for (index, path) in paths.iter().enumerate() {
         let path = path.as_ref();
-        let mut file_errors = Errors::new(path.display().to_string());
-        let mut handle = |line: u64, explicit_id: Option<String>, params: Params, errs: &mut Errors| {
+        let mut sink = |e: ManifestError| on_error(index, e);
+        let mut file_errors = Sink {
+            file: path.display().to_string(),
+            count: 0,
+            sink: &mut sink,
+        };
+        let mut handle = |line: u64, explicit_id: Option<String>, params: Params, errs: &mut Sink| {
             let json = params.to_json();
             let digest = Sha256::digest(json.as_bytes());
             let hash = hex::encode(digest);
             let id = match explicit_id {
                 Some(id) => id,
-                None => {
-                    let key: [u8; 16] = digest[..16].try_into().expect("16 bytes");
-                    let n = occurrences.entry(key).or_insert(0);
-                    *n += 1;
-                    if *n == 1 {
-                        format!("r{}", &hash[..12])
-                    } else {
-                        format!("r{}-{}", &hash[..12], n)
-                    }
-                }
+                None => match occurrences.next(&digest) {
+                    1 => format!("r{}", &hash[..12]),
+                    n => format!("r{}-{}", &hash[..12], n),
+                },
             };
             let source = format!("{}:{}", errs.file, line);
-            // Compared ignoring case: `A` and `a` are one file (OUT/a.mp4) on macOS and Windows.
-            let key = id.to_ascii_lowercase();
-            if let Some((first_id, first)) = seen.get(&key) {
-                let msg = if *first_id == id {
-                    format!("{id:?} is used twice: here and at {first}")
-                } else {
-                    format!("{id:?} is {first_id:?} of {first} but for case, and they would share one file")
-                };
-                errs.push(line, Some("id"), msg);
-                return;
-            }
-            seen.insert(key, (id.clone(), source.clone()));
-            on_row(Row {
+            let row = Row {
                 id,
                 params,
                 json,
                 hash,
                 source,
-            });
+            };
+            match check(&row) {
+                Some(problem) => errs.push(line, Some("id"), problem),
+                None => on_row(row),
+            }
         };
         match (Format::of(path), File::open(path)) {
             (None, _) => file_errors.push(
@@ -141,9 +188,80 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
             (Some(Format::Csv), Ok(file)) => read_csv(file, &mut file_errors, &mut handle),
             (Some(Format::Jsonl), Ok(file)) => read_jsonl(file, &mut file_errors, &mut handle),
         }
-        errors.extend(file_errors.finish());
     }
-    errors
+}
+
+/// How many times each id stem (the 48 bits of the hash an automatic id shows) was seen so far.
+///
+/// Keyed by the stem rather than the whole hash, so two different rows whose hashes share those
+/// 48 bits (likely once in a few hundred million-row imports) get `rX` and `rX-2` instead of one
+/// id twice. Most stems are seen once: those cost one `u64` in a set; only repeats get a counter.
+#[derive(Default)]
+struct Occurrences {
+    once: std::collections::HashSet<u64, BuildStem>,
+    more: HashMap<u64, u32, BuildStem>,
+}
+
+impl Occurrences {
+    /// Counts one more row with this hash; returns its occurrence number (1 for the first).
+    fn next(&mut self, digest: &[u8]) -> u32 {
+        let mut stem = [0u8; 8];
+        stem[..6].copy_from_slice(&digest[..6]);
+        let stem = u64::from_le_bytes(stem);
+        if self.once.insert(stem) {
+            return 1;
+        }
+        let n = self.more.entry(stem).or_insert(1);
+        *n += 1;
+        *n
+    }
+}
+
+/// The stems are already uniformly random bits: hash them by taking them as they are.
+#[derive(Default, Clone, Copy)]
+struct BuildStem;
+
+impl std::hash::BuildHasher for BuildStem {
+    type Hasher = StemHasher;
+    fn build_hasher(&self) -> StemHasher {
+        StemHasher(0)
+    }
+}
+
+struct StemHasher(u64);
+
+impl std::hash::Hasher for StemHasher {
+    fn finish(&self) -> u64 {
+        // Spread the 48 random bits over the whole word (hashbrown reads the top 7 bits too).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Where one file's errors go while it is read; counts them so a row knows it had one.
+struct Sink<'s> {
+    file: String,
+    count: u64,
+    sink: &'s mut dyn FnMut(ManifestError),
+}
+
+impl Sink<'_> {
+    fn push(&mut self, line: u64, field: Option<&str>, message: String) {
+        self.count += 1;
+        (self.sink)(ManifestError {
+            file: self.file.clone(),
+            line,
+            field: field.map(str::to_string),
+            message,
+        });
+    }
 }
 
 /// Error collector for one file: keeps the first `MAX_ERRORS_LISTED`, counts the rest.
@@ -162,14 +280,9 @@ impl Errors {
         }
     }
 
-    fn push(&mut self, line: u64, field: Option<&str>, message: String) {
+    fn push(&mut self, e: ManifestError) {
         if self.list.len() < MAX_ERRORS_LISTED {
-            self.list.push(ManifestError {
-                file: self.file.clone(),
-                line,
-                field: field.map(str::to_string),
-                message,
-            });
+            self.list.push(e);
         } else {
             self.more += 1;
         }
@@ -299,9 +412,9 @@ pub fn check_id(id: &str) -> Result<(), String> {
 fn build_row<'a>(
     line: u64,
     cells: impl Iterator<Item = (Column, &'a str)>,
-    errs: &mut Errors,
+    errs: &mut Sink,
 ) -> Option<(Option<String>, Params)> {
-    let before = errs.list.len() as u64 + errs.more;
+    let before = errs.count;
     let mut id = None;
     let mut values = Vec::new();
     let mut given = [false; 32];
@@ -337,11 +450,10 @@ fn build_row<'a>(
             );
         }
     }
-    let after = errs.list.len() as u64 + errs.more;
-    (after == before).then(|| (id, Params::from_values(values)))
+    (errs.count == before).then(|| (id, Params::from_values(values)))
 }
 
-type Handle<'h> = dyn FnMut(u64, Option<String>, Params, &mut Errors) + 'h;
+type Handle<'h> = dyn FnMut(u64, Option<String>, Params, &mut Sink) + 'h;
 
 /// A reader that refuses to go more than `MAX_ROW_BYTES` past the start of the row being read,
 /// so a hostile row (a 10 MB field, a million columns, an unclosed quote) costs bounded memory.
@@ -391,7 +503,7 @@ fn csv_problem(e: &csv::Error) -> String {
 /// The CSV parser's own buffer: how far it may read ahead of the record it is parsing.
 const CSV_BUFFER: u64 = 1 << 16;
 
-fn read_csv(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
+fn read_csv(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
     let limit = Rc::new(Cell::new(MAX_ROW_BYTES + CSV_BUFFER));
     let capped = RowCapped {
         inner: file,
@@ -533,7 +645,7 @@ impl<'de> serde::Deserialize<'de> for Members {
     }
 }
 
-fn read_jsonl(file: File, errs: &mut Errors, handle: &mut Handle<'_>) {
+fn read_jsonl(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut buf = Vec::new();
     let mut line = 0u64;

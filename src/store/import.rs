@@ -1,10 +1,19 @@
-//! Importing validated manifest rows as `pending` jobs, in batched transactions.
+//! Importing staged manifest rows as `pending` jobs, all or nothing.
 //!
 //! A row whose id already exists with the same parameters is skipped (re-running a manifest
 //! creates nothing); the same id with different parameters is a conflict, and an import with
 //! any conflict writes nothing at all.
+//!
+//! The rows come from a [`Staging`] file, ATTACHed to the write connection for the length of
+//! one transaction: the conflict check and the `INSERT … SELECT` run inside SQLite, in one
+//! `BEGIN IMMEDIATE` (so no other writer can slip a row in between the check and the insert),
+//! committed with one fsync. A conflict rolls the transaction back before anything is written.
 
-use super::{now_ms, Store};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Sqlite};
+
+use super::{now_ms, Staging, Store};
 use crate::manifest::Row;
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -14,7 +23,7 @@ pub struct ImportSummary {
 }
 
 /// An id that exists in the database with other parameters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ImportConflict {
     pub id: String,
     pub source: String,
@@ -32,82 +41,146 @@ impl std::fmt::Display for ImportConflict {
     }
 }
 
+/// The conflicts of an import: the first few in manifest order, and how many in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflicts {
+    pub listed: Vec<ImportConflict>,
+    pub total: u64,
+}
+
+/// How the staged rows compare with the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportCheck {
+    pub summary: ImportSummary,
+    pub conflicts: Conflicts,
+}
+
 impl Store {
-    /// Checks every row against the database without writing: which are new, which unchanged,
-    /// which conflict.
-    pub async fn check_import(&self, rows: &[Row]) -> anyhow::Result<(ImportSummary, Vec<ImportConflict>)> {
-        let mut summary = ImportSummary::default();
-        let mut conflicts = Vec::new();
+    /// Compares staged rows with the database without writing (`import --dry-run`).
+    pub async fn check_staged(&self, staging: &Staging, limit: usize) -> anyhow::Result<ImportCheck> {
         let mut conn = self.read.acquire().await?;
-        for row in rows {
-            let existing: Option<(String, String)> =
-                sqlx::query_as("SELECT params_hash, source FROM jobs WHERE id = ?")
-                    .bind(&row.id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            match existing {
-                None => summary.inserted += 1,
-                Some((hash, _)) if hash == row.hash => summary.unchanged += 1,
-                Some((_, source)) => conflicts.push(ImportConflict {
-                    id: row.id.clone(),
-                    source: row.source.clone(),
-                    existing_source: source,
-                }),
-            }
-        }
-        Ok((summary, conflicts))
+        attach(&mut conn, staging).await?;
+        let check = compare(&mut conn, staging, limit).await;
+        detach(conn).await;
+        check
     }
 
-    /// Inserts the rows. Returns the conflicts instead (and writes nothing) if any id exists with
-    /// other parameters.
-    pub async fn import(&self, rows: &[Row]) -> anyhow::Result<Result<ImportSummary, Vec<ImportConflict>>> {
-        const BATCH: usize = 5_000;
-        let mut summary = ImportSummary::default();
-        let mut conflicts = Vec::new();
-        let now = now_ms();
-        // One transaction for the whole import keeps "nothing or everything" simple; batches only
-        // bound how long each statement group runs between yields.
-        let mut tx = self.write.begin().await?;
-        for chunk in rows.chunks(BATCH) {
-            for row in chunk {
-                let done = sqlx::query(
-                    "INSERT INTO jobs (id, params, params_hash, source, state, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT(id) DO NOTHING",
-                )
-                .bind(&row.id)
-                .bind(&row.json)
-                .bind(&row.hash)
-                .bind(&row.source)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 1 {
-                    summary.inserted += 1;
-                    continue;
-                }
-                let (hash, source): (String, String) =
-                    sqlx::query_as("SELECT params_hash, source FROM jobs WHERE id = ?")
-                        .bind(&row.id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if hash == row.hash {
-                    summary.unchanged += 1;
-                } else {
-                    conflicts.push(ImportConflict {
-                        id: row.id.clone(),
-                        source: row.source.clone(),
-                        existing_source: source,
-                    });
-                }
-            }
-        }
-        if conflicts.is_empty() {
-            tx.commit().await?;
-            Ok(Ok(summary))
-        } else {
-            tx.rollback().await?;
-            Ok(Err(conflicts))
-        }
+    /// Inserts the staged rows. Returns the conflicts instead (and writes nothing) if any id
+    /// exists with other parameters.
+    pub async fn import_staged(
+        &self,
+        staging: &Staging,
+        limit: usize,
+    ) -> anyhow::Result<Result<ImportSummary, Conflicts>> {
+        let mut conn = self.write.acquire().await?;
+        attach(&mut conn, staging).await?;
+        // A bigger page cache for the bulk insert only: the `id` index takes rows in random order,
+        // and a page evicted mid-transaction is written to the WAL again. Memory, not durability.
+        sqlx::query("PRAGMA main.cache_size = -49152")
+            .execute(&mut *conn)
+            .await?;
+        let result = insert_staged(&mut conn, staging, limit).await;
+        let _ = sqlx::query("PRAGMA main.cache_size = -2000").execute(&mut *conn).await;
+        detach(conn).await;
+        result
     }
+
+    /// Stages `rows` and imports them: for tests and benches that hold their rows already.
+    pub async fn import(&self, rows: &[Row]) -> anyhow::Result<Result<ImportSummary, Vec<ImportConflict>>> {
+        let mut staging = Staging::create(&std::env::temp_dir()).await?;
+        let mut batch = super::Batch::with_capacity(rows.len());
+        rows.iter().for_each(|r| batch.push(r));
+        staging.add(&batch).await?;
+        let (dups, _) = staging.finish(1).await?;
+        anyhow::ensure!(dups.is_empty(), "{}", dups[0]);
+        Ok(self.import_staged(&staging, 1000).await?.map_err(|c| c.listed))
+    }
+}
+
+async fn attach(conn: &mut PoolConnection<Sqlite>, staging: &Staging) -> anyhow::Result<()> {
+    sqlx::query("ATTACH DATABASE ? AS stage")
+        .bind(staging.path().to_string_lossy().into_owned())
+        .execute(&mut **conn)
+        .await?;
+    Ok(())
+}
+
+/// Detaches the staging file; a connection that cannot is closed rather than reused.
+async fn detach(mut conn: PoolConnection<Sqlite>) {
+    if sqlx::query("DETACH DATABASE stage").execute(&mut *conn).await.is_err() {
+        conn.close_on_drop();
+    }
+}
+
+async fn compare(conn: &mut SqliteConnection, staging: &Staging, limit: usize) -> anyhow::Result<ImportCheck> {
+    let (unchanged, conflicting): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(j.params_hash = s.hash), 0), COALESCE(SUM(j.params_hash <> s.hash), 0)
+         FROM stage.rows s JOIN main.jobs j ON j.id = s.id",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let listed = if conflicting > 0 {
+        sqlx::query_as(
+            "SELECT s.id, s.source, j.source AS existing_source
+             FROM stage.rows s JOIN main.jobs j ON j.id = s.id
+             WHERE j.params_hash <> s.hash ORDER BY s.ord LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let unchanged = unchanged as u64;
+    Ok(ImportCheck {
+        summary: ImportSummary {
+            inserted: staging.len() - unchanged - conflicting as u64,
+            unchanged,
+        },
+        conflicts: Conflicts {
+            listed,
+            total: conflicting as u64,
+        },
+    })
+}
+
+async fn insert_staged(
+    conn: &mut PoolConnection<Sqlite>,
+    staging: &Staging,
+    limit: usize,
+) -> anyhow::Result<Result<ImportSummary, Conflicts>> {
+    // IMMEDIATE: take the write lock before the check, so the check still holds at the insert.
+    let started = std::time::Instant::now();
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let check = compare(&mut tx, staging, limit).await?;
+    tracing::info!(elapsed = ?started.elapsed(), "staged rows compared with the database");
+    if check.conflicts.total > 0 {
+        tx.rollback().await?;
+        return Ok(Err(check.conflicts));
+    }
+    let mut summary = check.summary;
+    if summary.inserted > 0 {
+        let now = now_ms();
+        // Rows whose id exists are the unchanged ones (the check found no conflict); `WHERE true`
+        // is SQLite's required disambiguation of INSERT … SELECT … ON CONFLICT.
+        let done = sqlx::query(
+            "INSERT INTO main.jobs (id, params, params_hash, source, state, created_at, updated_at)
+             SELECT id, params, hash, source, 'pending', ?1, ?1 FROM stage.rows WHERE true ORDER BY ord
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        anyhow::ensure!(
+            done.rows_affected() == summary.inserted,
+            "import inserted {} rows, expected {}",
+            done.rows_affected(),
+            summary.inserted
+        );
+        summary.inserted = done.rows_affected();
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "staged rows inserted");
+    tx.commit().await?;
+    tracing::info!(elapsed = ?started.elapsed(), "import committed");
+    Ok(Ok(summary))
 }

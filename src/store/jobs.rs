@@ -695,40 +695,6 @@ impl Store {
             .fetch_optional(&self.read)
             .await?)
     }
-
-    /// Every attempt of every job, for exports: (job seq, attempt).
-    pub async fn all_attempts(&self) -> anyhow::Result<Vec<(i64, AttemptRecord)>> {
-        type Row = (
-            i64,
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT job_seq, n, started_at, request_id, outcome, detail, finished_at FROM attempts ORDER BY job_seq, n",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, n, started_at, request_id, outcome, detail, finished_at)| {
-                (
-                    seq,
-                    AttemptRecord {
-                        n,
-                        started_at,
-                        request_id,
-                        outcome,
-                        detail,
-                        finished_at,
-                    },
-                )
-            })
-            .collect())
-    }
 }
 
 /// What has been spent, for `--max-cost`.
@@ -779,5 +745,222 @@ impl Store {
                 })
             })
             .await
+    }
+}
+
+impl Store {
+    /// For `bench-import` only: marks `num` of every `den` jobs done (one completed attempt, a
+    /// cost, completions spread over the last ten minutes), as if a run had got that far, so
+    /// `status` and `export` are timed on a realistic mix.
+    pub async fn bench_mark_done(&self, num: i64, den: i64) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', attempts = 1, cost = 0.05, request_id = 'bench-' || seq,
+                    submitted_at = ?1 - 700000, completed_at = ?1 - seq % 600000, downloaded_at = ?1 - seq % 600000,
+                    output_path = 'out/' || id || '.mp4', bytes = 1000000, updated_at = ?1
+             WHERE seq % ?2 < ?3",
+        )
+        .bind(now)
+        .bind(den)
+        .bind(num)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (job_seq, n, started_at, request_id, outcome, finished_at)
+             SELECT seq, 1, submitted_at, request_id, 'completed', completed_at FROM jobs WHERE state = 'done'",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What `status` shows, summed in SQL over the covering `jobs_tally` index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    /// Jobs per state, every state listed.
+    pub states: Vec<(JobState, i64)>,
+    pub attempts: i64,
+    pub resubmits_unknown: i64,
+    pub resubmits_expired: i64,
+    pub resubmits_failed: i64,
+    pub maybe_billed_twice: i64,
+    /// Sum of `metrics.cost` the API reported, and over how many jobs.
+    pub cost: f64,
+    pub cost_jobs: i64,
+    /// Jobs whose completion was seen at or after the `since` asked for, and the first such time.
+    pub completed_since: i64,
+    pub first_completed_since: Option<i64>,
+}
+
+/// The unfinished job that has waited longest.
+#[derive(Debug, Clone, PartialEq, FromRow, serde::Serialize)]
+pub struct Oldest {
+    pub id: String,
+    pub state: String,
+    pub created_at: i64,
+}
+
+#[derive(FromRow)]
+struct StateTally {
+    state: String,
+    jobs: i64,
+    attempts: i64,
+    unknown: i64,
+    expired: i64,
+    failed: i64,
+    twice: i64,
+    cost: f64,
+    cost_jobs: i64,
+    recent: i64,
+    first_recent: Option<i64>,
+}
+
+impl Store {
+    /// The sums behind `status`, with completions counted from `since` (epoch ms). Reads only.
+    pub async fn tally(&self, since: i64) -> anyhow::Result<Tally> {
+        let rows: Vec<StateTally> = sqlx::query_as(
+            "SELECT state, COUNT(*) AS jobs, SUM(attempts) AS attempts, SUM(resubmits_unknown) AS unknown,
+                    SUM(resubmits_expired) AS expired, SUM(resubmits_failed) AS failed,
+                    SUM(maybe_billed_twice <> 0) AS twice, COALESCE(SUM(cost), 0.0) AS cost, COUNT(cost) AS cost_jobs,
+                    SUM(completed_at >= ?1) AS recent, MIN(CASE WHEN completed_at >= ?1 THEN completed_at END) AS first_recent
+             FROM jobs INDEXED BY jobs_tally GROUP BY state",
+        )
+        .bind(since)
+        .fetch_all(&self.read)
+        .await?;
+        let mut t = Tally {
+            states: JobState::ALL
+                .into_iter()
+                .map(|st| (st, rows.iter().find(|r| r.state == st.as_str()).map_or(0, |r| r.jobs)))
+                .collect(),
+            ..Tally::default()
+        };
+        for r in &rows {
+            t.attempts += r.attempts;
+            t.resubmits_unknown += r.unknown;
+            t.resubmits_expired += r.expired;
+            t.resubmits_failed += r.failed;
+            t.maybe_billed_twice += r.twice;
+            t.cost += r.cost;
+            t.cost_jobs += r.cost_jobs;
+            t.completed_since += r.recent;
+            t.first_completed_since = match (t.first_completed_since, r.first_recent) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(t)
+    }
+
+    /// The unfinished job created first (manifest order among equals).
+    pub async fn oldest_waiting(&self) -> anyhow::Result<Option<Oldest>> {
+        Ok(sqlx::query_as(
+            "SELECT id, state, created_at FROM jobs INDEXED BY jobs_open
+             WHERE state NOT IN ('done', 'failed') ORDER BY created_at, seq LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Ids of the first `limit` jobs that may have been billed twice, in manifest order.
+    pub async fn maybe_billed_twice(&self, limit: i64) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs INDEXED BY jobs_billed_twice WHERE maybe_billed_twice <> 0 ORDER BY seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+}
+
+/// Jobs in manifest order, a page at a time, each with its attempts, all from one read snapshot
+/// (a read transaction in WAL: it never blocks a writer). Memory: one page.
+pub struct JobPages {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    state: Option<&'static str>,
+    after: i64,
+    with_attempts: bool,
+}
+
+impl Store {
+    pub async fn job_pages(&self, state: Option<JobState>, with_attempts: bool) -> anyhow::Result<JobPages> {
+        Ok(JobPages {
+            tx: self.read.begin().await?,
+            state: state.map(JobState::as_str),
+            after: 0,
+            with_attempts,
+        })
+    }
+}
+
+impl JobPages {
+    /// The next page of up to `limit` jobs (empty at the end).
+    pub async fn next(&mut self, limit: i64) -> anyhow::Result<Vec<(JobRecord, Vec<AttemptRecord>)>> {
+        let jobs: Vec<JobRecord> = sqlx::query_as(
+            "SELECT seq, id, state, params, source, attempts, request_id, polls, output_path, bytes, sha256, cost,
+                    error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
+                    resubmits_failed, maybe_billed_twice
+             FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3",
+        )
+        .bind(self.after)
+        .bind(self.state)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let (Some(first), Some(last)) = (jobs.first().map(|j| j.seq), jobs.last().map(|j| j.seq)) else {
+            return Ok(Vec::new());
+        };
+        self.after = last;
+        let mut attempts: Vec<(i64, AttemptRecord)> = Vec::new();
+        if self.with_attempts {
+            type Row = (
+                i64,
+                i64,
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+            );
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT a.job_seq, a.n, a.started_at, a.request_id, a.outcome, a.detail, a.finished_at
+                 FROM attempts a JOIN jobs j ON j.seq = a.job_seq
+                 WHERE j.seq BETWEEN ?1 AND ?2 AND (?3 IS NULL OR j.state = ?3) ORDER BY a.job_seq, a.n",
+            )
+            .bind(first)
+            .bind(last)
+            .bind(self.state)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            attempts = rows
+                .into_iter()
+                .map(|(seq, n, started_at, request_id, outcome, detail, finished_at)| {
+                    let a = AttemptRecord {
+                        n,
+                        started_at,
+                        request_id,
+                        outcome,
+                        detail,
+                        finished_at,
+                    };
+                    (seq, a)
+                })
+                .collect();
+        }
+        // Both lists are in seq order: hand each job the run of attempts that is its own.
+        let mut attempts = attempts.into_iter().peekable();
+        Ok(jobs
+            .into_iter()
+            .map(|j| {
+                let mut own = Vec::new();
+                while let Some((_, a)) = attempts.next_if(|(seq, _)| *seq <= j.seq) {
+                    own.push(a);
+                }
+                (j, own)
+            })
+            .collect())
     }
 }

@@ -16,10 +16,12 @@ mod batch;
 mod import;
 mod jobs;
 mod report;
+mod staging;
 
-pub use import::{ImportConflict, ImportSummary};
+pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use jobs::*;
 pub use report::{Histogram, Totals};
+pub use staging::{Batch, Staging};
 
 use std::path::Path;
 use std::str::FromStr;
