@@ -899,12 +899,9 @@ impl Store {
 impl JobPages {
     /// The next page of up to `limit` jobs (empty at the end).
     pub async fn next(&mut self, limit: i64) -> anyhow::Result<Vec<(JobRecord, Vec<AttemptRecord>)>> {
-        let jobs: Vec<JobRecord> = sqlx::query_as(
-            "SELECT seq, id, state, params, source, attempts, request_id, polls, output_path, bytes, sha256, cost,
-                    error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
-                    resubmits_failed, maybe_billed_twice
-             FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3",
-        )
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3");
+        let jobs: Vec<JobRecord> = sqlx::query_as(&sql)
         .bind(self.after)
         .bind(self.state)
         .bind(limit)
