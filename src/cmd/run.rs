@@ -257,9 +257,10 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
     let (done, failed, unknown) = (n(JobState::Done), n(JobState::Failed), n(JobState::Unknown));
     let cancelled = n(JobState::Cancelled);
     let waiting = total - done - failed - cancelled;
-    let jobs = store.jobs(None).await?;
-    let resub_unknown: i64 = jobs.iter().map(|j| j.resubmits_unknown).sum();
-    let resub_expired: i64 = jobs.iter().map(|j| j.resubmits_expired).sum();
+    // Sums in SQL and one page of failures: the summary costs the same at a million jobs.
+    let tally = store.tally(i64::MAX).await?;
+    let (resub_unknown, resub_expired) = (tally.resubmits_unknown, tally.resubmits_expired);
+    let failures = store.job_pages(Some(JobState::Failed), false).await?.next(20).await?;
     println!(
         "{total} jobs: {done} done, {failed} failed, {waiting} waiting; videos in {}",
         args.out.display()
@@ -270,7 +271,7 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
     if resub_unknown + resub_expired > 0 {
         println!("resubmitted: {resub_unknown} after a lost submit answer (may be billed twice), {resub_expired} after the result expired");
     }
-    for j in jobs.iter().filter(|j| j.state == "failed").take(20) {
+    for (j, _) in &failures {
         println!("  failed {}: {}", j.id, j.error.as_deref().unwrap_or("(no message)"));
     }
     if failed > 20 {
@@ -287,7 +288,7 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
             Outcome::Account
         }
         Stop::Budget(msg) => {
-            let spent: f64 = jobs.iter().filter_map(|j| j.cost).sum();
+            let spent = tally.cost;
             eprintln!(
                 "stopped submitting: {msg}. Reported cost so far ${spent:.2}; {done} done, {waiting} job(s) waiting; \
                  raise the limit and run `{resume}` to go on."

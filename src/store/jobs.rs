@@ -469,7 +469,8 @@ impl Store {
 
     pub async fn due_submits(&self, now: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, params FROM jobs WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
+            "SELECT seq, id, params FROM jobs INDEXED BY jobs_state_seq
+             WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
         )
         .bind(now)
         .bind(limit)
@@ -859,7 +860,7 @@ impl Store {
     pub async fn oldest_waiting(&self) -> anyhow::Result<Option<Oldest>> {
         Ok(sqlx::query_as(
             "SELECT id, state, created_at FROM jobs INDEXED BY jobs_open
-             WHERE state NOT IN ('done', 'failed') ORDER BY created_at, seq LIMIT 1",
+             WHERE state NOT IN ('done', 'failed', 'cancelled') ORDER BY created_at, seq LIMIT 1",
         )
         .fetch_optional(&self.read)
         .await?)
@@ -899,14 +900,15 @@ impl Store {
 impl JobPages {
     /// The next page of up to `limit` jobs (empty at the end).
     pub async fn next(&mut self, limit: i64) -> anyhow::Result<Vec<(JobRecord, Vec<AttemptRecord>)>> {
-        let sql =
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3");
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3"
+        );
         let jobs: Vec<JobRecord> = sqlx::query_as(&sql)
-        .bind(self.after)
-        .bind(self.state)
-        .bind(limit)
-        .fetch_all(&mut *self.tx)
-        .await?;
+            .bind(self.after)
+            .bind(self.state)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
         let (Some(first), Some(last)) = (jobs.first().map(|j| j.seq), jobs.last().map(|j| j.seq)) else {
             return Ok(Vec::new());
         };
