@@ -29,9 +29,9 @@ pub struct BenchEngineArgs {
     /// Jobs in flight for the speed runs (default: the engine's automatic cap).
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// Parallel downloads for the speed runs (each finished video costs a few fsyncs: the video,
-    /// its ID.json, their folder).
-    #[arg(long, default_value_t = 32)]
+    /// Parallel downloads for the speed runs (as `run`; each finished video costs a few fsyncs:
+    /// the video, its ID.json, their folder).
+    #[arg(long, default_value_t = 4)]
     pub download_concurrency: u32,
 }
 
