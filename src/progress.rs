@@ -308,6 +308,7 @@ impl Reporter {
             // Rates need samples more often than a slow line interval.
             let sample = tick.min(Duration::from_secs(1));
             let mut next_line = Instant::now() + tick;
+            let mut last_line: Option<String> = None;
             loop {
                 let stopping = tokio::select! {
                     _ = tokio::time::sleep(sample) => false,
@@ -327,8 +328,13 @@ impl Reporter {
                     }
                     None if stopping || Instant::now() >= next_line => {
                         next_line = Instant::now() + tick;
-                        let mut err = std::io::stderr().lock();
-                        let _ = writeln!(err, "{}", snap.line());
+                        let line = snap.line();
+                        // The last line is not repeated when nothing changed since it.
+                        if last_line.as_deref() != Some(line.as_str()) {
+                            let mut err = std::io::stderr().lock();
+                            let _ = writeln!(err, "{line}");
+                            last_line = Some(line);
+                        }
                     }
                     None => {}
                 }
