@@ -36,27 +36,17 @@ pub struct ExportArgs {
     pub state: Option<String>,
 }
 
-/// Columns before the parameters. Read back as a manifest, `id` names the job and the others
-/// are ignored (`manifest::EXPORT_COLUMNS`), so an export can be fed back in.
-pub const COLUMNS: &[&str] = &[
-    "id",
-    "state",
-    "request_id",
-    "attempts",
-    "output",
-    "bytes",
-    "sha256",
-    "error",
-    "cost",
-    "submitted_at",
-    "completed_at",
-    "downloaded_at",
-    "resubmits_unknown",
-    "resubmits_expired",
-    "resubmits_failed",
-    "maybe_billed_twice",
-    "source",
-];
+/// Columns before the parameters: `id`, then the export's own columns as the manifest loader
+/// knows them (`manifest::EXPORT_COLUMNS`, where they are accepted and ignored, so an export can
+/// be fed back in); `history` is JSONL only.
+pub fn columns() -> impl Iterator<Item = &'static str> {
+    std::iter::once("id").chain(
+        crate::manifest::EXPORT_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| *c != "history"),
+    )
+}
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
     let state = match &args.state {
@@ -107,7 +97,7 @@ async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> any
         }
     } else {
         let mut w = csv::Writer::from_writer(&mut out);
-        let header: Vec<&str> = COLUMNS.iter().copied().chain(FIELDS.iter().map(|f| f.name)).collect();
+        let header: Vec<&str> = columns().chain(FIELDS.iter().map(|f| f.name)).collect();
         w.write_record(&header)?;
         loop {
             let page = pages.next(PAGE).await?;
