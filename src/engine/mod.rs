@@ -17,6 +17,7 @@
 //! On cancel the loop stops taking work, gives in-flight calls `grace` to record their answers,
 //! then abandons the rest — safe, because the database already holds every fact needed to resume.
 
+mod agenda;
 pub mod download;
 pub mod gate;
 pub mod schedule;
@@ -24,7 +25,7 @@ pub mod slots;
 pub mod spend;
 mod tasks;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AccountStop, ApiClient};
 use crate::state::JobState;
 use crate::store::{now_ms, Store};
+use agenda::{Agenda, Next};
 pub use gate::Gate;
 pub use schedule::{Schedule, Timing};
 pub use spend::{Budget, Spend};
@@ -89,7 +91,8 @@ pub enum Stop {
 
 /// Messages from tasks to the dispatcher.
 enum Event {
-    Finished(i64),
+    /// A task ended, handing back its job with the job's next step.
+    Finished(i64, Next),
     Account(AccountStop),
     Local(String),
     /// A submit's answer was lost: back off submitting for a while.
@@ -191,7 +194,6 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         events: tx,
     });
     let store = &shared.store;
-    let mut busy: HashSet<i64> = HashSet::new();
     let mut api_tasks: JoinSet<()> = JoinSet::new();
     let mut dl_tasks: JoinSet<()> = JoinSet::new();
     let mut ctl = Control {
@@ -200,12 +202,15 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
     };
     let budgeted = shared.cfg.budget.max_cost.is_some() || shared.cfg.budget.min_credits.is_some();
     let mut next_submit_at = 0i64;
+    // When the agenda may next be rebuilt from the database (see the end of the loop).
+    let mut next_reload = 0i64;
 
     // A database error ends the loop like any local problem: in-flight calls still drain.
     let worked: anyhow::Result<()> = async {
+        ctl.agenda.load(store).await?;
         loop {
             while let Ok(ev) = rx.try_recv() {
-                ctl.absorb(ev, &mut busy, &shared);
+                ctl.absorb(ev, &shared);
             }
             while api_tasks.try_join_next().is_some() {}
             while dl_tasks.try_join_next().is_some() {}
@@ -219,15 +224,9 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
 
             // 1. Downloads: no permit needed.
             let dl_free = shared.cfg.download_concurrency.saturating_sub(dl_tasks.len());
-            if dl_free > 0 {
-                for w in store.due_downloads(now, (busy.len() + dl_free) as i64).await? {
-                    if dl_tasks.len() >= shared.cfg.download_concurrency {
-                        break;
-                    }
-                    if busy.insert(w.seq) {
-                        dl_tasks.spawn(tasks::download(shared.clone(), w));
-                    }
-                }
+            for w in ctl.agenda.take_downloads(now, dl_free) {
+                ctl.busy.insert(w.seq, Task::Download);
+                dl_tasks.spawn(tasks::download(shared.clone(), w));
             }
 
             // Budgets stop submitting (not collecting what is paid for).
@@ -242,8 +241,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
             let may_submit = ctl.submitting && now >= ctl.submit_hold_until.max(next_submit_at);
             let room = MAX_API_TASKS.saturating_sub(api_tasks.len());
             if room > 0 {
-                let (mut polls, mut submits) = plan(&shared, &busy, now, room, may_submit, next_submit_at).await?;
-                if !polls.is_empty() || !submits.is_empty() {
+                let (mut polls, mut submits) = plan(&shared, &mut ctl, now, room, may_submit, next_submit_at).await?;
+                if polls || !submits.is_empty() {
                     if !shared.gate.try_acquire() {
                         tokio::select! {
                             _ = shared.gate.acquire() => {}
@@ -255,7 +254,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                         // budget is the throughput.
                         let mut heard_stop = false;
                         while let Ok(ev) = rx.try_recv() {
-                            heard_stop |= ctl.absorb(ev, &mut busy, &shared);
+                            heard_stop |= ctl.absorb(ev, &shared);
                         }
                         if heard_stop || cancel.is_cancelled() {
                             continue;
@@ -263,18 +262,22 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                         // The wait may have been long: decide again, with the permit in hand.
                         let now = now_ms();
                         let may_submit = ctl.submitting && now >= ctl.submit_hold_until.max(next_submit_at);
-                        (polls, submits) = plan(&shared, &busy, now, room, may_submit, next_submit_at).await?;
+                        (polls, submits) = plan(&shared, &mut ctl, now, room, may_submit, next_submit_at).await?;
                     }
                     // The first action uses the permit in hand; more go out only on permits that
                     // are free this instant (when the budget is wide, not at 50 rpm).
                     let mut in_hand = true;
                     let mut permit = || std::mem::replace(&mut in_hand, false) || shared.gate.try_acquire();
-                    if !polls.is_empty() {
-                        for w in polls {
-                            if !permit() {
+                    let now = now_ms();
+                    if polls {
+                        for _ in 0..room {
+                            if !ctl.agenda.has_due_polls(now) || !permit() {
                                 break;
                             }
-                            busy.insert(w.seq);
+                            let Some(w) = ctl.agenda.take_polls(now, 1).pop() else {
+                                break;
+                            };
+                            ctl.busy.insert(w.seq, Task::Api);
                             api_tasks.spawn(tasks::poll(shared.clone(), w));
                         }
                     } else {
@@ -283,6 +286,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                             if !permit() {
                                 break;
                             }
+                            ctl.agenda.take_submit(w.seq);
                             chosen.push(w);
                         }
                         // The intents are committed here, before any task is spawned (claimed
@@ -292,10 +296,12 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                             futures_util::future::join_all(chosen.iter().map(|w| store.claim_submit(w.seq))).await;
                         let now = now_ms();
                         for (w, claim) in chosen.into_iter().zip(claims) {
+                            // None: no longer waiting (cancelled beside the run).
                             let Some(attempt) = claim? else {
                                 continue;
                             };
-                            busy.insert(w.seq);
+                            ctl.busy.insert(w.seq, Task::Api);
+                            ctl.agenda.in_flight += 1;
                             // Evenly spaced, no burst: a burst at the start completes as a batch,
                             // and batches repeat (measured: 18 % delay instead of 9 %). Slots missed
                             // because polls took the permits may be caught up, three at most:
@@ -309,34 +315,41 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                 }
             }
 
-            // Nothing due now. Finished?
-            if busy.is_empty() && api_tasks.is_empty() && dl_tasks.is_empty() {
-                let open = open_work(store, ctl.submitting).await?;
-                if open == 0 {
+            // Nothing due now. Finished? When the agenda ran dry with no task running, the
+            // database decides: it is the truth, and jobs may have changed behind the engine's
+            // back (`retry` beside the run); the agenda is rebuilt from it, at most once a second.
+            let idle = ctl.busy.is_empty() && api_tasks.is_empty() && dl_tasks.is_empty();
+            if idle && ctl.agenda.is_empty(ctl.submitting) {
+                if open_work(store, ctl.submitting).await? == 0 {
                     break;
+                }
+                if now >= next_reload {
+                    next_reload = now + 1000;
+                    ctl.agenda.load(store).await?;
+                    continue;
                 }
             }
             // Sleep until the next due time, a task's report, or cancel.
             // Work that is due but blocked (its task is still running, the API task cap, the
             // in-flight cap) is woken by a task's report, so it only gets a slow re-check here.
-            let mut states = vec![JobState::Running, JobState::Downloading];
-            if may_submit && next_submit(&shared, &busy, i64::MAX).await?.is_some() {
-                states.push(JobState::Pending);
-            }
-            let next_due = store.next_due(&states).await?.unwrap_or(now + 1000);
+            let next_due = ctl.agenda.next_due().unwrap_or(now + 1000);
             let mut wake = if next_due <= now {
                 now + 50
             } else {
                 next_due.min(now + 1000)
             };
-            let submit_at = ctl.submit_hold_until.max(next_submit_at);
-            if ctl.submitting && submit_at > now {
-                wake = wake.min(submit_at);
+            if ctl.submitting {
+                if let Some((w, due)) = ctl.agenda.first_waiting() {
+                    if ctl.agenda.in_flight < shared.concurrency_cap(&w.params).await {
+                        let submit_at = ctl.submit_hold_until.max(next_submit_at).max(due);
+                        wake = wake.min(submit_at.max(now + 1));
+                    }
+                }
             }
             let sleep = Duration::from_millis((wake - now).max(1) as u64);
             tokio::select! {
                 Some(ev) = rx.recv() => {
-                    ctl.absorb(ev, &mut busy, &shared);
+                    ctl.absorb(ev, &shared);
                 }
                 _ = tokio::time::sleep(sleep) => {}
                 _ = cancel.cancelled() => {}
@@ -365,12 +378,21 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         api_tasks.abort_all();
         dl_tasks.abort_all();
     }
+    shared.schedule.flush().await;
     Ok(match (ctl.stop, ctl.no_credits, ctl.budget_stop) {
         (Some(s), _, _) => s,
         (None, Some(msg), _) => Stop::NoCredits(msg),
         (None, None, Some(msg)) => Stop::Budget(msg),
         (None, None, None) => Stop::Finished,
     })
+}
+
+/// What kind of task holds a job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Task {
+    /// A submit or a poll: the job is at Segmind.
+    Api,
+    Download,
 }
 
 /// The dispatcher's view of the run's course, changed by the tasks' reports.
@@ -383,14 +405,22 @@ struct Control {
     budget_stop: Option<String>,
     submit_errors: i64,
     submit_hold_until: i64,
+    /// The work not in a task.
+    agenda: Agenda,
+    /// The jobs in a task.
+    busy: HashMap<i64, Task>,
 }
 
 impl Control {
     /// Takes in one report; true if it stops the run or its submitting.
-    fn absorb(&mut self, ev: Event, busy: &mut HashSet<i64>, shared: &Shared) -> bool {
+    fn absorb(&mut self, ev: Event, shared: &Shared) -> bool {
         match ev {
-            Event::Finished(seq) => {
-                busy.remove(&seq);
+            Event::Finished(seq, next) => {
+                let task = self.busy.remove(&seq);
+                let at_segmind = self.agenda.hand_back(next);
+                if task == Some(Task::Api) && !at_segmind {
+                    self.agenda.in_flight -= 1;
+                }
                 false
             }
             Event::Account(AccountStop::Refused(msg)) => {
@@ -433,51 +463,30 @@ async fn open_work(store: &Store, submitting: bool) -> anyhow::Result<i64> {
     Ok(n)
 }
 
-/// What to send now: due polls (oldest submit first), or else, if submitting is allowed, the
-/// submits the pacing and the in-flight cap allow. At most `room` of either.
+/// What to send now: due polls (true: the agenda has some; oldest submit first), or else, if
+/// submitting is allowed, the submits the pacing and the in-flight cap allow. At most `room`.
 async fn plan(
     s: &Shared,
-    busy: &HashSet<i64>,
+    ctl: &mut Control,
     now: i64,
     room: usize,
     may_submit: bool,
     next_submit_at: i64,
-) -> anyhow::Result<(Vec<crate::store::PollWork>, Vec<crate::store::SubmitWork>)> {
-    let polls: Vec<_> = s
-        .store
-        .due_polls(now, (busy.len() + room) as i64)
-        .await?
-        .into_iter()
-        .filter(|w| !busy.contains(&w.seq))
-        .take(room)
-        .collect();
-    if !polls.is_empty() || !may_submit {
-        return Ok((polls, Vec::new()));
+) -> anyhow::Result<(bool, Vec<crate::store::SubmitWork>)> {
+    if ctl.agenda.has_due_polls(now) {
+        return Ok((true, Vec::new()));
+    }
+    if !may_submit {
+        return Ok((false, Vec::new()));
     }
     // Submits due by the pacing: the next one, plus those missed (three at most, see above).
     let interval = s.submit_interval_ms().max(1);
     let paced = ((now - next_submit_at.max(now - 3 * interval)) / interval + 1).max(0) as usize;
     let want = room.min(paced);
-    let mut submits: Vec<_> = s
-        .store
-        .due_submits(now, (busy.len() + want) as i64)
-        .await?
-        .into_iter()
-        .filter(|w| !busy.contains(&w.seq))
-        .take(want)
-        .collect();
+    let mut submits = ctl.agenda.due_submits(&s.store, &ctl.busy, now, want).await?;
     if let Some(first) = submits.first() {
-        let free = s.concurrency_cap(&first.params).await - s.store.in_flight().await?;
+        let free = s.concurrency_cap(&first.params).await - ctl.agenda.in_flight;
         submits.truncate(free.max(0) as usize);
     }
-    Ok((polls, submits))
-}
-
-/// The next job to submit, if one is due and the in-flight cap allows it.
-async fn next_submit(s: &Shared, busy: &HashSet<i64>, now: i64) -> anyhow::Result<Option<crate::store::SubmitWork>> {
-    let rows = s.store.due_submits(now, busy.len() as i64 + 1).await?;
-    let Some(w) = rows.into_iter().find(|w| !busy.contains(&w.seq)) else {
-        return Ok(None);
-    };
-    Ok((s.store.in_flight().await? < s.concurrency_cap(&w.params).await).then_some(w))
+    Ok((false, submits))
 }

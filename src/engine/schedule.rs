@@ -108,7 +108,13 @@ pub struct Schedule {
     timing: Timing,
     store: Store,
     learned: Mutex<HashMap<String, Class>>,
+    /// When each class was last saved, and the classes learnt since.
+    saved: Mutex<HashMap<String, std::time::Instant>>,
+    unsaved: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How often learnt timing is saved during a run, per class.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Schedule {
     pub fn new(store: Store, timing: Timing) -> Schedule {
@@ -116,6 +122,8 @@ impl Schedule {
             timing,
             store,
             learned: Mutex::new(HashMap::new()),
+            saved: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(Default::default()),
         }
     }
 
@@ -198,8 +206,40 @@ impl Schedule {
         }
         self.learned.lock().expect("schedule lock").insert(class.to_string(), c);
         if done {
-            if let Err(e) = self.store.save_timing(class, c.samples, c.first_ms, c.spread).await {
-                tracing::warn!(error = %e, "could not save learned poll timing");
+            // Saved with the first completions, then at most once a second per class (and at the
+            // end of the run, see `flush`): a crash forgets a second of learning at most, and a
+            // fast run does not pay a database write per video for it.
+            let now = std::time::Instant::now();
+            let save = {
+                let mut saved = self.saved.lock().expect("schedule lock");
+                let due = c.samples <= 10 || saved.get(class).is_none_or(|t| now.duration_since(*t) >= SAVE_EVERY);
+                if due {
+                    saved.insert(class.to_string(), now);
+                } else {
+                    self.unsaved.lock().expect("schedule lock").insert(class.to_string());
+                }
+                due
+            };
+            if save {
+                self.unsaved.lock().expect("schedule lock").remove(class);
+                self.save(class, c).await;
+            }
+        }
+    }
+
+    async fn save(&self, class: &str, c: Class) {
+        if let Err(e) = self.store.save_timing(class, c.samples, c.first_ms, c.spread).await {
+            tracing::warn!(error = %e, "could not save learned poll timing");
+        }
+    }
+
+    /// Saves what was learnt and not saved yet (at the end of a run).
+    pub async fn flush(&self) {
+        let classes: Vec<String> = self.unsaved.lock().expect("schedule lock").drain().collect();
+        for class in classes {
+            let c = self.learned.lock().expect("schedule lock").get(&class).copied();
+            if let Some(c) = c {
+                self.save(&class, c).await;
             }
         }
     }
@@ -297,7 +337,12 @@ mod tests {
         }
         let learned = s.first_poll_at("c", 0).await;
         assert!(learned < 40_000, "{learned}");
+        // Saved as it learns (the first completions at once, then once a second) …
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let saved = store.learned_timing("c").await.unwrap().expect("saved during the run");
+        assert!(saved.0 >= 10, "{saved:?}");
+        // … and all of it when the run ends.
+        s.flush().await;
         let again = Schedule::new(store, Timing::default());
         assert_eq!(again.first_poll_at("c", 0).await, learned);
     }

@@ -13,6 +13,9 @@ pub struct SubmitWork {
     pub seq: i64,
     pub id: String,
     pub params: String,
+    /// API GETs spent on the job so far (earlier attempts).
+    pub polls: i64,
+    pub due_at: i64,
 }
 
 /// A job at Segmind, to poll.
@@ -137,6 +140,30 @@ impl Store {
         response_url: &str,
         first_poll_at: i64,
     ) -> anyhow::Result<bool> {
+        self.record_accepted_at(
+            seq,
+            attempt,
+            request_id,
+            status_url,
+            response_url,
+            first_poll_at,
+            now_ms(),
+        )
+        .await
+    }
+
+    /// `record_accepted`, with the accepted time (`submitted_at`) given by the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_accepted_at(
+        &self,
+        seq: i64,
+        attempt: i64,
+        request_id: &str,
+        status_url: &str,
+        response_url: &str,
+        first_poll_at: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
         let request_id = request_id.to_owned();
         let status_url = status_url.to_owned();
         let response_url = response_url.to_owned();
@@ -146,7 +173,6 @@ impl Store {
                     let request_id = request_id.as_str();
                     let status_url = status_url.as_str();
                     let response_url = response_url.as_str();
-                    let now = now_ms();
                     let done = sqlx::query(
                         "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
                          submitted_at = ?, due_at = ?, last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0,
@@ -469,10 +495,23 @@ impl Store {
 
     pub async fn due_submits(&self, now: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, params FROM jobs INDEXED BY jobs_state_seq
+            "SELECT seq, id, params, polls, due_at FROM jobs INDEXED BY jobs_state_seq
              WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
         )
         .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Waiting jobs after `seq` in manifest order, whatever their due time: the engine's walk
+    /// over the queue, one window at a time.
+    pub async fn pending_after(&self, seq: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
+        Ok(sqlx::query_as(
+            "SELECT seq, id, params, polls, due_at FROM jobs INDEXED BY jobs_state_seq
+             WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(seq)
         .bind(limit)
         .fetch_all(&self.read)
         .await?)
