@@ -101,7 +101,26 @@ pub fn sidecar(job: &JobRecord, history: &[AttemptRecord], file: &FileFacts<'_>)
     })
 }
 
-/// Writes `OUT/ID.json` atomically.
+/// Writes `OUT/ID.json` atomically, without making it durable (the engine syncs it with its
+/// video, see `engine/durable.rs`): one blocking call, no fsync.
+async fn write_sidecar_unsynced(out: &Path, id: &str, content: &Value) -> std::io::Result<PathBuf> {
+    let mut text = serde_json::to_vec_pretty(content).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    let tmp = temp_path(out, id);
+    let dest = sidecar_path(out, id);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = std::fs::write(&tmp, &text) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &dest)?;
+        Ok(dest)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Writes `OUT/ID.json` atomically and durably.
 pub async fn write_sidecar(out: &Path, id: &str, content: &Value) -> std::io::Result<PathBuf> {
     let mut text = serde_json::to_vec_pretty(content).map_err(std::io::Error::other)?;
     text.push(b'\n');
@@ -127,13 +146,19 @@ pub async fn write_sidecar(out: &Path, id: &str, content: &Value) -> std::io::Re
 
 /// The engine's call, between the video's rename and `record_downloaded`. Writes nothing for a
 /// stale worker (the job no longer waits for this request's download), like the store's guard.
-pub async fn write_for_download(store: &Store, out: &Path, w: &DownloadWork, f: &Fetched) -> anyhow::Result<()> {
+/// Returns the sidecar's path if it wrote one; the caller makes it durable before recording.
+pub async fn write_for_download(
+    store: &Store,
+    out: &Path,
+    w: &DownloadWork,
+    f: &Fetched,
+) -> anyhow::Result<Option<PathBuf>> {
     let job = store
         .job(w.seq)
         .await?
         .with_context(|| format!("job {} vanished from the database", w.id))?;
     if job.state != "downloading" || job.request_id.as_deref() != Some(w.request_id.as_str()) {
-        return Ok(());
+        return Ok(None);
     }
     let history = store.attempts_of(w.seq).await?;
     let facts = FileFacts {
@@ -142,10 +167,10 @@ pub async fn write_for_download(store: &Store, out: &Path, w: &DownloadWork, f: 
         downloaded_at: now_ms(),
     };
     let path = sidecar_path(out, &w.id);
-    write_sidecar(out, &w.id, &sidecar(&job, &history, &facts))
+    let written = write_sidecar_unsynced(out, &w.id, &sidecar(&job, &history, &facts))
         .await
         .with_context(|| format!("cannot write the provenance sidecar {}", path.display()))?;
-    Ok(())
+    Ok(Some(written))
 }
 
 /// What `restore_missing` did for one job.

@@ -3,8 +3,9 @@
 //! - A separate HTTP client with no API key at all: output URLs are public, and the key must
 //!   never reach the video host. Only http(s) URLs, a bounded number of redirects.
 //! - Written to `OUT/.ID.mp4.part`, checked (size against Content-Length and the API's
-//!   `file_size`, the MP4 `ftyp` signature), fsynced, renamed to `OUT/ID.mp4`, and the folder
-//!   fsynced: a file at `OUT/ID.mp4` is always complete.
+//!   `file_size`, the MP4 `ftyp` signature) and renamed to `OUT/ID.mp4`: a file at `OUT/ID.mp4`
+//!   is always complete. It is not yet durable: the engine makes it so, together with other
+//!   downloads (`durable.rs`), before it records the job done.
 //! - A partial left by an earlier attempt is resumed with Range when the server honours it.
 //! - Bounded cost whatever the host does: a body over `--max-video-bytes` (announced or not) is
 //!   refused and its partial removed; a transfer slower than `Limits::slow_min_bytes` per
@@ -133,7 +134,6 @@ pub async fn fetch_with(
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(DownloadError::Invalid(format!("output URL {url:?} is not http(s)")));
     }
-    tokio::fs::create_dir_all(out).await.map_err(local(out))?;
     let part = part_path(out, id, request_id);
     let have = match tokio::fs::metadata(&part).await {
         Ok(m) => m.len(),
@@ -179,8 +179,17 @@ pub async fn fetch_with(
             .await
             .map_err(local(&part))?
     } else {
-        tokio::fs::File::create(&part).await.map_err(local(&part))?
+        match tokio::fs::File::create(&part).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // OUT is made on the first download (and again if it was removed meanwhile).
+                tokio::fs::create_dir_all(out).await.map_err(local(out))?;
+                tokio::fs::File::create(&part).await.map_err(local(&part))?
+            }
+            f => f.map_err(local(&part))?,
+        }
     };
+    // The first bytes, for the signature check (read back from the file only when resuming).
+    let mut head: Vec<u8> = Vec::with_capacity(8);
     let mut written = if resuming { have } else { 0 };
     let mut window_end = tokio::time::Instant::now() + limits.slow_window;
     let mut window_bytes = 0u64;
@@ -222,10 +231,12 @@ pub async fn fetch_with(
             )));
         }
         hasher.update(&chunk);
+        if head.len() < 8 {
+            head.extend(chunk.iter().take(8 - head.len()));
+        }
         file.write_all(&chunk).await.map_err(local(&part))?;
     }
     file.flush().await.map_err(local(&part))?;
-    file.sync_all().await.map_err(local(&part))?;
     drop(file);
     let bad = |why: String| async {
         let _ = tokio::fs::remove_file(&part).await;
@@ -237,12 +248,16 @@ pub async fn fetch_with(
     if let Some(e) = expected.filter(|e| *e != written) {
         return bad(format!("got {written} bytes, the API reported a file_size of {e}")).await;
     }
-    if !has_mp4_signature(&part).await {
+    let signed = if resuming {
+        has_mp4_signature(&part).await
+    } else {
+        head.len() == 8 && &head[4..8] == b"ftyp"
+    };
+    if !signed {
         return bad("not an MP4 file (no ftyp box at the start)".into()).await;
     }
     let dest = final_path(out, id);
     tokio::fs::rename(&part, &dest).await.map_err(local(&dest))?;
-    sync_dir(out).await.map_err(local(out))?;
     Ok(Fetched {
         path: dest,
         bytes: written,
@@ -266,15 +281,6 @@ async fn has_mp4_signature(path: &Path) -> bool {
         Ok(mut f) => f.read_exact(&mut head).await.is_ok() && &head[4..8] == b"ftyp",
         Err(_) => false,
     }
-}
-
-async fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let d = tokio::fs::File::open(dir).await?;
-        d.sync_all().await?;
-    }
-    Ok(())
 }
 
 /// Removes temporaries left by a crash unless `keep(id, request_id)` says the job is still

@@ -19,6 +19,7 @@
 
 mod agenda;
 pub mod download;
+pub mod durable;
 pub mod gate;
 pub mod schedule;
 pub mod slots;
@@ -107,6 +108,7 @@ struct Shared {
     gate: Gate,
     schedule: Schedule,
     slots: slots::PollSlots,
+    syncer: durable::Syncer,
     spend: Spend,
     /// Learned API requests per finished video.
     cost: std::sync::Mutex<f64>,
@@ -187,6 +189,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         cost: std::sync::Mutex::new(SUBMIT_COST),
         schedule: Schedule::new(store.clone(), cfg.timing.clone()),
         slots: slots::PollSlots::default(),
+        syncer: durable::Syncer::default(),
         tele: cfg.telemetry.clone(),
         store,
         api,

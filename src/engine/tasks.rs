@@ -369,9 +369,20 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
             // The sidecar goes in before the job is recorded done, so every done job has one;
             // if it cannot be written, stop like any local write problem (the job stays
             // downloading, and the next run fetches and writes again).
-            if let Err(e) = crate::provenance::write_for_download(&s.store, &s.cfg.out_dir, w, &f).await {
-                tracing::error!(error = %format!("{e:#}"), "cannot write the provenance sidecar");
-                let _ = s.events.send(Event::Local(format!("{e:#}")));
+            let sidecar = match crate::provenance::write_for_download(&s.store, &s.cfg.out_dir, w, &f).await {
+                Ok(written) => written,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot write the provenance sidecar");
+                    let _ = s.events.send(Event::Local(format!("{e:#}")));
+                    return Ok(Next::Nothing);
+                }
+            };
+            // Both files durable (with whatever else finished meanwhile) before the job is done.
+            let files: Vec<_> = std::iter::once(f.path.clone()).chain(sidecar).collect();
+            if let Err(e) = s.syncer.sync(&s.cfg.out_dir, &files).await {
+                let msg = format!("cannot make videos durable in {}: {e}", s.cfg.out_dir.display());
+                tracing::error!("{msg}");
+                let _ = s.events.send(Event::Local(msg));
                 return Ok(Next::Nothing);
             }
             let path = f.path.to_string_lossy();
