@@ -29,16 +29,27 @@ pub struct BenchEngineArgs {
     /// Jobs in flight for the speed runs (default: the engine's automatic cap).
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// Parallel downloads for the speed runs (as `run`; each finished video costs a few fsyncs:
-    /// the video, its ID.json, their folder).
+    /// Parallel downloads for the speed runs (as `run`).
     #[arg(long, default_value_t = 4)]
     pub download_concurrency: u32,
+    /// Where the runs' databases and videos go (default: the system's temporary folder). The
+    /// filesystem matters: every job creates two files and commits durably.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 const KEY: &str = "bench-engine-key";
 
-/// Peak RSS and exit code of a finished child.
-fn wait_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
+/// What a finished child used.
+struct Usage {
+    code: i32,
+    rss_mb: u64,
+    /// User and system CPU time.
+    cpu: Duration,
+}
+
+/// Peak RSS, CPU time and exit code of a finished child.
+fn wait_rusage(child: &std::process::Child) -> anyhow::Result<Usage> {
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child, which nobody else reaps.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -50,7 +61,47 @@ fn wait_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
     } else {
         -1
     };
-    Ok((code, ru.ru_maxrss as u64 / 1024))
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    Ok(Usage {
+        code,
+        rss_mb: ru.ru_maxrss as u64 / 1024,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+    })
+}
+
+/// The filesystem type of `dir`, by name where known.
+fn filesystem(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return "?".into();
+    };
+    // SAFETY: statfs fills plain data for a valid NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return "?".into();
+    }
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 {
+        0xEF53 => "ext4".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        t => format!("type {t:#x}"),
+    }
+}
+
+/// A new folder for one run under `base` (kept until the benchmark ends: removing thousands
+/// of files between runs would slow the next run's file creation on some filesystems).
+fn run_dir(base: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let b = tempfile::Builder::new().prefix("wanbatch-bench-").to_owned();
+    Ok(match base {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            b.tempdir_in(d)?
+        }
+        None => b.tempdir()?,
+    })
 }
 
 fn write_manifest(path: &Path, n: usize) -> anyhow::Result<()> {
@@ -96,11 +147,11 @@ struct Speed {
     jobs: usize,
     secs: f64,
     rss_mb: u64,
+    cpu: Duration,
     requests: usize,
 }
 
-async fn speed(n: usize, concurrency: Option<u32>, downloads: u32) -> anyhow::Result<Speed> {
-    let dir = tempfile::tempdir()?;
+async fn speed(dir: &tempfile::TempDir, n: usize, concurrency: Option<u32>, downloads: u32) -> anyhow::Result<Speed> {
     let fake = FakeServer::start(FakeConfig {
         api_key: KEY.into(),
         queue: Duration::ZERO,
@@ -133,15 +184,16 @@ async fn speed(n: usize, concurrency: Option<u32>, downloads: u32) -> anyhow::Re
     }
     let started = Instant::now();
     let child = cmd.spawn()?;
-    let (code, rss_mb) = tokio::task::spawn_blocking(move || wait_rusage(&child)).await??;
+    let usage = tokio::task::spawn_blocking(move || wait_rusage(&child)).await??;
     let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(code == 0, "run of {n} jobs exited {code}");
+    anyhow::ensure!(usage.code == 0, "run of {n} jobs exited {}", usage.code);
     let requests = fake.stats().api_requests.len();
     fake.shutdown().await;
     Ok(Speed {
         jobs: n,
         secs,
-        rss_mb,
+        rss_mb: usage.rss_mb,
+        cpu: usage.cpu,
         requests,
     })
 }
@@ -153,8 +205,7 @@ struct Memory {
     worked: usize,
 }
 
-async fn memory(n: usize, secs: f64) -> anyhow::Result<Memory> {
-    let dir = tempfile::tempdir()?;
+async fn memory(dir: &tempfile::TempDir, n: usize, secs: f64) -> anyhow::Result<Memory> {
     let fake = FakeServer::start(FakeConfig {
         api_key: KEY.into(),
         queue: Duration::from_millis(200),
@@ -178,8 +229,9 @@ async fn memory(n: usize, secs: f64) -> anyhow::Result<Memory> {
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let (code, rss_mb) = tokio::task::spawn_blocking(move || wait_rusage(&child)).await??;
-    anyhow::ensure!(code == 130, "interrupted run exited {code}");
+    let usage = tokio::task::spawn_blocking(move || wait_rusage(&child)).await??;
+    anyhow::ensure!(usage.code == 130, "interrupted run exited {}", usage.code);
+    let rss_mb = usage.rss_mb;
     let worked = fake.stats().submits.len();
     fake.shutdown().await;
     Ok(Memory {
@@ -193,21 +245,32 @@ async fn memory(n: usize, secs: f64) -> anyhow::Result<Memory> {
 pub async fn run(args: BenchEngineArgs) -> anyhow::Result<Outcome> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("engine benchmark: {cores} cores; the fake runs in this process, wanbatch in a child");
+    let mut dirs = Vec::new();
+    let probe = run_dir(args.dir.as_deref())?;
+    println!(
+        "files and databases under {} ({})",
+        probe.path().parent().unwrap_or(probe.path()).display(),
+        filesystem(probe.path())
+    );
+    dirs.push(probe);
     println!();
     println!("jobs end to end (submit, poll, result, 1 KiB download), zero-latency fake, no rate limit");
     println!(
-        "{:>8} {:>9} {:>9} {:>14} {:>9}",
-        "jobs", "seconds", "jobs/s", "requests/job", "peak RSS"
+        "{:>8} {:>9} {:>9} {:>14} {:>9} {:>14}",
+        "jobs", "seconds", "jobs/s", "requests/job", "peak RSS", "wanbatch CPU"
     );
     for &n in &args.jobs {
-        let s = speed(n, args.concurrency, args.download_concurrency).await?;
+        dirs.push(run_dir(args.dir.as_deref())?);
+        let dir = dirs.last().expect("just pushed");
+        let s = speed(dir, n, args.concurrency, args.download_concurrency).await?;
         println!(
-            "{:>8} {:>9.2} {:>9.0} {:>14.2} {:>6} MB",
+            "{:>8} {:>9.2} {:>9.0} {:>14.2} {:>6} MB {:>7.2} ms/job",
             s.jobs,
             s.secs,
             s.jobs as f64 / s.secs,
             s.requests as f64 / s.jobs as f64,
-            s.rss_mb
+            s.rss_mb,
+            s.cpu.as_secs_f64() * 1000.0 / s.jobs as f64
         );
     }
     println!();
@@ -220,7 +283,8 @@ pub async fn run(args: BenchEngineArgs) -> anyhow::Result<Outcome> {
         "queue", "peak RSS", "submitted", "import s"
     );
     for &n in &args.queues {
-        let m = memory(n, args.memory_secs).await?;
+        dirs.push(run_dir(args.dir.as_deref())?);
+        let m = memory(dirs.last().expect("just pushed"), n, args.memory_secs).await?;
         println!(
             "{:>9} {:>7} MB {:>12} {:>9.1}",
             m.queue, m.rss_mb, m.worked, m.import_secs

@@ -8,23 +8,44 @@
 //! crash-proof rule — a fact is on disk before anything acts on it — holds as before; the
 //! changes merely share the fsync. With one caller at a time a batch is one write, as before.
 
-use futures_util::future::BoxFuture;
-use sqlx::{Connection, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+//!
+//! Each write is data, not code: SQL statements (a guarded change and its bookkeeping) and their
+//! arguments, sent to SQLite in one call wrapped in the write's own SAVEPOINT
+//! (`SAVEPOINT w; …; RELEASE w`). Every call to the connection is a hand-off between threads,
+//! so a write costs one, not one per statement plus two for its savepoint.
 
-/// Hands the write's result to its caller once the batch's fate is known (`Some`: the commit
-/// failed with that message).
-type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
-/// One write: runs on the batch's connection, says whether it succeeded, and how to answer.
-type Write = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+use std::collections::HashMap;
+
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Connection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 /// Most writes in one transaction: enough to amortise the fsync, few enough to keep each
 /// transaction short.
 const MAX_BATCH: usize = 256;
 
+/// One write: its statements, their arguments in order, and where its answer goes.
+struct Write {
+    sql: &'static str,
+    args: SqliteArguments<'static>,
+    answer: oneshot::Sender<anyhow::Result<Vec<SqliteRow>>>,
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Batcher {
     tx: mpsc::UnboundedSender<Write>,
+}
+
+/// Arguments for [`Batcher::exec`], in the order of the statements' `?`s.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! sql_args {
+    ($($v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut a = ::sqlx::sqlite::SqliteArguments::default();
+        $( ::sqlx::Arguments::add(&mut a, $v).map_err(|e| ::anyhow::anyhow!("argument: {e}"))?; )*
+        a
+    }};
 }
 
 impl Batcher {
@@ -33,6 +54,7 @@ impl Batcher {
         let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
         tokio::spawn(async move {
             let mut writes = Vec::with_capacity(MAX_BATCH);
+            let mut wrapped = HashMap::new();
             while let Some(first) = rx.recv().await {
                 writes.push(first);
                 while writes.len() < MAX_BATCH {
@@ -41,35 +63,23 @@ impl Batcher {
                         Err(_) => break,
                     }
                 }
-                run_batch(&pool, &mut writes).await;
+                run_batch(&pool, &mut writes, &mut wrapped).await;
             }
         });
         Batcher { tx }
     }
 
-    /// Runs `f` in the next batch and returns its result once it is committed.
-    pub(super) async fn write<T, F>(&self, f: F) -> anyhow::Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, anyhow::Result<T>> + Send + 'static,
-    {
-        let (answer, heard) = oneshot::channel::<anyhow::Result<T>>();
-        let write: Write = Box::new(move |conn| {
-            Box::pin(async move {
-                let result = f(conn).await;
-                let ok = result.is_ok();
-                let deliver: Deliver = Box::new(move |commit_failed| {
-                    let result = match commit_failed {
-                        Some(e) if ok => Err(anyhow::anyhow!("database commit failed: {e}")),
-                        _ => result,
-                    };
-                    let _ = answer.send(result);
-                });
-                (ok, deliver)
-            })
-        });
+    /// Runs `sql` (one or more statements; `args` fill their `?`s in order) in the next batch,
+    /// and returns the rows they returned (`RETURNING`) once the batch is committed. If a
+    /// statement fails, the write's statements are rolled back, and only they.
+    pub(super) async fn exec(
+        &self,
+        sql: &'static str,
+        args: SqliteArguments<'static>,
+    ) -> anyhow::Result<Vec<SqliteRow>> {
+        let (answer, heard) = oneshot::channel();
         self.tx
-            .send(write)
+            .send(Write { sql, args, answer })
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         heard
             .await
@@ -78,19 +88,22 @@ impl Batcher {
 }
 
 /// One transaction for all of `writes`; each caller is answered after the commit.
-async fn run_batch(pool: &SqlitePool, writes: &mut Vec<Write>) {
-    let mut delivers: Vec<Deliver> = Vec::with_capacity(writes.len());
+async fn run_batch(pool: &SqlitePool, writes: &mut Vec<Write>, wrapped: &mut HashMap<&'static str, String>) {
+    let mut results = Vec::with_capacity(writes.len());
     let outcome: anyhow::Result<()> = async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
         for write in writes.drain(..) {
-            let mut savepoint = tx.begin().await?;
-            let (ok, deliver) = write(&mut savepoint).await;
-            delivers.push(deliver);
-            if ok {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
+            let sql = wrapped
+                .entry(write.sql)
+                .or_insert_with(|| format!("SAVEPOINT w; {}; RELEASE w", write.sql.trim().trim_end_matches(';')));
+            match sqlx::query_with(sql.as_str(), write.args).fetch_all(&mut *tx).await {
+                Ok(rows) => results.push((write.answer, Ok(rows))),
+                Err(e) => {
+                    // This write alone is undone; if even that fails, the batch fails.
+                    sqlx::query("ROLLBACK TO w; RELEASE w").execute(&mut *tx).await?;
+                    results.push((write.answer, Err(anyhow::Error::from(e))));
+                }
             }
         }
         tx.commit().await?;
@@ -101,8 +114,12 @@ async fn run_batch(pool: &SqlitePool, writes: &mut Vec<Write>) {
     // writer stopped before answering.
     writes.clear();
     let failed = outcome.err().map(|e| format!("{e:#}"));
-    for deliver in delivers {
-        deliver(failed.as_deref());
+    for (answer, result) in results {
+        let result = match (&failed, result) {
+            (Some(e), Ok(_)) => Err(anyhow::anyhow!("database commit failed: {e}")),
+            (_, r) => r,
+        };
+        let _ = answer.send(result);
     }
 }
 
@@ -130,30 +147,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writes_share_commits_and_a_failing_one_rolls_back_alone() {
+    async fn concurrent_writes_share_commits_and_a_failing_one_rolls_back_alone() -> anyhow::Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path()).await;
         let batcher = Batcher::start(pool.clone());
         let writes = (0..200i64).map(|k| {
             let b = batcher.clone();
             async move {
-                b.write(move |c| {
-                    Box::pin(async move {
-                        sqlx::query("INSERT INTO t (k, v) VALUES (?, 'x')")
-                            .bind(k)
-                            .execute(&mut *c)
-                            .await?;
-                        if k % 50 == 7 {
-                            // A write that fails after changing something: its change must go.
-                            sqlx::query("INSERT INTO t (k, v) VALUES (?, 'dup')")
-                                .bind(k)
-                                .execute(&mut *c)
-                                .await?;
-                        }
-                        Ok(k)
-                    })
-                })
-                .await
+                if k % 50 == 7 {
+                    // A write that fails after changing something: its change must go.
+                    b.exec(
+                        "INSERT INTO t (k, v) VALUES (?, 'x'); INSERT INTO t (k, v) VALUES (?, 'dup')",
+                        sql_args![k, k],
+                    )
+                    .await
+                } else {
+                    b.exec("INSERT INTO t (k, v) VALUES (?, 'x') RETURNING k", sql_args![k])
+                        .await
+                }
             }
         });
         let results = futures_util::future::join_all(writes).await;
@@ -171,25 +182,25 @@ mod tests {
             .unwrap();
         let expect: Vec<(i64,)> = (0..200).filter(|k| k % 50 != 7).map(|k| (k,)).collect();
         assert_eq!(rows, expect);
+        let returned = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|rows| rows.len() == 1)
+            .count();
+        assert_eq!(returned, 196, "each write gets its own RETURNING rows");
+        Ok(())
     }
 
     #[tokio::test]
-    async fn a_write_answers_only_after_its_commit() {
+    async fn a_write_answers_only_after_its_commit() -> anyhow::Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path()).await;
         let batcher = Batcher::start(pool.clone());
-        let n = batcher
-            .write(|c| {
-                Box::pin(async move {
-                    sqlx::query("INSERT INTO t (k, v) VALUES (1, 'a')")
-                        .execute(&mut *c)
-                        .await?;
-                    Ok(1)
-                })
-            })
+        let rows = batcher
+            .exec("INSERT INTO t (k, v) VALUES (1, 'a') RETURNING k", sql_args![])
             .await
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(rows.len(), 1);
         // Visible to a fresh connection at once: committed, not merely written.
         let other = SqliteConnectOptions::from_str("sqlite://")
             .unwrap()
@@ -200,5 +211,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v, "a");
+        Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //! a job at Segmind, the request_id) it expects, and reports whether it applied: a stale worker
 //! whose guard fails changes nothing.
 
-use sqlx::FromRow;
+use sqlx::{FromRow, Row};
+
+use crate::sql_args;
 
 use super::{now_ms, Store};
 use crate::state::JobState;
@@ -104,30 +106,22 @@ impl Store {
     /// pending → submitting, writing the attempt intent. Returns the attempt number, or None if
     /// the job was no longer pending. Committed before the POST leaves.
     pub async fn claim_submit(&self, seq: i64) -> anyhow::Result<Option<i64>> {
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    let n: Option<i64> = sqlx::query_scalar(
-                        "UPDATE jobs SET state = 'submitting', attempts = attempts + 1, updated_at = ?
-                     WHERE seq = ? AND state = 'pending' RETURNING attempts",
-                    )
-                    .bind(now)
-                    .bind(seq)
-                    .fetch_optional(&mut *c_)
-                    .await?;
-                    if let Some(n) = n {
-                        sqlx::query("INSERT INTO attempts (job_seq, n, started_at) VALUES (?, ?, ?)")
-                            .bind(seq)
-                            .bind(n)
-                            .bind(now)
-                            .execute(&mut *c_)
-                            .await?;
-                    }
-                    Ok(n)
-                })
-            })
-            .await
+        let now = now_ms();
+        // The attempt row is written only by the claim that moved the job (a job already
+        // submitting has its row; a job no longer pending gets none).
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'submitting', attempts = attempts + 1, updated_at = ?
+                 WHERE seq = ? AND state = 'pending' RETURNING attempts;
+                 INSERT INTO attempts (job_seq, n, started_at)
+                 SELECT seq, attempts, ? FROM jobs
+                 WHERE seq = ? AND state = 'submitting'
+                   AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_seq = jobs.seq AND a.n = jobs.attempts)",
+                sql_args![now, seq, now, seq],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.try_get::<i64, _>(0)).transpose()?)
     }
 
     /// submitting → running: the request_id and URLs are durable from here on.
@@ -164,47 +158,33 @@ impl Store {
         first_poll_at: i64,
         now: i64,
     ) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        let status_url = status_url.to_owned();
-        let response_url = response_url.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let status_url = status_url.as_str();
-                    let response_url = response_url.as_str();
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
-                         submitted_at = ?, due_at = ?, last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0,
-                         output_url = NULL, output_size = NULL, completed_at = NULL, error = NULL, updated_at = ?
-                     WHERE seq = ? AND state = 'submitting' AND attempts = ?",
-                    )
-                    .bind(request_id)
-                    .bind(status_url)
-                    .bind(response_url)
-                    .bind(now)
-                    .bind(first_poll_at)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(attempt)
-                    .execute(&mut *c_)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    sqlx::query(
-                        "UPDATE attempts SET request_id = ?, outcome = 'accepted', finished_at = ?
-                     WHERE job_seq = ? AND n = ?",
-                    )
-                    .bind(request_id)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(attempt)
-                    .execute(&mut *c_)
-                    .await?;
-                    Ok(done)
-                })
-            })
-            .await
+        let rid = request_id.to_owned();
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
+                     submitted_at = ?, due_at = ?, last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0,
+                     output_url = NULL, output_size = NULL, completed_at = NULL, error = NULL, updated_at = ?
+                 WHERE seq = ? AND state = 'submitting' AND attempts = ? RETURNING 1;
+                 UPDATE attempts SET request_id = ?, outcome = 'accepted', finished_at = ?
+                 WHERE job_seq = ? AND n = ?",
+                sql_args![
+                    rid.clone(),
+                    status_url.to_owned(),
+                    response_url.to_owned(),
+                    now,
+                    first_poll_at,
+                    now,
+                    seq,
+                    attempt,
+                    rid,
+                    now,
+                    seq,
+                    attempt
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// submitting → pending / unknown / failed: the submit ended without a request_id.
@@ -218,61 +198,46 @@ impl Store {
         detail: &str,
         due_at: i64,
     ) -> anyhow::Result<bool> {
-        let outcome = outcome.to_owned();
-        let detail = detail.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let outcome = outcome.as_str();
-                    let detail = detail.as_str();
-                    debug_assert!(JobState::Submitting.can_move_to(to) && to != JobState::Running);
-                    let now = now_ms();
-                    let error = (to == JobState::Failed).then_some(detail);
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = ?, due_at = ?, error = COALESCE(?, error), updated_at = ?
-                     WHERE seq = ? AND state = 'submitting' AND attempts = ?",
-                    )
-                    .bind(to.as_str())
-                    .bind(due_at)
-                    .bind(error)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(attempt)
-                    .execute(&mut *c_)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    close_attempt(&mut *c_, seq, attempt, outcome, detail, now).await?;
-                    Ok(done)
-                })
-            })
-            .await
+        debug_assert!(JobState::Submitting.can_move_to(to) && to != JobState::Running);
+        let now = now_ms();
+        let error = (to == JobState::Failed).then(|| detail.to_owned());
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = ?, due_at = ?, error = COALESCE(?, error), updated_at = ?
+                 WHERE seq = ? AND state = 'submitting' AND attempts = ? RETURNING 1;
+                 UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND n = ?",
+                sql_args![
+                    to.as_str(),
+                    due_at,
+                    error,
+                    now,
+                    seq,
+                    attempt,
+                    outcome.to_owned(),
+                    detail.to_owned(),
+                    now,
+                    seq,
+                    attempt
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// running → running: still QUEUED/PROCESSING; poll again at `next_at`.
     pub async fn record_pending(&self, seq: i64, request_id: &str, next_at: i64) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                let now = now_ms();
-                let done = sqlx::query(
-                    "UPDATE jobs SET due_at = ?, polls = polls + 1, attempt_polls = attempt_polls + 1, last_pending_at = ?,
-                         errors_in_row = 0, updated_at = ?
-                     WHERE seq = ? AND state = 'running' AND request_id = ?",
-                )
-                .bind(next_at)
-                .bind(now)
-                .bind(now)
-                .bind(seq)
-                .bind(request_id)
-                .execute(&mut *c_)
-                .await?;
-                Ok(done.rows_affected() == 1)
-                })
-            })
-            .await
+        let now = now_ms();
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET due_at = ?, polls = polls + 1, attempt_polls = attempt_polls + 1, last_pending_at = ?,
+                     errors_in_row = 0, updated_at = ?
+                 WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1",
+                sql_args![next_at, now, now, seq, request_id.to_owned()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// A poll or download that hit a transient error: try again at `next_at`.
@@ -284,126 +249,98 @@ impl Store {
         next_at: i64,
         counted_poll: bool,
     ) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let done = sqlx::query(
-                    "UPDATE jobs SET due_at = ?, errors_in_row = errors_in_row + 1, polls = polls + ?, updated_at = ?
-                     WHERE seq = ? AND state = ? AND request_id = ?",
-                )
-                .bind(next_at)
-                .bind(i64::from(counted_poll))
-                .bind(now_ms())
-                .bind(seq)
-                .bind(state.as_str())
-                .bind(request_id)
-                .execute(&mut *c_)
-                .await?;
-                    Ok(done.rows_affected() == 1)
-                })
-            })
-            .await
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET due_at = ?, errors_in_row = errors_in_row + 1, polls = polls + ?, updated_at = ?
+                 WHERE seq = ? AND state = ? AND request_id = ? RETURNING 1",
+                sql_args![
+                    next_at,
+                    i64::from(counted_poll),
+                    now_ms(),
+                    seq,
+                    state.as_str(),
+                    request_id.to_owned()
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// running → downloading: COMPLETED, with the output URL saved before anything fetches it.
     pub async fn record_completed(&self, seq: i64, request_id: &str, c: Completed<'_>) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        let (url, size, cost) = (c.output_url.to_owned(), c.output_size, c.cost);
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let c = Completed {
-                        output_url: &url,
-                        output_size: size,
-                        cost,
-                    };
-                    let now = now_ms();
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = 'downloading', output_url = ?, output_size = ?, cost = ?,
-                         completed_at = ?, polls = polls + 1, due_at = 0, errors_in_row = 0, updated_at = ?
-                     WHERE seq = ? AND state = 'running' AND request_id = ?",
-                    )
-                    .bind(c.output_url)
-                    .bind(c.output_size)
-                    .bind(c.cost)
-                    .bind(now)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(request_id)
-                    .execute(&mut *c_)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    close_attempt_by_request(&mut *c_, seq, request_id, "completed", "", now).await?;
-                    Ok(done)
-                })
-            })
-            .await
+        let now = now_ms();
+        let rid = request_id.to_owned();
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'downloading', output_url = ?, output_size = ?, cost = ?,
+                     completed_at = ?, polls = polls + 1, due_at = 0, errors_in_row = 0, updated_at = ?
+                 WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1;
+                 UPDATE attempts SET outcome = 'completed', detail = '', finished_at = ?
+                 WHERE job_seq = ? AND request_id = ?",
+                sql_args![
+                    c.output_url.to_owned(),
+                    c.output_size,
+                    c.cost,
+                    now,
+                    now,
+                    seq,
+                    rid.clone(),
+                    now,
+                    seq,
+                    rid
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// running → failed with the API's message (FAILED, served as 422).
     pub async fn record_failed(&self, seq: i64, request_id: &str, error: &str) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        let error = error.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let error = error.as_str();
-                    let now = now_ms();
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = 'failed', error = ?, polls = polls + 1, updated_at = ?
-                     WHERE seq = ? AND state = 'running' AND request_id = ?",
-                    )
-                    .bind(error)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(request_id)
-                    .execute(&mut *c_)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    close_attempt_by_request(&mut *c_, seq, request_id, "failed", error, now).await?;
-                    Ok(done)
-                })
-            })
-            .await
+        let now = now_ms();
+        let rid = request_id.to_owned();
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'failed', error = ?, polls = polls + 1, updated_at = ?
+                 WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1;
+                 UPDATE attempts SET outcome = 'failed', detail = ?, finished_at = ?
+                 WHERE job_seq = ? AND request_id = ?",
+                sql_args![error.to_owned(), now, seq, rid.clone(), error.to_owned(), now, seq, rid],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// running/downloading → pending: the result record (or the video) is gone before we got it,
     /// so the job must be made again. Counted as an expired resubmit.
     pub async fn record_expired(&self, seq: i64, from: JobState, request_id: &str, why: &str) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        let why = why.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let why = why.as_str();
-                    let now = now_ms();
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = 'pending', resubmits_expired = resubmits_expired + 1,
-                         polls = polls + ?, due_at = 0, errors_in_row = 0, error = ?, updated_at = ?
-                     WHERE seq = ? AND state = ? AND request_id = ?",
-                    )
-                    .bind(i64::from(from == JobState::Running))
-                    .bind(why)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(from.as_str())
-                    .bind(request_id)
-                    .execute(&mut *c_)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    close_attempt_by_request(&mut *c_, seq, request_id, "expired", why, now).await?;
-                    Ok(done)
-                })
-            })
-            .await
+        let now = now_ms();
+        let rid = request_id.to_owned();
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'pending', resubmits_expired = resubmits_expired + 1,
+                     polls = polls + ?, due_at = 0, errors_in_row = 0, error = ?, updated_at = ?
+                 WHERE seq = ? AND state = ? AND request_id = ? RETURNING 1;
+                 UPDATE attempts SET outcome = 'expired', detail = ?, finished_at = ?
+                 WHERE job_seq = ? AND request_id = ?",
+                sql_args![
+                    i64::from(from == JobState::Running),
+                    why.to_owned(),
+                    now,
+                    seq,
+                    from.as_str(),
+                    rid.clone(),
+                    why.to_owned(),
+                    now,
+                    seq,
+                    rid
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// downloading → done: the verified file is at `path`.
@@ -415,34 +352,25 @@ impl Store {
         bytes: i64,
         sha256: &str,
     ) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        let path = path.to_owned();
-        let sha256 = sha256.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let path = path.as_str();
-                    let sha256 = sha256.as_str();
-                    let now = now_ms();
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = 'done', output_path = ?, bytes = ?, sha256 = ?, downloaded_at = ?,
-                         error = NULL, errors_in_row = 0, updated_at = ?
-                     WHERE seq = ? AND state = 'downloading' AND request_id = ?",
-                    )
-                    .bind(path)
-                    .bind(bytes)
-                    .bind(sha256)
-                    .bind(now)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(request_id)
-                    .execute(&mut *c_)
-                    .await?;
-                    Ok(done.rows_affected() == 1)
-                })
-            })
-            .await
+        let now = now_ms();
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'done', output_path = ?, bytes = ?, sha256 = ?, downloaded_at = ?,
+                     error = NULL, errors_in_row = 0, updated_at = ?
+                 WHERE seq = ? AND state = 'downloading' AND request_id = ? RETURNING 1",
+                sql_args![
+                    path.to_owned(),
+                    bytes,
+                    sha256.to_owned(),
+                    now,
+                    now,
+                    seq,
+                    request_id.to_owned()
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// At start-up, under the run lock: a job left in `submitting` died inside the submit window,
@@ -590,66 +518,16 @@ impl Store {
         first_poll_ms: f64,
         second_spread: f64,
     ) -> anyhow::Result<()> {
-        let class = class.to_owned();
         self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let class = class.as_str();
-                sqlx::query(
-                    "INSERT INTO durations (class, samples, first_poll_ms, second_spread, updated_at) VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, first_poll_ms = excluded.first_poll_ms,
-                         second_spread = excluded.second_spread, updated_at = excluded.updated_at",
-                )
-                .bind(class)
-                .bind(samples)
-                .bind(first_poll_ms)
-                .bind(second_spread)
-                .bind(now_ms())
-                .execute(&mut *c_)
-                .await?;
-                Ok(())
-                })
-            })
-            .await
+            .exec(
+                "INSERT INTO durations (class, samples, first_poll_ms, second_spread, updated_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, first_poll_ms = excluded.first_poll_ms,
+                     second_spread = excluded.second_spread, updated_at = excluded.updated_at",
+                sql_args![class.to_owned(), samples, first_poll_ms, second_spread, now_ms()],
+            )
+            .await?;
+        Ok(())
     }
-}
-
-async fn close_attempt(
-    tx: &mut sqlx::SqliteConnection,
-    seq: i64,
-    attempt: i64,
-    outcome: &str,
-    detail: &str,
-    now: i64,
-) -> anyhow::Result<()> {
-    sqlx::query("UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND n = ?")
-        .bind(outcome)
-        .bind(detail)
-        .bind(now)
-        .bind(seq)
-        .bind(attempt)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
-async fn close_attempt_by_request(
-    tx: &mut sqlx::SqliteConnection,
-    seq: i64,
-    request_id: &str,
-    outcome: &str,
-    detail: &str,
-    now: i64,
-) -> anyhow::Result<()> {
-    sqlx::query("UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND request_id = ?")
-        .bind(outcome)
-        .bind(detail)
-        .bind(now)
-        .bind(seq)
-        .bind(request_id)
-        .execute(tx)
-        .await?;
-    Ok(())
 }
 
 impl Store {
@@ -764,27 +642,15 @@ impl Store {
 impl Store {
     /// downloading → failed: the video could not be fetched for a permanent reason.
     pub async fn record_download_failed(&self, seq: i64, request_id: &str, error: &str) -> anyhow::Result<bool> {
-        let request_id = request_id.to_owned();
-        let error = error.to_owned();
-        self.batch
-            .write(move |c_| {
-                Box::pin(async move {
-                    let request_id = request_id.as_str();
-                    let error = error.as_str();
-                    let done = sqlx::query(
-                        "UPDATE jobs SET state = 'failed', error = ?, updated_at = ?
-                     WHERE seq = ? AND state = 'downloading' AND request_id = ?",
-                    )
-                    .bind(error)
-                    .bind(now_ms())
-                    .bind(seq)
-                    .bind(request_id)
-                    .execute(&mut *c_)
-                    .await?;
-                    Ok(done.rows_affected() == 1)
-                })
-            })
-            .await
+        let rows = self
+            .batch
+            .exec(
+                "UPDATE jobs SET state = 'failed', error = ?, updated_at = ?
+                 WHERE seq = ? AND state = 'downloading' AND request_id = ? RETURNING 1",
+                sql_args![error.to_owned(), now_ms(), seq, request_id.to_owned()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 }
 
