@@ -153,14 +153,13 @@ pub async fn write_for_download(
     w: &DownloadWork,
     f: &Fetched,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let job = store
-        .job(w.seq)
+    let (job, history) = store
+        .job_with_attempts(w.seq)
         .await?
         .with_context(|| format!("job {} vanished from the database", w.id))?;
     if job.state != "downloading" || job.request_id.as_deref() != Some(w.request_id.as_str()) {
         return Ok(None);
     }
-    let history = store.attempts_of(w.seq).await?;
     let facts = FileFacts {
         bytes: f.bytes as i64,
         sha256: &f.sha256,

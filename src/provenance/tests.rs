@@ -69,6 +69,13 @@ async fn the_engine_call_writes_a_complete_sidecar_with_no_secret() {
     let (store, w) = downloading_job(dir.path()).await;
     let out = dir.path().join("out");
     let f = fetched(&out, "a", b"hello");
+    // The one-query read the engine uses is the job and its attempts, as read apart.
+    let (job, history) = store.job_with_attempts(1).await.unwrap().unwrap();
+    let apart = (
+        store.job(1).await.unwrap().unwrap(),
+        store.attempts_of(1).await.unwrap(),
+    );
+    assert_eq!(json!([job, history]), json!([apart.0, apart.1]));
     write_for_download(&store, &out, &w, &f).await.unwrap();
 
     let v: Value = serde_json::from_slice(&std::fs::read(out.join("a.json")).unwrap()).unwrap();

@@ -85,7 +85,7 @@ pub struct JobRecord {
 }
 
 /// One submit attempt of a job.
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct AttemptRecord {
     pub n: i64,
     pub started_at: i64,
@@ -490,6 +490,22 @@ impl Store {
             .bind(state.map(JobState::as_str))
             .fetch_all(&self.read)
             .await?)
+    }
+
+    /// A job and its attempts in one query (the downloader's sidecar needs both, per video).
+    pub async fn job_with_attempts(&self, seq: i64) -> anyhow::Result<Option<(JobRecord, Vec<AttemptRecord>)>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, (SELECT json_group_array(json_object('n', n, 'started_at', started_at,
+                 'request_id', request_id, 'outcome', outcome, 'detail', detail, 'finished_at', finished_at))
+                 FROM (SELECT * FROM attempts WHERE job_seq = jobs.seq ORDER BY n)) AS history
+             FROM jobs WHERE seq = ?"
+        );
+        let Some(row) = sqlx::query(&sql).bind(seq).fetch_optional(&self.read).await? else {
+            return Ok(None);
+        };
+        let job = JobRecord::from_row(&row)?;
+        let history: String = row.try_get("history")?;
+        Ok(Some((job, serde_json::from_str(&history)?)))
     }
 
     pub async fn attempts_of(&self, seq: i64) -> anyhow::Result<Vec<AttemptRecord>> {
