@@ -96,7 +96,7 @@ pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Sta
         manifest::scan_files(
             &owned,
             |row| {
-                batch.push(&row);
+                batch.push(row);
                 if batch.len() == BATCH && open {
                     open = tx
                         .blocking_send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH)))
