@@ -206,7 +206,8 @@ impl Batch {
         self.ends.is_empty()
     }
 
-    fn row(&self, i: usize) -> [&str; 4] {
+    /// Row `i`: id, params, hash, source.
+    pub(super) fn row(&self, i: usize) -> [&str; 4] {
         let mut start = if i == 0 { 0 } else { self.ends[i - 1][3] };
         self.ends[i].map(|end| {
             let field = &self.text[start..end];
