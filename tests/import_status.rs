@@ -272,3 +272,76 @@ fn ids_differing_only_in_case_are_refused_by_the_streaming_import_naming_both_li
     );
     assert!(!db.exists(), "nothing written");
 }
+
+/// The direct import (rows straight into the database) gives up to the staged import on any
+/// problem: an id repeated where its first row is an existing, unchanged job is still refused
+/// naming both lines, a conflict in a later batch writes nothing, and rows appended to an
+/// imported manifest are added with the others left as they are.
+#[test]
+fn the_direct_import_gives_up_to_the_staged_one_on_any_problem_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let first = dir.path().join("a.csv");
+    std::fs::write(&first, "id,image,prompt\nx,https://i.example/1.jpg,a\n").unwrap();
+    assert_eq!(wanbatch(&["import", "--db", s(&db), s(&first)]).status.code(), Some(0));
+
+    // `x` exists (same parameters) and is used twice: refused, both lines named.
+    let twice = dir.path().join("b.csv");
+    std::fs::write(
+        &twice,
+        "id,image,prompt\nx,https://i.example/1.jpg,a\ny,https://i.example/2.jpg,b\nx,https://i.example/1.jpg,a\n",
+    )
+    .unwrap();
+    let out = wanbatch(&["import", "--db", s(&db), s(&twice)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("b.csv:4: id: \"x\" is used twice: here and at"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("b.csv:2"), "{}", text(&out));
+
+    // 3000 new rows, then a conflict in the last batch: nothing written.
+    let mut big = String::from("id,image,prompt\n");
+    for i in 0..3000 {
+        big += &format!("n{i},https://i.example/n{i}.jpg,p{i}\n");
+    }
+    big += "x,https://i.example/other.jpg,changed\n";
+    let conflict = dir.path().join("c.csv");
+    std::fs::write(&conflict, &big).unwrap();
+    let out = wanbatch(&["import", "--db", s(&db), s(&conflict)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("already exists in the database with different parameters"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&db), ["x"], "nothing of the refused import was written");
+
+    // A manifest error after 3000 good rows into a new database: no database is left.
+    let bad_db = dir.path().join("new.db");
+    let bad = dir.path().join("d.csv");
+    std::fs::write(
+        &bad,
+        format!("{}n9999,https://i.example/z.jpg,\n", &big[..big.rfind("x,").unwrap()]),
+    )
+    .unwrap();
+    let out = wanbatch(&["import", "--db", s(&bad_db), s(&bad)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("d.csv:3002: prompt: is required"), "{}", text(&out));
+    assert!(!bad_db.exists(), "nothing written: not even a database");
+
+    // Appending rows: the old ones stay, the new ones are added after them.
+    std::fs::write(
+        &twice,
+        "id,image,prompt\nx,https://i.example/1.jpg,a\ny,https://i.example/2.jpg,b\n",
+    )
+    .unwrap();
+    let out = wanbatch(&["import", "--db", s(&db), s(&twice)]);
+    assert!(
+        text(&out).contains("imported 1 new jobs (1 already present)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&db), ["x", "y"]);
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Failure, Outcome};
 use crate::manifest::{self, ManifestError};
-use crate::store::{Batch, Conflicts, ImportSummary, Staging, Store};
+use crate::store::{Batch, Conflicts, GiveUp, ImportSummary, Staging, Store};
 
 /// Errors (or conflicts) printed before the rest are only counted.
 pub const ERRORS_SHOWN: usize = 100;
@@ -35,6 +35,22 @@ pub struct ImportArgs {
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
+    if !args.dry_run {
+        // The fast way first: straight into the database, for an import with no problem.
+        let existed = args.db.exists();
+        let store = Store::open(&args.db).await?;
+        let direct = import_direct(&store, &args.manifests).await;
+        store.close().await;
+        if let Ok(Some(summary)) = direct {
+            print_summary(&summary, &args.db);
+            return Ok(Outcome::AllDone);
+        }
+        if !existed {
+            // Nothing was written to it: leave no database behind, as the staged import does.
+            remove_db(&args.db);
+        }
+        direct?;
+    }
     let staging = stage_manifests(&args.manifests, &args.db).await?;
     if args.dry_run {
         let summary = if args.db.exists() {
@@ -79,6 +95,93 @@ pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<manifest::Row>> {
     Ok(rows)
 }
 
+/// Imports the manifests straight into the database (see `store::DirectImport`) if nothing at
+/// all is wrong with them. `Ok(None)`: something is (or may be); nothing was written, and the
+/// staged import is to find and report it.
+async fn import_direct(store: &Store, paths: &[PathBuf]) -> anyhow::Result<Option<ImportSummary>> {
+    let started = std::time::Instant::now();
+    let mut import = store.begin_direct_import().await?;
+    let (mut rx, reader) = start_reader(paths, true);
+    let mut gave_up = None;
+    while let Some(batch) = rx.recv().await {
+        match import.add(&batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                gave_up = Some(why);
+                break;
+            }
+            Err(e) => {
+                drop(rx);
+                let _ = reader.await;
+                return Err(e); // dropping `import` closes its connection: rolled back
+            }
+        }
+    }
+    drop(rx); // after giving up, the reader's sends stop
+    let errors = reader.await?;
+    if errors.total > 0 {
+        gave_up = gave_up.or(Some(GiveUp::ManifestErrors));
+    }
+    if let Some(why) = gave_up {
+        import.rollback().await?;
+        tracing::info!(?why, elapsed = ?started.elapsed(), "direct import rolled back; importing through staging");
+        return Ok(None);
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "manifests read and inserted");
+    let summary = import.commit().await?;
+    tracing::info!(elapsed = ?started.elapsed(), "import committed");
+    Ok(Some(summary))
+}
+
+/// Removes a database file and its journals.
+fn remove_db(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Starts the reader thread: it parses the manifests and sends valid rows in batches; it returns
+/// the errors. With `stop_at_error`, no batch is sent after the first error.
+fn start_reader(
+    paths: &[PathBuf],
+    stop_at_error: bool,
+) -> (tokio::sync::mpsc::Receiver<Batch>, tokio::task::JoinHandle<ErrorList>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let owned = paths.to_vec();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut errors = ErrorList::default();
+        let mut batch = Batch::with_capacity(BATCH);
+        let mut open = true;
+        let failed = std::cell::Cell::new(false);
+        manifest::scan_files(
+            &owned,
+            |row| {
+                if !open {
+                    return;
+                }
+                batch.push(row);
+                if batch.len() == BATCH {
+                    open = !(stop_at_error && failed.get())
+                        && tx
+                            .blocking_send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH)))
+                            .is_ok();
+                }
+            },
+            |file, e| {
+                failed.set(true);
+                errors.push(file, e)
+            },
+        );
+        if !batch.is_empty() && open && !(stop_at_error && failed.get()) {
+            let _ = tx.blocking_send(batch);
+        }
+        errors
+    });
+    (rx, reader)
+}
+
 /// Reads, validates and stages every manifest; prints the errors and fails if there is any.
 /// Touches nothing but a private staging file beside `db`.
 pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Staging> {
@@ -87,29 +190,7 @@ pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Sta
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut staging = Staging::create(near).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
-    let owned = paths.to_vec();
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut errors = ErrorList::default();
-        let mut batch = Batch::with_capacity(BATCH);
-        let mut open = true;
-        manifest::scan_files(
-            &owned,
-            |row| {
-                batch.push(&row);
-                if batch.len() == BATCH && open {
-                    open = tx
-                        .blocking_send(std::mem::replace(&mut batch, Batch::with_capacity(BATCH)))
-                        .is_ok();
-                }
-            },
-            |file, e| errors.push(file, e),
-        );
-        if !batch.is_empty() && open {
-            let _ = tx.blocking_send(batch);
-        }
-        errors
-    });
+    let (mut rx, reader) = start_reader(paths, false);
     let started = std::time::Instant::now();
     let mut staged = Ok(());
     while let Some(batch) = rx.recv().await {
@@ -205,12 +286,7 @@ pub fn report_conflicts(conflicts: &Conflicts) -> anyhow::Result<()> {
 pub async fn import_staged(store: &Store, staging: &Staging, db: &Path) -> anyhow::Result<ImportSummary> {
     match store.import_staged(staging, ERRORS_SHOWN).await? {
         Ok(summary) => {
-            println!(
-                "imported {} new jobs ({} already present) into {}",
-                summary.inserted,
-                summary.unchanged,
-                db.display()
-            );
+            print_summary(&summary, db);
             Ok(summary)
         }
         Err(conflicts) => {
@@ -218,4 +294,13 @@ pub async fn import_staged(store: &Store, staging: &Staging, db: &Path) -> anyho
             unreachable!("conflicts are reported as an error")
         }
     }
+}
+
+fn print_summary(summary: &ImportSummary, db: &Path) {
+    println!(
+        "imported {} new jobs ({} already present) into {}",
+        summary.inserted,
+        summary.unchanged,
+        db.display()
+    );
 }

@@ -16,9 +16,11 @@
 
 pub mod params;
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -39,6 +41,41 @@ pub struct Row {
     pub hash: String,
     /// `file:line`.
     pub source: String,
+}
+
+/// One valid row as the streaming reader hands it over: borrowed from the reader's buffers, valid
+/// until the next row (so a million rows cost no allocation each).
+#[derive(Clone, Copy, Debug)]
+pub struct RowRef<'a> {
+    pub id: &'a str,
+    /// The canonical JSON of the row's parameters and its sha256 (hex).
+    pub json: &'a str,
+    pub hash: &'a str,
+    /// `file:line`.
+    pub source: &'a str,
+}
+
+impl Row {
+    pub fn as_ref(&self) -> RowRef<'_> {
+        RowRef {
+            id: &self.id,
+            json: &self.json,
+            hash: &self.hash,
+            source: &self.source,
+        }
+    }
+}
+
+impl RowRef<'_> {
+    pub fn to_row(&self) -> Row {
+        Row {
+            id: self.id.to_string(),
+            params: Params::from_json(self.json).expect("the canonical JSON parses"),
+            json: self.json.to_string(),
+            hash: self.hash.to_string(),
+            source: self.source.to_string(),
+        }
+    }
 }
 
 /// A problem with one manifest line.
@@ -101,7 +138,7 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
         .collect();
     scan_with(
         paths,
-        &mut |row: &Row| {
+        &mut |row: &RowRef| {
             let key = row.id.to_ascii_lowercase();
             match seen.get(&key) {
                 Some((first_id, first)) if *first_id == row.id => {
@@ -112,18 +149,19 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
                     row.id
                 )),
                 None => {
-                    seen.insert(key, (row.id.clone(), row.source.clone()));
+                    seen.insert(key, (row.id.to_string(), row.source.to_string()));
                     None
                 }
             }
         },
-        &mut on_row,
+        &mut |row: &RowRef| on_row(row.to_row()),
         &mut |file: usize, e: ManifestError| listed[file].push(e),
     );
     listed.into_iter().flat_map(Errors::finish).collect()
 }
 
-/// Reads every row of every file in one streaming pass, handing valid rows to `on_row` and every
+/// Reads every row of every file in one streaming pass, handing valid rows (borrowed, see
+/// [`RowRef`]) to `on_row` and every
 /// error (uncapped, in file and line order) to `on_error` with the index of its file in `paths`.
 ///
 /// Does not check that explicit ids are unique (that needs every id at hand; the import's
@@ -131,21 +169,25 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
 /// 20 bytes per distinct row.
 pub fn scan_files(
     paths: &[impl AsRef<Path>],
-    mut on_row: impl FnMut(Row),
+    mut on_row: impl FnMut(&RowRef),
     mut on_error: impl FnMut(usize, ManifestError),
 ) {
-    scan_with(paths, &mut |_: &Row| None, &mut on_row, &mut on_error)
+    scan_with(paths, &mut |_: &RowRef| None, &mut on_row, &mut on_error)
 }
 
 fn scan_with(
     paths: &[impl AsRef<Path>],
-    check: &mut dyn FnMut(&Row) -> Option<String>,
-    on_row: &mut dyn FnMut(Row),
+    check: &mut dyn FnMut(&RowRef) -> Option<String>,
+    on_row: &mut dyn FnMut(&RowRef),
     on_error: &mut dyn FnMut(usize, ManifestError),
 ) {
     // Identical rows are counted across all files of one import, in order, so two identical
     // rows are two jobs even when they sit in different files.
     let mut occurrences = Occurrences::default();
+    // Reused for every row: the id and `file:line` of the row being handed over.
+    let mut id_buf = String::new();
+    let mut source_buf = String::new();
+    let mut scratch = Scratch::default();
     for (index, path) in paths.iter().enumerate() {
         let path = path.as_ref();
         let mut sink = |e: ManifestError| on_error(index, e);
@@ -154,28 +196,34 @@ fn scan_with(
             count: 0,
             sink: &mut sink,
         };
-        let mut handle = |line: u64, explicit_id: Option<String>, params: Params, errs: &mut Sink| {
-            let json = params.to_json();
+        let mut handle = |line: u64, explicit_id: Option<&str>, json: &str, errs: &mut Sink| {
             let digest = Sha256::digest(json.as_bytes());
-            let hash = hex::encode(digest);
-            let id = match explicit_id {
-                Some(id) => id,
-                None => match occurrences.next(&digest) {
-                    1 => format!("r{}", &hash[..12]),
-                    n => format!("r{}-{}", &hash[..12], n),
-                },
-            };
-            let source = format!("{}:{}", errs.file, line);
-            let row = Row {
-                id,
-                params,
+            let mut hex_buf = [0u8; 64];
+            hex::encode_to_slice(digest, &mut hex_buf).expect("64 hex digits");
+            let hash = std::str::from_utf8(&hex_buf).expect("hex is ASCII");
+            id_buf.clear();
+            match explicit_id {
+                Some(id) => id_buf.push_str(id),
+                None => {
+                    id_buf.push('r');
+                    id_buf.push_str(&hash[..12]);
+                    match occurrences.next(&digest) {
+                        1 => {}
+                        n => write!(id_buf, "-{n}").expect("writing to a String"),
+                    }
+                }
+            }
+            source_buf.clear();
+            write!(source_buf, "{}:{}", errs.file, line).expect("writing to a String");
+            let row = RowRef {
+                id: &id_buf,
                 json,
                 hash,
-                source,
+                source: &source_buf,
             };
             match check(&row) {
                 Some(problem) => errs.push(line, Some("id"), problem),
-                None => on_row(row),
+                None => on_row(&row),
             }
         };
         match (Format::of(path), File::open(path)) {
@@ -185,8 +233,8 @@ fn scan_with(
                 "unknown manifest type: the name must end in .csv, .jsonl or .ndjson".into(),
             ),
             (_, Err(e)) => file_errors.push(0, None, format!("cannot open: {e}")),
-            (Some(Format::Csv), Ok(file)) => read_csv(file, &mut file_errors, &mut handle),
-            (Some(Format::Jsonl), Ok(file)) => read_jsonl(file, &mut file_errors, &mut handle),
+            (Some(Format::Csv), Ok(file)) => read_csv(file, &mut file_errors, &mut scratch, &mut handle),
+            (Some(Format::Jsonl), Ok(file)) => read_jsonl(file, &mut file_errors, &mut scratch, &mut handle),
         }
     }
 }
@@ -330,7 +378,8 @@ pub const EXPORT_COLUMNS: &[&str] = &[
 #[derive(Clone, Copy)]
 enum Column {
     Id,
-    Param(&'static Field),
+    /// The parameter `FIELDS[i]`.
+    Param(usize),
     /// One of an export's own columns: read back, ignored.
     Ignored,
 }
@@ -342,15 +391,19 @@ fn column(name: &str) -> Result<Column, String> {
     if EXPORT_COLUMNS.contains(&name) {
         return Ok(Column::Ignored);
     }
-    params::field(name).map(Column::Param).ok_or_else(|| {
-        let hint = closest(name)
-            .map(|c| format!(" (did you mean {c:?}?)"))
-            .unwrap_or_default();
-        format!(
-            "unknown column {:?}{hint}; the columns are id and the API's parameter names",
-            params::shorten(name)
-        )
-    })
+    FIELDS
+        .iter()
+        .position(|f| f.name == name)
+        .map(Column::Param)
+        .ok_or_else(|| {
+            let hint = closest(name)
+                .map(|c| format!(" (did you mean {c:?}?)"))
+                .unwrap_or_default();
+            format!(
+                "unknown column {:?}{hint}; the columns are id and the API's parameter names",
+                params::shorten(name)
+            )
+        })
 }
 
 /// The known column nearest to a misspelt one, if it is close.
@@ -408,34 +461,46 @@ pub fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds a row from (column, cell) pairs; pushes every problem found.
+/// Buffers reused for every row: each cell's JSON value, then the row's canonical JSON.
+#[derive(Default)]
+struct Scratch {
+    values: Vec<u8>,
+    json: Vec<u8>,
+}
+
+/// Builds a row from (column, cell) pairs; pushes every problem found. For a valid row, leaves
+/// its canonical JSON (the fields in `FIELDS` order, as `Params::to_json` writes them) in
+/// `scratch.json` and returns its explicit id, if it has one.
 fn build_row<'a>(
     line: u64,
     cells: impl Iterator<Item = (Column, &'a str)>,
     errs: &mut Sink,
-) -> Option<(Option<String>, Params)> {
+    scratch: &mut Scratch,
+) -> Option<Option<&'a str>> {
     let before = errs.count;
     let mut id = None;
-    let mut values = Vec::new();
     let mut given = [false; 32];
+    // Where each field's JSON value is in `scratch.values`.
+    let mut ranges = [(0usize, 0usize); 32];
+    scratch.values.clear();
     for (col, cell) in cells {
         match col {
             Column::Id => {
                 let cell = cell.trim();
                 if !cell.is_empty() {
                     match check_id(cell) {
-                        Ok(()) => id = Some(cell.to_string()),
+                        Ok(()) => id = Some(cell),
                         Err(e) => errs.push(line, Some("id"), e),
                     }
                 }
             }
             Column::Ignored => {}
-            Column::Param(fld) => {
-                let idx = FIELDS.iter().position(|g| g.name == fld.name).expect("known field");
+            Column::Param(idx) => {
+                let fld = &FIELDS[idx];
                 given[idx] = true;
-                match params::parse_cell(fld, cell) {
-                    Ok(Some(v)) => values.push((fld, v)),
-                    Ok(None) => {}
+                let start = scratch.values.len();
+                match params::write_cell(fld, cell, &mut scratch.values) {
+                    Ok(_) => ranges[idx] = (start, scratch.values.len()),
                     Err(e) => errs.push(line, Some(fld.name), e),
                 }
             }
@@ -450,10 +515,35 @@ fn build_row<'a>(
             );
         }
     }
-    (errs.count == before).then(|| (id, Params::from_values(values)))
+    if errs.count != before {
+        return None;
+    }
+    let json = &mut scratch.json;
+    json.clear();
+    json.push(b'{');
+    for (fld, &(start, end)) in FIELDS.iter().zip(&ranges) {
+        if start == end {
+            continue; // not given
+        }
+        if json.len() > 1 {
+            json.push(b',');
+        }
+        // Field names are plain ASCII: as a JSON string they are only quoted.
+        json.push(b'"');
+        json.extend_from_slice(fld.name.as_bytes());
+        json.extend_from_slice(b"\":");
+        json.extend_from_slice(&scratch.values[start..end]);
+    }
+    json.push(b'}');
+    Some(id)
 }
 
-type Handle<'h> = dyn FnMut(u64, Option<String>, Params, &mut Sink) + 'h;
+/// The canonical JSON `build_row` left in `scratch`.
+fn json_of(scratch: &Scratch) -> &str {
+    std::str::from_utf8(&scratch.json).expect("JSON written from str values is UTF-8")
+}
+
+type Handle<'h> = dyn FnMut(u64, Option<&str>, &str, &mut Sink) + 'h;
 
 /// A reader that refuses to go more than `MAX_ROW_BYTES` past the start of the row being read,
 /// so a hostile row (a 10 MB field, a million columns, an unclosed quote) costs bounded memory.
@@ -503,7 +593,7 @@ fn csv_problem(e: &csv::Error) -> String {
 /// The CSV parser's own buffer: how far it may read ahead of the record it is parsing.
 const CSV_BUFFER: u64 = 1 << 16;
 
-fn read_csv(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
+fn read_csv(file: File, errs: &mut Sink, scratch: &mut Scratch, handle: &mut Handle<'_>) {
     let limit = Rc::new(Cell::new(MAX_ROW_BYTES + CSV_BUFFER));
     let capped = RowCapped {
         inner: file,
@@ -554,7 +644,7 @@ fn read_csv(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
     for fld in FIELDS.iter().filter(|f| f.required) {
         if !columns
             .iter()
-            .any(|c| matches!(c, Column::Param(p) if p.name == fld.name))
+            .any(|c| matches!(c, Column::Param(p) if FIELDS[*p].name == fld.name))
         {
             errs.push(1, None, format!("missing the required column {:?}", fld.name));
             header_ok = false;
@@ -595,28 +685,24 @@ fn read_csv(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
             );
             continue;
         }
-        let mut texts = Vec::with_capacity(record.len());
         let mut utf8_ok = true;
         for (i, cell) in record.iter().enumerate() {
-            match std::str::from_utf8(cell) {
-                Ok(t) => texts.push(t),
-                Err(_) if matches!(columns[i], Column::Ignored) => texts.push(""),
-                Err(_) => {
-                    let name = match columns[i] {
-                        Column::Id => "id",
-                        Column::Param(f) => f.name,
-                        Column::Ignored => unreachable!("handled above"),
-                    };
-                    errs.push(line, Some(name), "is not valid UTF-8 text".into());
-                    utf8_ok = false;
-                }
+            if std::str::from_utf8(cell).is_err() {
+                let name = match columns[i] {
+                    Column::Ignored => continue, // read as empty: not used
+                    Column::Id => "id",
+                    Column::Param(f) => FIELDS[f].name,
+                };
+                errs.push(line, Some(name), "is not valid UTF-8 text".into());
+                utf8_ok = false;
             }
         }
         if !utf8_ok {
             continue;
         }
-        if let Some((id, params)) = build_row(line, columns.iter().copied().zip(texts), errs) {
-            handle(line, id, params, errs);
+        let texts = record.iter().map(|cell| std::str::from_utf8(cell).unwrap_or(""));
+        if let Some(id) = build_row(line, columns.iter().copied().zip(texts), errs, scratch) {
+            handle(line, id, json_of(scratch), errs);
         }
     }
 }
@@ -645,7 +731,7 @@ impl<'de> serde::Deserialize<'de> for Members {
     }
 }
 
-fn read_jsonl(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
+fn read_jsonl(file: File, errs: &mut Sink, scratch: &mut Scratch, handle: &mut Handle<'_>) {
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut buf = Vec::new();
     let mut line = 0u64;
@@ -696,7 +782,7 @@ fn read_jsonl(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
             errs.push(line, Some(&params::shorten(dup)), "this key appears twice".into());
             continue;
         }
-        let mut cells: Vec<(Column, String)> = Vec::with_capacity(obj.len());
+        let mut cells: Vec<(Column, Cow<str>)> = Vec::with_capacity(obj.len());
         let mut ok = true;
         for (key, value) in &obj {
             let col = match column(key) {
@@ -711,10 +797,10 @@ fn read_jsonl(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
                 continue; // an export's `history` is a list, its counters numbers: not read
             }
             let text = match value {
-                Value::Null => String::new(),
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
+                Value::Null => Cow::Borrowed(""),
+                Value::String(s) => Cow::Borrowed(s.as_str()),
+                Value::Number(n) => Cow::Owned(n.to_string()),
+                Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
                 Value::Array(_) | Value::Object(_) => {
                     errs.push(
                         line,
@@ -730,8 +816,8 @@ fn read_jsonl(file: File, errs: &mut Sink, handle: &mut Handle<'_>) {
         if !ok {
             continue;
         }
-        if let Some((id, params)) = build_row(line, cells.iter().map(|(c, t)| (*c, t.as_str())), errs) {
-            handle(line, id, params, errs);
+        if let Some(id) = build_row(line, cells.iter().map(|(c, t)| (*c, t.as_ref())), errs, scratch) {
+            handle(line, id, json_of(scratch), errs);
         }
     }
 }

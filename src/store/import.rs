@@ -89,7 +89,7 @@ impl Store {
     pub async fn import(&self, rows: &[Row]) -> anyhow::Result<Result<ImportSummary, Vec<ImportConflict>>> {
         let mut staging = Staging::create(&std::env::temp_dir()).await?;
         let mut batch = super::Batch::with_capacity(rows.len());
-        rows.iter().for_each(|r| batch.push(r));
+        rows.iter().for_each(|r| batch.push(&r.as_ref()));
         staging.add(&batch).await?;
         let (dups, _) = staging.finish(1).await?;
         anyhow::ensure!(dups.is_empty(), "{}", dups[0]);

@@ -13,11 +13,13 @@
 //! the engine claims and commits, calls, then records and commits.
 
 mod batch;
+mod direct;
 mod import;
 mod jobs;
 mod report;
 mod staging;
 
+pub use direct::{DirectImport, GiveUp};
 pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use jobs::*;
 pub use report::{Histogram, Totals};

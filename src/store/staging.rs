@@ -16,7 +16,7 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Sqlite};
 
-use crate::manifest::{ManifestError, Row};
+use crate::manifest::{ManifestError, RowRef};
 
 /// Rows per INSERT statement: 4 values each, well under SQLite's 32766 variables. Multi-row
 /// statements because each sqlx call is a round trip to the connection's worker thread; a
@@ -189,9 +189,9 @@ impl Batch {
         }
     }
 
-    pub fn push(&mut self, row: &Row) {
+    pub fn push(&mut self, row: &RowRef) {
         let mut ends = [0; 4];
-        for (end, field) in ends.iter_mut().zip([&row.id, &row.json, &row.hash, &row.source]) {
+        for (end, field) in ends.iter_mut().zip([row.id, row.json, row.hash, row.source]) {
             self.text.push_str(field);
             *end = self.text.len();
         }
@@ -206,7 +206,8 @@ impl Batch {
         self.ends.is_empty()
     }
 
-    fn row(&self, i: usize) -> [&str; 4] {
+    /// Row `i`: id, params, hash, source.
+    pub(super) fn row(&self, i: usize) -> [&str; 4] {
         let mut start = if i == 0 { 0 } else { self.ends[i - 1][3] };
         self.ends[i].map(|end| {
             let field = &self.text[start..end];
