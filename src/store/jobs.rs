@@ -456,17 +456,6 @@ impl Store {
         .await?)
     }
 
-    /// Earliest due time of any waiting work in the given states, if any.
-    pub async fn next_due(&self, states: &[JobState]) -> anyhow::Result<Option<i64>> {
-        let list = states
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!("SELECT MIN(due_at) FROM jobs WHERE state IN ({list})");
-        Ok(sqlx::query_scalar(&sql).fetch_one(&self.read).await?)
-    }
-
     /// Jobs at Segmind right now (submitting or running).
     pub async fn in_flight(&self) -> anyhow::Result<i64> {
         Ok(
@@ -780,8 +769,11 @@ impl Store {
     /// The unfinished job created first (manifest order among equals).
     pub async fn oldest_waiting(&self) -> anyhow::Result<Option<Oldest>> {
         Ok(sqlx::query_as(
-            "SELECT id, state, created_at FROM jobs INDEXED BY jobs_open
-             WHERE state NOT IN ('done', 'failed', 'cancelled') ORDER BY created_at, seq LIMIT 1",
+            "SELECT id, state, created_at FROM jobs
+             WHERE seq = (SELECT MIN(m) FROM (
+                 SELECT (SELECT MIN(seq) FROM jobs INDEXED BY jobs_state_seq WHERE state = s.state) AS m
+                 FROM (SELECT 'pending' AS state UNION ALL SELECT 'submitting' UNION ALL SELECT 'unknown'
+                       UNION ALL SELECT 'running' UNION ALL SELECT 'downloading') AS s))",
         )
         .fetch_optional(&self.read)
         .await?)
