@@ -181,6 +181,26 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
             100.0 * idle_submit / span.max(1.0),
             100.0 * idle_poll / span.max(1.0)
         );
+        // Submits per minute, and jobs at Segmind (submitted, not yet seen done) sampled each
+        // simulated second: what paced the submits.
+        let bucket = 60_000.0 / sc.scale;
+        let stats = fake.stats();
+        let mut submits = vec![0usize; (elapsed.as_millis() as f64 / bucket) as usize + 1];
+        let last = submits.len() - 1;
+        for r in &stats.submits {
+            submits[((r.at_ms as f64 / bucket) as usize).min(last)] += 1;
+        }
+        eprintln!("  submits per minute: {submits:?}");
+        let timelines = fake.timelines();
+        let mut at_segmind = vec![0usize; submits.len()];
+        for (i, n) in at_segmind.iter_mut().enumerate() {
+            let t = ((i as f64 + 0.5) * bucket) as u64;
+            *n = timelines
+                .iter()
+                .filter(|j| j.submitted_ms <= t && j.seen_done_ms.is_none_or(|s| s > t))
+                .count();
+        }
+        eprintln!("  jobs at Segmind mid-minute: {at_segmind:?}");
         if let Some((n, first, spread)) = store.learned_timing("480p|81|true").await? {
             eprintln!(
                 "  learned after {n} videos: first poll {:.1} s after submit, second {:.1} s",
