@@ -147,7 +147,7 @@ impl Shared {
 
     /// Reserves a poll slot near `ideal` (see `slots`): up to 3 % of the wait early.
     fn poll_slot(&self, ideal: i64, now: i64) -> i64 {
-        let slot_ms = self.cfg.rate_window.as_millis() as f64 / self.gate.stats().pace.max(0.01);
+        let slot_ms = self.cfg.rate_window.as_millis() as f64 / self.gate.pace().max(0.01);
         let earliest = now + self.cfg.timing.min_poll_gap.as_millis() as i64;
         let early = ((ideal - now) as f64 * 0.03) as i64;
         self.slots.reserve(ideal, earliest, early, slot_ms)
@@ -155,7 +155,7 @@ impl Shared {
 
     /// Time between two submits: the window over the submits' share of the current pace.
     fn submit_interval_ms(&self) -> i64 {
-        let pace = self.gate.stats().pace.max(0.01);
+        let pace = self.gate.pace().max(0.01);
         // No headroom needed: polls own their slots (see `slots`), so a full budget does not
         // make them queue; submits take the slots left.
         (self.cfg.rate_window.as_millis() as f64 * self.cost_per_video() / pace) as i64
