@@ -204,7 +204,9 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         ..Control::default()
     };
     let budgeted = shared.cfg.budget.max_cost.is_some() || shared.cfg.budget.min_credits.is_some();
-    let mut next_submit_at = 0i64;
+    // The first submit goes at once, the next ones at the pace: no catch-up burst at the start
+    // (it would complete as a batch, and its polls would crowd out the submits a minute later).
+    let mut next_submit_at = now_ms();
     // When the agenda may next be rebuilt from the database (see the end of the loop).
     let mut next_reload = 0i64;
 
