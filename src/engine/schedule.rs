@@ -111,6 +111,8 @@ pub struct Schedule {
     /// When each class was last saved, and the classes learnt since.
     saved: Mutex<HashMap<String, std::time::Instant>>,
     unsaved: Mutex<std::collections::HashSet<String>>,
+    /// First polls planned and not answered yet, per class.
+    awaited: Mutex<HashMap<String, u64>>,
 }
 
 /// How often learnt timing is saved during a run, per class.
@@ -124,6 +126,7 @@ impl Schedule {
             learned: Mutex::new(HashMap::new()),
             saved: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(Default::default()),
+            awaited: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,7 +167,14 @@ impl Schedule {
 
     /// The first poll after a submit accepted at `submitted_at`.
     pub async fn first_poll_at(&self, class: &str, submitted_at: i64) -> i64 {
-        submitted_at + self.class(class).await.first_ms.round() as i64
+        let at = submitted_at + self.class(class).await.first_ms.round() as i64;
+        *self
+            .awaited
+            .lock()
+            .expect("schedule lock")
+            .entry(class.to_string())
+            .or_default() += 1;
+        at
     }
 
     /// The next poll of a job seen pending `pending_polls` times (≥ 1), the last at `now`.
@@ -189,7 +199,20 @@ impl Schedule {
         // Answers teach whichever way they go: accepting only some (say a late "pending" but not
         // a late "done") would bias the quantile.
         if nth == 1 && on_time(c.first_ms) {
-            c.first_ms *= c.first.update(FIRST_Q, done).exp();
+            // Answers arrive a whole duration after their poll was planned, many at once: with
+            // n first polls planned and not yet answered, each answer moves the estimate
+            // 1/√n as far. Without this, the first few "pending" answers of a busy run
+            // (the prior is the median) pushed it up 9 % each before any correction could
+            // arrive, and the overshoot took the rest of a 200-video run to unwind (measured:
+            // first poll learnt at 60 s for jobs of at most 59 s).
+            let lag = {
+                let mut awaited = self.awaited.lock().expect("schedule lock");
+                let n = awaited.entry(class.to_string()).or_default();
+                let lag = (*n).max(1);
+                *n = n.saturating_sub(1);
+                lag
+            };
+            c.first_ms *= (c.first.update(FIRST_Q, done) / (lag as f64).sqrt()).exp();
             changed = true;
         } else if nth == 2 {
             let second = c.first_ms * (1.0 + c.spread);
@@ -318,6 +341,23 @@ mod tests {
             s.observe("c", 1, true, t).await;
         }
         assert!(s.first_poll_at("c", 0).await < 10_000, "and it comes back down");
+    }
+
+    #[tokio::test]
+    async fn answers_to_many_polls_planned_at_once_move_the_estimate_gently() {
+        // A busy run: 20 first polls planned before any answer, then the first answers say
+        // "pending" (the prior is the median, so half of them will).
+        let (_d, s) = schedule(54_000).await;
+        for _ in 0..20 {
+            s.first_poll_at("c", 0).await;
+        }
+        for _ in 0..5 {
+            s.observe("c", 1, false, 54_000).await;
+        }
+        let after = s.first_poll_at("c", 0).await;
+        // One answer at a time would have moved it 9 % each (+54 %); 20 awaited, ≈ 2 % each.
+        assert!(after < 62_000, "{after}");
+        assert!(after > 54_000, "it still learns: {after}");
     }
 
     #[tokio::test]
