@@ -85,6 +85,11 @@ impl Batcher {
             .await
             .map_err(|_| anyhow::anyhow!("the database writer stopped before answering"))?
     }
+
+    /// `exec` for a guarded change that says `RETURNING 1`: whether it applied.
+    pub(super) async fn applied(&self, sql: &'static str, args: SqliteArguments<'static>) -> anyhow::Result<bool> {
+        Ok(!self.exec(sql, args).await?.is_empty())
+    }
 }
 
 /// One transaction for all of `writes`; each caller is answered after the commit.

@@ -159,9 +159,8 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<bool> {
         let rid = request_id.to_owned();
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
                      submitted_at = ?, due_at = ?, last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0,
                      output_url = NULL, output_size = NULL, completed_at = NULL, error = NULL, updated_at = ?
@@ -183,8 +182,7 @@ impl Store {
                     attempt
                 ],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// submitting → pending / unknown / failed: the submit ended without a request_id.
@@ -201,9 +199,8 @@ impl Store {
         debug_assert!(JobState::Submitting.can_move_to(to) && to != JobState::Running);
         let now = now_ms();
         let error = (to == JobState::Failed).then(|| detail.to_owned());
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = ?, due_at = ?, error = COALESCE(?, error), updated_at = ?
                  WHERE seq = ? AND state = 'submitting' AND attempts = ? RETURNING 1;
                  UPDATE attempts SET outcome = ?, detail = ?, finished_at = ? WHERE job_seq = ? AND n = ?",
@@ -221,23 +218,20 @@ impl Store {
                     attempt
                 ],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// running → running: still QUEUED/PROCESSING; poll again at `next_at`.
     pub async fn record_pending(&self, seq: i64, request_id: &str, next_at: i64) -> anyhow::Result<bool> {
         let now = now_ms();
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET due_at = ?, polls = polls + 1, attempt_polls = attempt_polls + 1, last_pending_at = ?,
                      errors_in_row = 0, updated_at = ?
                  WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1",
                 sql_args![next_at, now, now, seq, request_id.to_owned()],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// A poll or download that hit a transient error: try again at `next_at`.
@@ -249,9 +243,8 @@ impl Store {
         next_at: i64,
         counted_poll: bool,
     ) -> anyhow::Result<bool> {
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET due_at = ?, errors_in_row = errors_in_row + 1, polls = polls + ?, updated_at = ?
                  WHERE seq = ? AND state = ? AND request_id = ? RETURNING 1",
                 sql_args![
@@ -263,17 +256,15 @@ impl Store {
                     request_id.to_owned()
                 ],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// running → downloading: COMPLETED, with the output URL saved before anything fetches it.
     pub async fn record_completed(&self, seq: i64, request_id: &str, c: Completed<'_>) -> anyhow::Result<bool> {
         let now = now_ms();
         let rid = request_id.to_owned();
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = 'downloading', output_url = ?, output_size = ?, cost = ?,
                      completed_at = ?, polls = polls + 1, due_at = 0, errors_in_row = 0, updated_at = ?
                  WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1;
@@ -292,25 +283,22 @@ impl Store {
                     rid
                 ],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// running → failed with the API's message (FAILED, served as 422).
     pub async fn record_failed(&self, seq: i64, request_id: &str, error: &str) -> anyhow::Result<bool> {
         let now = now_ms();
         let rid = request_id.to_owned();
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = 'failed', error = ?, polls = polls + 1, updated_at = ?
                  WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1;
                  UPDATE attempts SET outcome = 'failed', detail = ?, finished_at = ?
                  WHERE job_seq = ? AND request_id = ?",
                 sql_args![error.to_owned(), now, seq, rid.clone(), error.to_owned(), now, seq, rid],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// running/downloading → pending: the result record (or the video) is gone before we got it,
@@ -318,9 +306,8 @@ impl Store {
     pub async fn record_expired(&self, seq: i64, from: JobState, request_id: &str, why: &str) -> anyhow::Result<bool> {
         let now = now_ms();
         let rid = request_id.to_owned();
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = 'pending', resubmits_expired = resubmits_expired + 1,
                      polls = polls + ?, due_at = 0, errors_in_row = 0, error = ?, updated_at = ?
                  WHERE seq = ? AND state = ? AND request_id = ? RETURNING 1;
@@ -339,8 +326,7 @@ impl Store {
                     rid
                 ],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// downloading → done: the verified file is at `path`.
@@ -353,9 +339,8 @@ impl Store {
         sha256: &str,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = 'done', output_path = ?, bytes = ?, sha256 = ?, downloaded_at = ?,
                      error = NULL, errors_in_row = 0, updated_at = ?
                  WHERE seq = ? AND state = 'downloading' AND request_id = ? RETURNING 1",
@@ -369,8 +354,7 @@ impl Store {
                     request_id.to_owned()
                 ],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 
     /// At start-up, under the run lock: a job left in `submitting` died inside the submit window,
@@ -647,15 +631,13 @@ impl Store {
 impl Store {
     /// downloading → failed: the video could not be fetched for a permanent reason.
     pub async fn record_download_failed(&self, seq: i64, request_id: &str, error: &str) -> anyhow::Result<bool> {
-        let rows = self
-            .batch
-            .exec(
+        self.batch
+            .applied(
                 "UPDATE jobs SET state = 'failed', error = ?, updated_at = ?
                  WHERE seq = ? AND state = 'downloading' AND request_id = ? RETURNING 1",
                 sql_args![error.to_owned(), now_ms(), seq, request_id.to_owned()],
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await
     }
 }
 
