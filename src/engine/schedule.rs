@@ -208,7 +208,8 @@ impl Schedule {
             let lag = {
                 let mut awaited = self.awaited.lock().expect("schedule lock");
                 let n = awaited.entry(class.to_string()).or_default();
-                let lag = (*n).max(1);
+                // At most halved: a prior that is too high must still be unlearnt quickly.
+                let lag = (*n).clamp(1, 4);
                 *n = n.saturating_sub(1);
                 lag
             };
