@@ -63,8 +63,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
+        // No test on acquire: it is a round trip to the connection's thread for every
+        // transaction, and a SQLite connection does not go stale.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await
             .with_context(|| format!("cannot open the database {}", path.display()))?;
@@ -74,6 +77,7 @@ impl Store {
             .with_context(|| format!("cannot prepare the database {}", path.display()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
         let batch = batch::Batcher::start(write.clone());
