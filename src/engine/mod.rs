@@ -154,11 +154,11 @@ impl Shared {
     }
 
     /// Time between two submits: the window over the submits' share of the current pace.
-    fn submit_interval_ms(&self) -> i64 {
+    fn submit_interval_ms(&self) -> f64 {
         let pace = self.gate.pace().max(0.01);
         // No headroom needed: polls own their slots (see `slots`), so a full budget does not
         // make them queue; submits take the slots left.
-        (self.cfg.rate_window.as_millis() as f64 * self.cost_per_video() / pace) as i64
+        self.cfg.rate_window.as_millis() as f64 * self.cost_per_video() / pace
     }
 
     /// Notes what an API answer said about the account.
@@ -206,7 +206,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
     let budgeted = shared.cfg.budget.max_cost.is_some() || shared.cfg.budget.min_credits.is_some();
     // The first submit goes at once, the next ones at the pace: no catch-up burst at the start
     // (it would complete as a batch, and its polls would crowd out the submits a minute later).
-    let mut next_submit_at = now_ms();
+    // In fractional milliseconds: without a rate limit the interval is well under one.
+    let mut next_submit_at = now_ms() as f64;
     // When the agenda may next be rebuilt from the database (see the end of the loop).
     let mut next_reload = 0i64;
 
@@ -243,7 +244,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
             }
 
             // 2 and 3. API work, if any is due.
-            let may_submit = ctl.submitting && now >= ctl.submit_hold_until.max(next_submit_at);
+            let may_submit = ctl.submitting && now as f64 >= next_submit_at.max(ctl.submit_hold_until as f64);
             let room = MAX_API_TASKS.saturating_sub(api_tasks.len());
             if room > 0 {
                 let (mut polls, mut submits) = plan(&shared, &mut ctl, now, room, may_submit, next_submit_at).await?;
@@ -266,7 +267,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                         }
                         // The wait may have been long: decide again, with the permit in hand.
                         let now = now_ms();
-                        let may_submit = ctl.submitting && now >= ctl.submit_hold_until.max(next_submit_at);
+                        let may_submit =
+                            ctl.submitting && now as f64 >= next_submit_at.max(ctl.submit_hold_until as f64);
                         (polls, submits) = plan(&shared, &mut ctl, now, room, may_submit, next_submit_at).await?;
                     }
                     // The first action uses the permit in hand; more go out only on permits that
@@ -294,16 +296,29 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                             ctl.agenda.take_submit(w.seq);
                             chosen.push(w);
                         }
-                        // The intents are committed here, before any task is spawned (claimed
-                        // together, they share one commit), so the in-flight count and the spend
-                        // check of the very next iteration already include them.
-                        let claims =
-                            futures_util::future::join_all(chosen.iter().map(|w| store.claim_submit(w.seq))).await;
+                        // With a spend limit the intents are committed here, before any task is
+                        // spawned (claimed together, they share one commit), so the spend check of
+                        // the very next iteration already counts them. Without one, each task
+                        // claims its job itself (still before its POST): the loop does not wait
+                        // for a commit, and goes on sending polls and downloads meanwhile.
+                        let claims: Vec<Option<anyhow::Result<Option<i64>>>> = if budgeted {
+                            futures_util::future::join_all(chosen.iter().map(|w| store.claim_submit(w.seq)))
+                                .await
+                                .into_iter()
+                                .map(Some)
+                                .collect()
+                        } else {
+                            chosen.iter().map(|_| None).collect()
+                        };
                         let now = now_ms();
                         for (w, claim) in chosen.into_iter().zip(claims) {
-                            // None: no longer waiting (cancelled beside the run).
-                            let Some(attempt) = claim? else {
-                                continue;
+                            let claimed = match claim {
+                                Some(c) => match c? {
+                                    Some(attempt) => Some(attempt),
+                                    // No longer waiting (cancelled beside the run).
+                                    None => continue,
+                                },
+                                None => None,
                             };
                             ctl.busy.insert(w.seq, Task::Api);
                             ctl.agenda.in_flight += 1;
@@ -312,8 +327,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                             // because polls took the permits may be caught up, three at most:
                             // enough to keep the budget full, too few to make a wave.
                             let interval = shared.submit_interval_ms();
-                            next_submit_at = next_submit_at.max(now - 3 * interval) + interval;
-                            api_tasks.spawn(tasks::submit(shared.clone(), w, attempt));
+                            next_submit_at = next_submit_at.max(now as f64 - 3.0 * interval) + interval;
+                            api_tasks.spawn(tasks::submit(shared.clone(), w, claimed));
                         }
                     }
                     continue;
@@ -346,7 +361,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
             if ctl.submitting {
                 if let Some((w, due)) = ctl.agenda.first_waiting() {
                     if ctl.agenda.in_flight < shared.concurrency_cap(&w.params).await {
-                        let submit_at = ctl.submit_hold_until.max(next_submit_at).max(due);
+                        let submit_at = ctl.submit_hold_until.max(next_submit_at.ceil() as i64).max(due);
                         wake = wake.min(submit_at.max(now + 1));
                     }
                 }
@@ -476,7 +491,7 @@ async fn plan(
     now: i64,
     room: usize,
     may_submit: bool,
-    next_submit_at: i64,
+    next_submit_at: f64,
 ) -> anyhow::Result<(bool, Vec<crate::store::SubmitWork>)> {
     if ctl.agenda.has_due_polls(now) {
         return Ok((true, Vec::new()));
@@ -485,8 +500,9 @@ async fn plan(
         return Ok((false, Vec::new()));
     }
     // Submits due by the pacing: the next one, plus those missed (three at most, see above).
-    let interval = s.submit_interval_ms().max(1);
-    let paced = ((now - next_submit_at.max(now - 3 * interval)) / interval + 1).max(0) as usize;
+    let interval = s.submit_interval_ms().max(1e-3);
+    let at = now as f64;
+    let paced = ((at - next_submit_at.max(at - 3.0 * interval)) / interval + 1.0).max(0.0) as usize;
     let want = room.min(paced);
     let mut submits = ctl.agenda.due_submits(&s.store, &ctl.busy, now, want).await?;
     if let Some(first) = submits.first() {

@@ -43,9 +43,21 @@ fn waiting(w: &SubmitWork, polls: i64, due_at: i64) -> Next {
     })
 }
 
-/// Submits a job whose intent (attempt `attempt`) the dispatcher has already committed.
-pub async fn submit(s: Arc<Shared>, w: SubmitWork, attempt: i64) {
-    let r = submit_inner(&s, &w, attempt).await;
+/// Submits a job: claims it first (the intent committed before the POST leaves) unless the
+/// dispatcher already did (`claimed`, the attempt number).
+pub async fn submit(s: Arc<Shared>, w: SubmitWork, claimed: Option<i64>) {
+    let r = async {
+        let attempt = match claimed {
+            Some(attempt) => attempt,
+            None => match s.store.claim_submit(w.seq).await? {
+                Some(attempt) => attempt,
+                // No longer waiting (cancelled beside the run).
+                None => return Ok(Next::Nothing),
+            },
+        };
+        submit_inner(&s, &w, attempt).await
+    }
+    .await;
     finish(&s, w.seq, r).await;
 }
 
