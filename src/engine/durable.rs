@@ -100,8 +100,9 @@ async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> s
     tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
 }
 
+/// `syncfs(2)` of the filesystem holding `dir`.
 #[cfg(target_os = "linux")]
-fn syncfs(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn syncfs(dir: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = std::fs::File::open(dir)?;
     // SAFETY: a valid open descriptor for the duration of the call.
@@ -113,7 +114,7 @@ fn syncfs(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn syncfs(_dir: &Path) -> std::io::Result<()> {
+pub(crate) fn syncfs(_dir: &Path) -> std::io::Result<()> {
     unreachable!("syncfs is only used on Linux")
 }
 
