@@ -121,7 +121,11 @@ impl Store {
                 sql_args![now, seq, now, seq],
             )
             .await?;
-        Ok(rows.first().map(|r| r.try_get::<i64, _>(0)).transpose()?)
+        Ok(match rows.first().and_then(|r| r.first()) {
+            Some(rusqlite::types::Value::Integer(n)) => Some(*n),
+            Some(v) => anyhow::bail!("claim: attempts is {v:?}, not an integer"),
+            None => None,
+        })
     }
 
     /// submitting → running: the request_id and URLs are durable from here on.

@@ -80,7 +80,8 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
-        let batch = batch::Batcher::start(write.clone());
+        let batch = batch::Batcher::start(path)
+            .with_context(|| format!("cannot open the database {} for writing", path.display()))?;
         Ok(Store { write, read, batch })
     }
 
