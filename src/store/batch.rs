@@ -43,9 +43,15 @@ struct Write {
     answer: oneshot::Sender<anyhow::Result<Vec<Row>>>,
 }
 
+enum Msg {
+    Write(Write),
+    /// Finish the writes sent before, close the connection, answer, and end the thread.
+    Close(oneshot::Sender<()>),
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Batcher {
-    tx: mpsc::Sender<Write>,
+    tx: mpsc::Sender<Msg>,
 }
 
 /// Arguments for [`Batcher::exec`], in the order of the statements' `?`s.
@@ -116,21 +122,36 @@ impl Batcher {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
-        let (tx, rx) = mpsc::channel::<Write>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("wanbatch-writer".into())
             .spawn(move || {
                 let mut writes = Vec::with_capacity(MAX_BATCH);
                 let mut split = HashMap::new();
-                while let Ok(first) = rx.recv() {
-                    writes.push(first);
-                    while writes.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(w) => writes.push(w),
-                            Err(_) => break,
+                let mut closed = None;
+                while closed.is_none() {
+                    let Ok(first) = rx.recv() else { break };
+                    let mut next = Some(first);
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Msg::Write(w) => writes.push(w),
+                            Msg::Close(done) => {
+                                closed = Some(done);
+                                break;
+                            }
+                        }
+                        if writes.len() < MAX_BATCH {
+                            next = rx.try_recv().ok();
                         }
                     }
-                    run_batch(&conn, &mut writes, &mut split);
+                    if !writes.is_empty() {
+                        run_batch(&conn, &mut writes, &mut split);
+                    }
+                }
+                // Closed (or every sender gone): the connection closes before anyone hears so.
+                drop(conn);
+                if let Some(done) = closed {
+                    let _ = done.send(());
                 }
             })?;
         Ok(Batcher { tx })
@@ -142,11 +163,19 @@ impl Batcher {
     pub(super) async fn exec(&self, sql: &'static str, args: Args) -> anyhow::Result<Vec<Row>> {
         let (answer, heard) = oneshot::channel();
         self.tx
-            .send(Write { sql, args, answer })
+            .send(Msg::Write(Write { sql, args, answer }))
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         heard
             .await
             .map_err(|_| anyhow::anyhow!("the database writer stopped before answering"))?
+    }
+
+    /// Finishes the writes already sent and closes the writer's connection (later writes fail).
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
     }
 
     /// `exec` for a guarded change that says `RETURNING 1`: whether it applied.
@@ -155,24 +184,29 @@ impl Batcher {
     }
 }
 
-/// One transaction for all of `writes`; each caller is answered after the commit.
+/// One transaction for all of `writes`; each caller is answered after the commit, or told why
+/// its write did not happen.
 fn run_batch(conn: &Connection, writes: &mut Vec<Write>, split: &mut HashMap<&'static str, Vec<&'static str>>) {
     let mut results = Vec::with_capacity(writes.len());
     let outcome: rusqlite::Result<()> = (|| {
+        if !conn.is_autocommit() {
+            // A transaction left open by a failure that even ROLLBACK could not end: end it now.
+            conn.execute_batch("ROLLBACK")?;
+        }
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        for write in writes.drain(..) {
+        for write in writes.iter() {
             conn.prepare_cached("SAVEPOINT w")?.execute([])?;
             let statements = split.entry(write.sql).or_insert_with(|| statements(write.sql));
             match run_write(conn, statements, &write.args) {
                 Ok(rows) => {
                     conn.prepare_cached("RELEASE w")?.execute([])?;
-                    results.push((write.answer, Ok(rows)));
+                    results.push(Ok(rows));
                 }
                 Err(e) => {
                     // This write alone is undone; if even that fails, the batch fails.
                     conn.prepare_cached("ROLLBACK TO w")?.execute([])?;
                     conn.prepare_cached("RELEASE w")?.execute([])?;
-                    results.push((write.answer, Err(e)));
+                    results.push(Err(e));
                 }
             }
         }
@@ -180,18 +214,22 @@ fn run_batch(conn: &Connection, writes: &mut Vec<Write>, split: &mut HashMap<&'s
         Ok(())
     })();
     if outcome.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "the database writer cannot roll back a failed batch");
+        }
     }
-    // Writes never started (an error came first) are dropped: their callers hear that the
-    // writer stopped before answering.
-    writes.clear();
     let failed = outcome.err().map(|e| e.to_string());
-    for (answer, result) in results {
-        let result = match (&failed, result) {
-            (Some(e), Ok(_)) => Err(anyhow::anyhow!("database commit failed: {e}")),
-            (_, r) => r,
+    let mut results = results.into_iter();
+    for write in writes.drain(..) {
+        let result = match (&failed, results.next()) {
+            (None, Some(r)) => r,
+            (Some(e), Some(Ok(_))) => Err(anyhow::anyhow!("database commit failed: {e}")),
+            (Some(_), Some(Err(e))) => Err(e),
+            // Not run: the batch failed first.
+            (Some(e), None) => Err(anyhow::anyhow!("database write failed: {e}")),
+            (None, None) => Err(anyhow::anyhow!("internal: a write of the batch was not run")),
         };
-        let _ = answer.send(result);
+        let _ = write.answer.send(result);
     }
 }
 
@@ -218,17 +256,12 @@ fn run_write(conn: &Connection, statements: &[&'static str], args: &[Value]) -> 
     Ok(rows)
 }
 
-/// The statements of `sql`: its `;`-separated parts that are not empty, quotes and comments
-/// skipped (the SQL given to the writer is the program's own, never a trigger body).
+/// The statements of `sql`: its `;`-separated parts that hold more than whitespace and
+/// comments (SQLite cannot run a part that is only a comment), quotes and comments skipped (the
+/// SQL given to the writer is the program's own, never a trigger body).
 fn statements(sql: &'static str) -> Vec<&'static str> {
     let b = sql.as_bytes();
-    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
-    let mut push = |from: usize, to: usize| {
-        let part = sql[from..to].trim();
-        if !part.is_empty() {
-            out.push(part);
-        }
-    };
+    let (mut out, mut start, mut i, mut content) = (Vec::new(), 0, 0, false);
     while i < b.len() {
         match b[i] {
             q @ (b'\'' | b'"' | b'`') => {
@@ -236,11 +269,13 @@ fn statements(sql: &'static str) -> Vec<&'static str> {
                 while i < b.len() && b[i] != q {
                     i += 1;
                 }
+                content = true;
             }
             b'[' => {
                 while i < b.len() && b[i] != b']' {
                     i += 1;
                 }
+                content = true;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 while i < b.len() && b[i] != b'\n' {
@@ -255,14 +290,20 @@ fn statements(sql: &'static str) -> Vec<&'static str> {
                 i += 1;
             }
             b';' => {
-                push(start, i);
+                if content {
+                    out.push(sql[start..i].trim());
+                }
                 start = i + 1;
+                content = false;
             }
-            _ => {}
+            c if c.is_ascii_whitespace() => {}
+            _ => content = true,
         }
         i += 1;
     }
-    push(start, b.len());
+    if content {
+        out.push(sql[start..].trim());
+    }
     out
 }
 
@@ -295,7 +336,7 @@ mod tests {
     fn statements_are_split_at_semicolons_outside_quotes_and_comments() {
         assert_eq!(
             statements("UPDATE t SET v = 'a;b' WHERE k = ?; -- one; two\n INSERT INTO t VALUES (?, \"x;\"); /* ; */ ;"),
-            vec!["UPDATE t SET v = 'a;b' WHERE k = ?", "-- one; two\n INSERT INTO t VALUES (?, \"x;\")", "/* ; */"]
+            vec!["UPDATE t SET v = 'a;b' WHERE k = ?", "-- one; two\n INSERT INTO t VALUES (?, \"x;\")"]
         );
         assert_eq!(statements("SELECT 1"), vec!["SELECT 1"]);
     }
@@ -375,6 +416,26 @@ mod tests {
         assert_eq!(v, "a");
         // Too few arguments for the statements: an error for that write, not a panic.
         assert!(batcher.exec("INSERT INTO t (k, v) VALUES (?, ?)", sql_args![5]).await.is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn close_finishes_the_writes_sent_and_later_ones_fail() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path()).await;
+        let batcher = Batcher::start(&dir.path().join("b.db"))?;
+        let sent = {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.exec("INSERT INTO t (k, v) VALUES (7, 'x')", sql_args![]).await })
+        };
+        tokio::task::yield_now().await;
+        batcher.close().await;
+        let err = batcher.exec("INSERT INTO t (k, v) VALUES (8, 'y')", sql_args![]).await;
+        assert!(err.is_err(), "a write after close must fail");
+        // The write sent before close either ran (and is committed) or was never queued.
+        let ran = sent.await.unwrap().is_ok();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&pool).await.unwrap();
+        assert_eq!(n, i64::from(ran));
         Ok(())
     }
 }

@@ -526,16 +526,14 @@ impl Store {
 impl Store {
     /// unknown → pending for one job during a run (policy `resubmit`): counted and flagged.
     pub async fn resubmit_unknown_job(&self, seq: i64) -> anyhow::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', resubmits_unknown = resubmits_unknown + 1,
-                 maybe_billed_twice = 1, updated_at = ?
-             WHERE seq = ? AND state = 'unknown'",
-        )
-        .bind(now_ms())
-        .bind(seq)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.batch
+            .applied(
+                "UPDATE jobs SET state = 'pending', resubmits_unknown = resubmits_unknown + 1,
+                     maybe_billed_twice = 1, updated_at = ?
+                 WHERE seq = ? AND state = 'unknown' RETURNING 1",
+                sql_args![now_ms(), seq],
+            )
+            .await
     }
 }
 

@@ -8,8 +8,10 @@
 //!   keeps commits per job few;
 //! - `busy_timeout`, foreign keys.
 //!
-//! Writes go through a single connection (`write`), so our own writers never contend for the
-//! SQLite lock; reads use a small separate pool. No transaction is ever held across an HTTP call:
+//! The engine's writes go through one writer (`batch`: a thread with its own connection that
+//! commits concurrent writes together); the other writes (imports, `retry`, start-up recovery)
+//! through one sqlx connection (`write`) and never while the engine runs, so our own writers do
+//! not contend for the SQLite lock. Reads use a small separate pool. No transaction is ever held across an HTTP call:
 //! the engine claims and commits, calls, then records and commits.
 
 mod batch;
@@ -97,6 +99,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.batch.close().await;
         self.read.close().await;
         self.write.close().await;
     }
