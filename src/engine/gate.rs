@@ -1,10 +1,11 @@
 //! The one gate every API request passes. Two layers:
 //!
 //! 1. A `governor` limiter at the configured rate with burst 1: a hard cap, smooth pacing, never
-//!    more than `rpm` requests in any window. (Above 2,000 requests a second, which only a
-//!    benchmark asks for, the burst is a millisecond's worth and waits use the runtime's timer,
-//!    whose tick is a millisecond: governor's precise timer is a thread of its own, two thread
-//!    wake-ups per wait, and at that rate nearly every request waited a few microseconds.)
+//!    more than `rpm` requests in any window. (From 2,000 requests a second, which only a
+//!    benchmark asks for, the burst is a millisecond's worth, so a window may hold that many
+//!    more, and waits use the runtime's timer, whose tick is a millisecond: governor's precise
+//!    timer is a thread of its own, two thread wake-ups per wait, and at that rate nearly every
+//!    request waited a few microseconds.)
 //! 2. An adaptive pace below that cap (AIMD). A 429 pauses *every* caller until the server's
 //!    reset hint, and cuts the pace to below what the server evidently allows (90 % of what we
 //!    sent in the last window, and at least a 30 % cut); each success then adds a little back, so

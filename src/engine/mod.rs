@@ -311,13 +311,19 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                             chosen.iter().map(|_| None).collect()
                         };
                         let now = now_ms();
+                        // A claim that failed ends the run, but only after the claims that were
+                        // committed have their tasks: a claimed job left without one would look
+                        // possibly billed to the next run.
+                        let mut claim_error = None;
                         for (w, claim) in chosen.into_iter().zip(claims) {
                             let claimed = match claim {
-                                Some(c) => match c? {
-                                    Some(attempt) => Some(attempt),
-                                    // No longer waiting (cancelled beside the run).
-                                    None => continue,
-                                },
+                                Some(Ok(Some(attempt))) => Some(attempt),
+                                // No longer waiting (cancelled beside the run).
+                                Some(Ok(None)) => continue,
+                                Some(Err(e)) => {
+                                    claim_error.get_or_insert(e);
+                                    continue;
+                                }
                                 None => None,
                             };
                             ctl.busy.insert(w.seq, Task::Api);
@@ -329,6 +335,9 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                             let interval = shared.submit_interval_ms();
                             next_submit_at = next_submit_at.max(now as f64 - 3.0 * interval) + interval;
                             api_tasks.spawn(tasks::submit(shared.clone(), w, claimed));
+                        }
+                        if let Some(e) = claim_error {
+                            return Err(e);
                         }
                     }
                     continue;
