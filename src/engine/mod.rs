@@ -376,10 +376,14 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                 }
             }
             let sleep = Duration::from_millis((wake - now).max(1) as u64);
+            // A task ends just after its report: when the last one ends, the loop must look again
+            // at once (the run may be over), not at the next re-check a second later.
             tokio::select! {
                 Some(ev) = rx.recv() => {
                     ctl.absorb(ev, &shared);
                 }
+                Some(_) = api_tasks.join_next(), if !api_tasks.is_empty() => {}
+                Some(_) = dl_tasks.join_next(), if !dl_tasks.is_empty() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = cancel.cancelled() => {}
             }
