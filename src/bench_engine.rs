@@ -248,7 +248,11 @@ pub async fn run(args: BenchEngineArgs) -> anyhow::Result<Outcome> {
     let mut dirs = Vec::new();
     let probe = run_dir(args.dir.as_deref())?;
     let base = probe.path().parent().unwrap_or(probe.path()).to_path_buf();
-    println!("files and databases under {} ({})", base.display(), filesystem(probe.path()));
+    println!(
+        "files and databases under {} ({})",
+        base.display(),
+        filesystem(probe.path())
+    );
     dirs.push(probe);
     println!();
     println!("jobs end to end (submit, poll, result, 1 KiB download), zero-latency fake, no rate limit");

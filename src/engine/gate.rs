@@ -254,7 +254,10 @@ mod tests {
         // not much slower (the waits are whole milliseconds, the burst absorbs that).
         assert!(took >= 98 * MS, "1,000 permits at 10,000/s took {took:?}");
         assert!(took < 400 * MS, "1,000 permits at 10,000/s took {took:?}");
-        assert!(!Gate::new(60_000, Duration::from_secs(60), MS).coarse, "1 per ms: burst 1");
+        assert!(
+            !Gate::new(60_000, Duration::from_secs(60), MS).coarse,
+            "1 per ms: burst 1"
+        );
     }
 
     #[tokio::test]

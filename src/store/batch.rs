@@ -241,17 +241,27 @@ fn run_write(conn: &Connection, statements: &[&'static str], args: &[Value]) -> 
         let mut stmt = conn.prepare_cached(sql)?;
         let n = stmt.parameter_count();
         let Some(mine) = args.get(used..used + n) else {
-            anyhow::bail!("internal: a write has {} arguments, its statements want more", args.len());
+            anyhow::bail!(
+                "internal: a write has {} arguments, its statements want more",
+                args.len()
+            );
         };
         used += n;
         let columns = stmt.column_count();
         let mut answer = stmt.query(rusqlite::params_from_iter(mine))?;
         while let Some(row) = answer.next()? {
-            rows.push((0..columns).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<Row>>()?);
+            rows.push(
+                (0..columns)
+                    .map(|i| row.get::<_, Value>(i))
+                    .collect::<rusqlite::Result<Row>>()?,
+            );
         }
     }
     if used != args.len() {
-        anyhow::bail!("internal: a write has {} arguments, its statements want {used}", args.len());
+        anyhow::bail!(
+            "internal: a write has {} arguments, its statements want {used}",
+            args.len()
+        );
     }
     Ok(rows)
 }
@@ -336,7 +346,10 @@ mod tests {
     fn statements_are_split_at_semicolons_outside_quotes_and_comments() {
         assert_eq!(
             statements("UPDATE t SET v = 'a;b' WHERE k = ?; -- one; two\n INSERT INTO t VALUES (?, \"x;\"); /* ; */ ;"),
-            vec!["UPDATE t SET v = 'a;b' WHERE k = ?", "-- one; two\n INSERT INTO t VALUES (?, \"x;\")"]
+            vec![
+                "UPDATE t SET v = 'a;b' WHERE k = ?",
+                "-- one; two\n INSERT INTO t VALUES (?, \"x;\")"
+            ]
         );
         assert_eq!(statements("SELECT 1"), vec!["SELECT 1"]);
     }
@@ -415,7 +428,10 @@ mod tests {
             .unwrap();
         assert_eq!(v, "a");
         // Too few arguments for the statements: an error for that write, not a panic.
-        assert!(batcher.exec("INSERT INTO t (k, v) VALUES (?, ?)", sql_args![5]).await.is_err());
+        assert!(batcher
+            .exec("INSERT INTO t (k, v) VALUES (?, ?)", sql_args![5])
+            .await
+            .is_err());
         Ok(())
     }
 
@@ -434,7 +450,10 @@ mod tests {
         assert!(err.is_err(), "a write after close must fail");
         // The write sent before close either ran (and is committed) or was never queued.
         let ran = sent.await.unwrap().is_ok();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         assert_eq!(n, i64::from(ran));
         Ok(())
     }
