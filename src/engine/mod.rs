@@ -244,7 +244,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
             }
 
             // 2 and 3. API work, if any is due.
-            let may_submit = ctl.submitting && now as f64 >= next_submit_at.max(ctl.submit_hold_until as f64);
+            let may_submit = ctl.may_submit(now, next_submit_at);
             let room = MAX_API_TASKS.saturating_sub(api_tasks.len());
             if room > 0 {
                 let (mut polls, mut submits) = plan(&shared, &mut ctl, now, room, may_submit, next_submit_at).await?;
@@ -267,8 +267,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                         }
                         // The wait may have been long: decide again, with the permit in hand.
                         let now = now_ms();
-                        let may_submit =
-                            ctl.submitting && now as f64 >= next_submit_at.max(ctl.submit_hold_until as f64);
+                        let may_submit = ctl.may_submit(now, next_submit_at);
                         (polls, submits) = plan(&shared, &mut ctl, now, room, may_submit, next_submit_at).await?;
                     }
                     // The first action uses the permit in hand; more go out only on permits that
@@ -445,6 +444,12 @@ struct Control {
 }
 
 impl Control {
+    /// Whether a submit may go at `now`: submitting allowed, no hold after errors, and the pacing
+    /// (`next_submit_at`, fractional milliseconds) reached.
+    fn may_submit(&self, now: i64, next_submit_at: f64) -> bool {
+        self.submitting && now as f64 >= next_submit_at.max(self.submit_hold_until as f64)
+    }
+
     /// Takes in one report; true if it stops the run or its submitting.
     fn absorb(&mut self, ev: Event, shared: &Shared) -> bool {
         match ev {

@@ -323,11 +323,13 @@ mod tests {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
     use std::str::FromStr;
 
-    /// A database with table `t`, as `Store::open` leaves one: made (and in WAL mode) by sqlx.
-    async fn pool(dir: &std::path::Path) -> SqlitePool {
+    /// A database with table `t`, as `Store::open` leaves one (made, in WAL mode, by sqlx), a
+    /// pool to read it back with, and a writer on it.
+    async fn setup() -> (tempfile::TempDir, SqlitePool, Batcher) {
+        let dir = tempfile::tempdir().unwrap();
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .unwrap()
-            .filename(dir.join("b.db"))
+            .filename(dir.path().join("b.db"))
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .create_if_missing(true);
         let pool = SqlitePoolOptions::new()
@@ -339,7 +341,8 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        pool
+        let batcher = Batcher::start(&dir.path().join("b.db")).unwrap();
+        (dir, pool, batcher)
     }
 
     #[test]
@@ -356,9 +359,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_commits_and_a_failing_one_rolls_back_alone() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = pool(dir.path()).await;
-        let batcher = Batcher::start(&dir.path().join("b.db"))?;
+        let (_dir, pool, batcher) = setup().await;
         let writes = (0..200i64).map(|k| {
             let b = batcher.clone();
             async move {
@@ -401,9 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_answers_only_after_its_commit_and_arguments_keep_their_types() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = pool(dir.path()).await;
-        let batcher = Batcher::start(&dir.path().join("b.db"))?;
+        let (_dir, pool, batcher) = setup().await;
         let rows = batcher
             .exec(
                 "INSERT INTO t (k, v) VALUES (1, ?) RETURNING k, v, ?, ?, ?",
@@ -437,9 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_finishes_the_writes_sent_and_later_ones_fail() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = pool(dir.path()).await;
-        let batcher = Batcher::start(&dir.path().join("b.db"))?;
+        let (_dir, pool, batcher) = setup().await;
         let sent = {
             let b = batcher.clone();
             tokio::spawn(async move { b.exec("INSERT INTO t (k, v) VALUES (7, 'x')", sql_args![]).await })

@@ -11,8 +11,8 @@
 //! The engine's writes go through one writer (`batch`: a thread with its own connection that
 //! commits concurrent writes together); the other writes (imports, `retry`, start-up recovery)
 //! through one sqlx connection (`write`) and never while the engine runs, so our own writers do
-//! not contend for the SQLite lock. Reads use a small separate pool. No transaction is ever held across an HTTP call:
-//! the engine claims and commits, calls, then records and commits.
+//! not contend for the SQLite lock. Reads use a small separate pool. No transaction is ever
+//! held across an HTTP call: the engine claims and commits, calls, then records and commits.
 
 mod batch;
 mod direct;
