@@ -17,7 +17,7 @@ use clap::parser::ValueSource;
 use clap::ValueEnum;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command};
+use crate::cmd::{Cli, Command};
 use crate::engine::UnknownPolicy;
 
 /// The file looked for in the current folder when `--config` is not given.

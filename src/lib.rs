@@ -7,17 +7,19 @@
 //! - `engine`: the dispatcher, the shared rate gate, poll scheduling, the downloader;
 //! - `provenance`: the `ID.json` sidecar beside each video;
 //! - `fake`: the fake Segmind server (API + video host) for demos and tests;
-//! - `cmd`: one file per subcommand; `cli`: arguments and exit codes; `config`: wanbatch.toml.
+//! - `cmd`: the command line, one file per subcommand; `exit`: the one place an ending becomes an
+//!   exit code; `logging`: the log set-up; `config`: wanbatch.toml;
+//! - `bench`: the benchmarks (hidden subcommands).
 
 pub mod api;
 pub mod bench;
-pub mod bench_engine;
-pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod engine;
+pub mod exit;
 pub mod fake;
+pub mod logging;
 pub mod manifest;
 pub mod progress;
 pub mod provenance;

@@ -1,4 +1,4 @@
 //! The `wanbatch` binary: everything lives in the library; this only hands over.
 fn main() -> std::process::ExitCode {
-    wanbatch::cli::main()
+    wanbatch::cmd::main()
 }

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Failure, Outcome};
+use crate::exit::{Failure, Outcome};
 use crate::state::JobState;
 use crate::store::Store;
 
@@ -69,7 +69,14 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<Outcome> {
     if args.all_pending && in_flight > 0 {
         println!("{in_flight} job(s) already submitted (or possibly submitted) were left: {IN_FLIGHT}");
     }
-    Ok(if missing > 0 { Outcome::Usage } else { Outcome::AllDone })
+    if missing > 0 {
+        return Err(Failure::Usage(format!(
+            "{missing} of the ids given name no job in {}",
+            args.db.display()
+        ))
+        .into());
+    }
+    Ok(Outcome::AllDone)
 }
 
 const IN_FLIGHT: &str = "The Segmind API has no cancel: a submitted job runs to its end and is billed, \

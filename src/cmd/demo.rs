@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::api::ApiKey;
-use crate::cli::Outcome;
 use crate::cmd::run::{self, Endpoint, RunArgs};
 use crate::engine::UnknownPolicy;
+use crate::exit::Outcome;
 use crate::fake::{FakeConfig, FakeServer};
 
 /// The example manifest, built in so the demo works from any folder.

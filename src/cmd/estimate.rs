@@ -19,8 +19,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use crate::cli::Outcome;
 use crate::cmd::run::RunArgs;
+use crate::exit::Outcome;
 use crate::manifest::{Params, Row};
 use crate::store::Store;
 

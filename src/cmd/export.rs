@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::cli::{Failure, Outcome};
 use crate::clock::rfc3339;
+use crate::exit::{Failure, Outcome};
 use crate::manifest::FIELDS;
 use crate::state::JobState;
 use crate::store::{JobRecord, Store};

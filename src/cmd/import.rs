@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Failure, Outcome};
+use crate::exit::{Failure, Outcome};
 use crate::manifest::{self, ManifestError};
 use crate::store::{Batch, Conflicts, GiveUp, ImportSummary, Staging, Store};
 

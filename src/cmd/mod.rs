@@ -1,7 +1,7 @@
-//! One module per subcommand. Each has an `Args` struct and a `run` returning the outcome.
+//! The command line: the `Command` enum beside the commands it dispatches to (one module per
+//! subcommand, each with an `Args` struct and a `run` returning its outcome), and `main`, which
+//! parses, sets up logging, runs the command and hands its end to `exit`.
 
-pub mod bench;
-pub mod bench_import;
 pub mod cancel;
 pub mod demo;
 pub mod estimate;
@@ -11,3 +11,124 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::{self, Failure, Outcome};
+use crate::logging::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wanbatch",
+    version,
+    args_override_self = true,
+    about = "Batch runner for Segmind's Wan 2.2 image-to-video API: manifest in, verified MP4s out, nothing lost or paid twice.",
+    after_help = "Environment: SEGMIND_API_KEY (required by `run`; never taken on the command line), \
+                  SEGMIND_BASE_URL (default https://api.segmind.com), RUST_LOG (log filter, e.g. wanbatch=debug).\n\
+                  Config: ./wanbatch.toml (or --config PATH) may set db, out, rpm, concurrency, price, max_cost, \
+                  min_credits, on_unknown — never the API key. A flag beats its environment variable (WANBATCH_DB, \
+                  WANBATCH_RPM, … shown as [env: …] in each command's --help), which beats the file, which beats \
+                  the built-in default.\n\
+                  Exit codes: 0 all done · 1 some failed · 2 usage/manifest error · 3 account problem (resumable) · \
+                  4 local problem (resumable) · 130 interrupted (resumable)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format (on stderr, or in the --log-file).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Write the logs to this file (appended, no colours, owner-only) instead of stderr; the
+    /// default level there is info (RUST_LOG still filters). Messages meant for you stay on the terminal.
+    #[arg(long, global = true, env = "WANBATCH_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// The config file (default: ./wanbatch.toml if it exists).
+    #[arg(long, global = true, env = "WANBATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import manifests (if given) and work every unfinished job until each is done or failed.
+    Run(run::RunArgs),
+    /// Validate manifests and load them into the database without submitting anything.
+    Import(import::ImportArgs),
+    /// Put chosen jobs back to be submitted again (a new, counted attempt).
+    Retry(retry::RetryArgs),
+    /// Withdraw jobs not yet submitted (the API has no cancel: submitted jobs finish and are billed).
+    Cancel(cancel::CancelArgs),
+    /// Show how many jobs are in each state.
+    Status(status::StatusArgs),
+    /// Write one row per job (CSV or JSONL).
+    Export(export::ExportArgs),
+    /// Write one self-contained HTML page: a summary, then a card per job with its video.
+    Report(report::ReportArgs),
+    /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
+    FakeServer(crate::fake::cli::FakeServerArgs),
+    /// Benchmark the request economy against an SDK-style poller (in-process fakes, time-compressed).
+    Bench(crate::bench::economy::BenchArgs),
+    /// Benchmark the engine's own speed (jobs/s against a zero-latency fake) and its memory
+    /// against the queue's size.
+    BenchEngine(crate::bench::engine::BenchEngineArgs),
+    /// Benchmark import, status and export on large generated manifests (10k to 1M rows).
+    BenchImport(crate::bench::import::BenchImportArgs),
+    /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
+    Demo(demo::DemoArgs),
+}
+
+/// The binary's entry point: parse, set up, run, and turn the end into an exit code.
+pub fn main() -> ExitCode {
+    let cli = match crate::config::parse_args() {
+        Ok(Ok(cli)) => cli,
+        Ok(Err(msg)) => return exit::finish(Err(Failure::Usage(msg).into())),
+        Err(e) => return exit::parse_failed(e),
+    };
+    if let Err(e) = logging::init(cli.log_format, cli.log_file.as_deref()) {
+        return exit::finish(Err(anyhow::Error::new(e).context("cannot open the log file")));
+    }
+    ignore_file_size_signal();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return exit::finish(Err(anyhow::Error::new(e).context("cannot start"))),
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    // Do not wait for stray blocking tasks (e.g. a stdin read) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    exit::finish(result)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Import(args) => import::run(args).await,
+        Command::Retry(args) => retry::run(args).await,
+        Command::Cancel(args) => cancel::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Export(args) => export::run(args).await,
+        Command::Report(args) => report::run(args).await,
+        Command::FakeServer(args) => {
+            crate::fake::cli::run(args, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            Ok(Outcome::AllDone)
+        }
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => crate::bench::economy::run(args).await,
+        Command::BenchEngine(args) => crate::bench::engine::run(args).await,
+        Command::BenchImport(args) => crate::bench::import::run(args).await,
+    }
+}
+
+/// A file-size limit (`ulimit -f`) must surface as an ordinary write error (EFBIG) that the
+/// downloader reports and survives, not as SIGXFSZ killing the process mid-write.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}

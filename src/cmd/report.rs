@@ -16,9 +16,9 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::cli::{Failure, Outcome};
 use crate::clock::rfc3339;
 use crate::engine::download::final_path;
+use crate::exit::{Failure, Outcome};
 use crate::provenance::{self, sidecar_path, Restore};
 use crate::state::JobState;
 use crate::store::{now_ms, Histogram, JobRecord, Store, Totals};

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Failure, Outcome};
 use crate::cmd::run::RunLock;
+use crate::exit::{Failure, Outcome};
 use crate::store::{RetryWhich, Store};
 
 #[derive(clap::Args, Debug)]

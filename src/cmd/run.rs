@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
-use crate::cli::{Failure, Outcome};
 use crate::engine::{self, download, Budget, EngineConfig, Stop, Timing, UnknownPolicy};
+use crate::exit::{Failure, Left, Outcome};
 use crate::progress::{Budgeting, Mode, Reporter, Telemetry};
 use crate::state::JobState;
 use crate::store::Store;
@@ -246,7 +246,7 @@ async fn watch_signals(cancel: CancellationToken) {
         }
     }
     eprintln!("quitting now; run the same command again to resume");
-    std::process::exit(Outcome::Interrupted as i32);
+    crate::exit::interrupted_now();
 }
 
 /// Prints the run's summary and turns the stop into an outcome.
@@ -278,42 +278,33 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
         println!("  … {} more failed; see `wanbatch export --state failed`", failed - 20);
     }
     let resume = format!("wanbatch run --db {}", args.db.display());
-    Ok(match stop {
+    match stop {
         Stop::Refused(msg) => {
-            eprintln!("stopped: {msg}. No job was marked failed; {waiting} job(s) wait. Fix it and run `{resume}`.");
-            Outcome::Account
+            eprintln!("stopped: {msg}. No job was marked failed; {waiting} job(s) wait. Fix it and run `{resume}`.")
         }
-        Stop::NoCredits(_) => {
-            eprintln!("out of credits: {waiting} jobs waiting; top up and run again (`{resume}`)");
-            Outcome::Account
-        }
+        Stop::NoCredits(_) => eprintln!("out of credits: {waiting} jobs waiting; top up and run again (`{resume}`)"),
         Stop::Budget(msg) => {
             let spent = tally.cost;
             eprintln!(
                 "stopped submitting: {msg}. Reported cost so far ${spent:.2}; {done} done, {waiting} job(s) waiting; \
                  raise the limit and run `{resume}` to go on."
             );
-            Outcome::Account
         }
         Stop::Local(msg) => {
-            eprintln!("stopped: {msg}. {waiting} job(s) wait, nothing is lost; fix it and run `{resume}`.");
-            Outcome::Local
+            eprintln!("stopped: {msg}. {waiting} job(s) wait, nothing is lost; fix it and run `{resume}`.")
         }
-        Stop::Interrupted => {
-            eprintln!("interrupted: {waiting} job(s) wait; run `{resume}` to resume.");
-            Outcome::Interrupted
-        }
-        Stop::Finished if unknown > 0 => {
-            eprintln!(
-                "{unknown} job(s) held: their submit answer was lost and Segmind may have created them. \
-                 Run again with --on-unknown resubmit to submit them again."
-            );
-            Outcome::Local
-        }
-        Stop::Finished if waiting > 0 => Outcome::Local,
-        Stop::Finished if failed > 0 => Outcome::SomeFailed,
-        Stop::Finished => Outcome::AllDone,
-    })
+        Stop::Interrupted => eprintln!("interrupted: {waiting} job(s) wait; run `{resume}` to resume."),
+        Stop::Finished if unknown > 0 => eprintln!(
+            "{unknown} job(s) held: their submit answer was lost and Segmind may have created them. \
+             Run again with --on-unknown resubmit to submit them again."
+        ),
+        Stop::Finished => {}
+    }
+    Ok(stop.outcome(Left {
+        failed,
+        waiting,
+        held: unknown,
+    }))
 }
 
 /// An exclusive lock beside the database: two runs must never work one database at once (they

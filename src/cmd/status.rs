@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::cli::Outcome;
 use crate::clock::rfc3339;
+use crate::exit::Outcome;
 use crate::state::JobState;
 use crate::store::{now_ms, Oldest, Store, Tally};
 

@@ -73,22 +73,7 @@ pub struct EngineConfig {
     pub telemetry: Arc<crate::progress::Telemetry>,
 }
 
-/// Why the engine returned.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Stop {
-    /// Nothing left to do: every job is terminal (or held as unknown).
-    Finished,
-    /// 401/403 (or a wrong model/base URL): nothing more can be done with this key.
-    Refused(String),
-    /// 406: out of credits; what was paid for is collected, the rest waits.
-    NoCredits(String),
-    /// `--max-cost` or `--min-credits` reached; what was paid for is collected, the rest waits.
-    Budget(String),
-    /// Disk full, unwritable output folder, database trouble.
-    Local(String),
-    /// Ctrl-C / SIGTERM.
-    Interrupted,
-}
+pub use crate::exit::Stop;
 
 /// Messages from tasks to the dispatcher.
 enum Event {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cli::Outcome;
+use crate::exit::Outcome;
 use crate::fake::{FakeConfig, FakeServer};
 
 #[derive(clap::Args, Debug)]

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::cli::Outcome;
+use crate::exit::Outcome;
 use crate::store::Store;
 
 #[derive(clap::Args, Debug)]

@@ -1,0 +1,12 @@
+//! The benchmarks: subcommands hidden from the main `--help`, documented in
+//! `docs/benchmarks.md`. They print figures; they are not tests.
+//!
+//! - `economy` (`wanbatch bench`): the request economy of the scheduler against an SDK-style
+//!   poller, time-compressed against in-process fakes;
+//! - `engine` (`wanbatch bench-engine`): the engine's own jobs per second and its memory against
+//!   the queue's size, running the real binary as a child;
+//! - `import` (`wanbatch bench-import`): import, status and export on large generated manifests.
+
+pub mod economy;
+pub mod engine;
+pub mod import;
