@@ -8,14 +8,15 @@
 //! - `provenance`: the `ID.json` sidecar beside each video;
 //! - `fake`: the fake Segmind server (API + video host) for demos and tests;
 //! - `cmd`: the command line, one file per subcommand; `exit`: the one place an ending becomes an
-//!   exit code; `logging`: the log set-up; `config`: wanbatch.toml;
+//!   exit code; `logging`: the log set-up;
+//! - `settings`: flags, environment, wanbatch.toml and the campaign's stored settings, resolved
+//!   in one place;
 //! - `bench`: the benchmarks (hidden subcommands).
 
 pub mod api;
 pub mod bench;
 pub mod clock;
 pub mod cmd;
-pub mod config;
 pub mod engine;
 pub mod exit;
 pub mod fake;
@@ -23,5 +24,6 @@ pub mod logging;
 pub mod manifest;
 pub mod progress;
 pub mod provenance;
+pub mod settings;
 pub mod state;
 pub mod store;

@@ -324,7 +324,11 @@ async fn dry_runs_estimate_and_submit_nothing() {
     );
     assert!(o.contains(&expected), "{expected:?} in {o}");
     assert!(o.contains("measured over 6 finished videos"), "{o}");
-    assert!(o.contains("at 50 rpm") && o.contains("learned video durations"), "{o}");
+    // The campaign was run at 6000 rpm: the estimate uses its stored settings.
+    assert!(
+        o.contains("at 6000 rpm") && o.contains("learned video durations"),
+        "{o}"
+    );
     assert!(o.contains("give --price"), "{o}");
     assert_eq!(env.fake.stats().api_requests.len(), sent, "still nothing sent");
     let out = env.run(&[], &[]).await;

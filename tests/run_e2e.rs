@@ -110,9 +110,16 @@ async fn manifest_errors_name_file_and_line_and_submit_nothing() {
     );
     assert!(err.contains("bad.csv:4: image:"), "{err}");
     assert!(env.fake.stats().api_requests.is_empty(), "nothing may be sent");
-    // Nothing imported either: a resume has nothing to do.
+    // Nothing imported, no database created: a resume says there is nothing to do.
+    assert!(!env.db().exists(), "a manifest error leaves no database");
     let out = env.run(&[], &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing to do: no manifest was given and there is no campaign database"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.db().exists(), "and still none");
     assert!(env.fake.stats().submits.is_empty());
 }
 

@@ -131,6 +131,7 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
         grace: Duration::from_secs(2),
         max_video_bytes: 1 << 30,
         poll_status_endpoint: false,
+        unreachable_after: Duration::from_secs(120),
         telemetry: Default::default(),
     };
     let started = Instant::now();

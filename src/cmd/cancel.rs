@@ -5,17 +5,15 @@
 //! running `run` (no run lock): each cancel is one statement guarded by `state = 'pending'`, and
 //! the dispatcher claims a job with the same guard, so exactly one of them wins.
 
-use std::path::PathBuf;
-
 use crate::exit::{Failure, Outcome};
+use crate::settings::Resolved;
 use crate::state::JobState;
 use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct CancelArgs {
-    /// The database file.
-    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub db: super::flags::DbFlag,
     /// These job ids (comma-separated), if they are still pending.
     #[arg(long, value_delimiter = ',')]
     pub ids: Vec<String>,
@@ -24,11 +22,12 @@ pub struct CancelArgs {
     pub all_pending: bool,
 }
 
-pub async fn run(args: CancelArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: CancelArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let db = resolved.db.clone();
     if !args.all_pending && args.ids.is_empty() {
         return Err(Failure::Usage("say which jobs: --ids ID,ID or --all-pending".into()).into());
     }
-    let store = Store::open_existing(&args.db).await?;
+    let store = Store::open_existing(&db).await?;
     let mut total = 0;
     let mut missing = 0;
     for id in &args.ids {
@@ -64,17 +63,13 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<Outcome> {
     store.close().await;
     println!(
         "{total} job(s) cancelled in {}; `wanbatch retry --ids ID` takes one back",
-        args.db.display()
+        db.display()
     );
     if args.all_pending && in_flight > 0 {
         println!("{in_flight} job(s) already submitted (or possibly submitted) were left: {IN_FLIGHT}");
     }
     if missing > 0 {
-        return Err(Failure::Usage(format!(
-            "{missing} of the ids given name no job in {}",
-            args.db.display()
-        ))
-        .into());
+        return Err(Failure::Usage(format!("{missing} of the ids given name no job in {}", db.display())).into());
     }
     Ok(Outcome::AllDone)
 }

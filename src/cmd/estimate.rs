@@ -22,6 +22,7 @@ use std::path::Path;
 use crate::cmd::run::RunArgs;
 use crate::exit::Outcome;
 use crate::manifest::{Params, Row};
+use crate::settings::{Resolved, RunSettings};
 use crate::store::Store;
 
 /// The engine's prior cost of a video in API requests (see `engine::SUBMIT_COST`).
@@ -30,17 +31,6 @@ pub const PRIOR_REQUESTS_PER_VIDEO: f64 = 2.3;
 pub const PRIOR_DURATION_MS: f64 = 54_460.0;
 /// Finished videos needed before their measured cost replaces the prior.
 pub const MIN_LEARNED: i64 = 5;
-
-/// The estimate's options on `import --dry-run` (`run` has its own flags of the same names).
-#[derive(clap::Args, Debug, Clone)]
-pub struct EstimateArgs {
-    /// With --dry-run: API requests per minute to estimate the wall-clock time at.
-    #[arg(long, default_value_t = 50, env = "WANBATCH_RPM", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub rpm: u32,
-    /// With --dry-run: dollars per video, to estimate the cost.
-    #[arg(long, env = "WANBATCH_PRICE")]
-    pub price: Option<f64>,
-}
 
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -53,10 +43,10 @@ pub struct Opts {
 }
 
 impl Opts {
-    pub fn for_import(a: &EstimateArgs) -> Opts {
+    pub fn for_import(r: &Resolved) -> Opts {
         Opts {
-            rpm: a.rpm,
-            price: a.price,
+            rpm: r.merged.rpm.unwrap_or(crate::settings::DEFAULT_RPM),
+            price: r.merged.price,
             concurrency: None,
             resubmit_unknown: true,
             prior_duration_ms: PRIOR_DURATION_MS,
@@ -235,16 +225,17 @@ pub fn human(secs: f64) -> String {
 }
 
 /// `run --dry-run`: validate, check against the database, estimate; nothing written or sent.
-pub async fn dry_run_of_run(args: &RunArgs) -> anyhow::Result<Outcome> {
+pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::Result<Outcome> {
+    let db = &settings.db;
     let staging = if args.manifests.is_empty() {
         None
     } else {
-        Some(super::import::stage_manifests(&args.manifests, &args.db).await?)
+        Some(super::import::stage_manifests(&args.manifests, db).await?)
     };
     let staged = staging.as_ref().map_or(0, |s| s.len());
-    let (new, unchanged) = match (&staging, args.db.exists()) {
+    let (new, unchanged) = match (&staging, db.exists()) {
         (Some(staging), true) => {
-            let store = Store::open(&args.db).await?;
+            let store = Store::open(db).await?;
             let check = store.check_staged(staging, super::import::ERRORS_SHOWN).await;
             store.close().await;
             let check = check?;
@@ -262,16 +253,16 @@ pub async fn dry_run_of_run(args: &RunArgs) -> anyhow::Result<Outcome> {
     println!(
         "dry run: {} rows valid; {new} would be new jobs, {unchanged} already in {} (nothing written, nothing submitted)",
         rows.len(),
-        args.db.display()
+        db.display()
     );
     let opts = Opts {
-        rpm: args.rpm,
-        price: args.price,
-        concurrency: args.concurrency,
-        resubmit_unknown: args.on_unknown == crate::engine::UnknownPolicy::Resubmit,
-        prior_duration_ms: args.initial_estimate_secs * 1000.0,
+        rpm: settings.rpm,
+        price: settings.price,
+        concurrency: settings.concurrency,
+        resubmit_unknown: settings.on_unknown == crate::engine::UnknownPolicy::Resubmit,
+        prior_duration_ms: args.tuning.initial_estimate_secs * 1000.0,
     };
-    print(&args.db, &rows, &opts).await?;
+    print(db, &rows, &opts).await?;
     Ok(Outcome::AllDone)
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::clock::rfc3339;
 use crate::exit::{Failure, Outcome};
 use crate::manifest::FIELDS;
+use crate::settings::Resolved;
 use crate::state::JobState;
 use crate::store::{JobRecord, Store};
 
@@ -23,9 +24,8 @@ pub enum ExportFormat {
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    /// The database file.
-    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub db: super::flags::DbFlag,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
     /// Write here instead of stdout.
@@ -48,12 +48,13 @@ pub fn columns() -> impl Iterator<Item = &'static str> {
     )
 }
 
-pub async fn run(args: ExportArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: ExportArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let db = resolved.db.clone();
     let state = match &args.state {
         Some(s) => Some(s.parse::<JobState>().map_err(Failure::Usage)?),
         None => None,
     };
-    let store = Store::open_existing(&args.db).await?;
+    let store = Store::open_existing(&db).await?;
     let written = write(&store, state, &args).await;
     store.close().await;
     written?;

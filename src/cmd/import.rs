@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::exit::{Failure, Outcome};
 use crate::manifest::{self, ManifestError};
+use crate::settings::Resolved;
 use crate::store::{Batch, Conflicts, GiveUp, ImportSummary, Staging, Store};
 
 /// Errors (or conflicts) printed before the rest are only counted.
@@ -24,37 +25,37 @@ pub struct ImportArgs {
     /// Manifest files: .csv, or .jsonl / .ndjson (one JSON object per line).
     #[arg(required = true)]
     pub manifests: Vec<PathBuf>,
-    /// The database file.
-    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub db: super::flags::DbFlag,
     /// Validate and report only, with an estimate of requests, time and cost; write nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
-    pub estimate: super::estimate::EstimateArgs,
+    pub estimate: super::flags::EstimateFlags,
 }
 
-pub async fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let db = resolved.db.clone();
     if !args.dry_run {
         // The fast way first: straight into the database, for an import with no problem.
-        let existed = args.db.exists();
-        let store = Store::open(&args.db).await?;
+        let existed = db.exists();
+        let store = Store::open(&db).await?;
         let direct = import_direct(&store, &args.manifests).await;
         store.close().await;
         if let Ok(Some(summary)) = direct {
-            print_summary(&summary, &args.db);
+            print_summary(&summary, &db);
             return Ok(Outcome::AllDone);
         }
         if !existed {
             // Nothing was written to it: leave no database behind, as the staged import does.
-            remove_db(&args.db);
+            remove_db(&db);
         }
         direct?;
     }
-    let staging = stage_manifests(&args.manifests, &args.db).await?;
+    let staging = stage_manifests(&args.manifests, &db).await?;
     if args.dry_run {
-        let summary = if args.db.exists() {
-            let store = Store::open(&args.db).await?;
+        let summary = if db.exists() {
+            let store = Store::open(&db).await?;
             let check = store.check_staged(&staging, ERRORS_SHOWN).await;
             store.close().await;
             let check = check?;
@@ -71,14 +72,14 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
             staging.len(),
             summary.inserted,
             summary.unchanged,
-            args.db.display()
+            db.display()
         );
         let rows = read_manifests(&args.manifests)?;
-        super::estimate::print(&args.db, &rows, &super::estimate::Opts::for_import(&args.estimate)).await?;
+        super::estimate::print(&db, &rows, &super::estimate::Opts::for_import(&resolved)).await?;
         return Ok(Outcome::AllDone);
     }
-    let store = Store::open(&args.db).await?;
-    let summary = import_staged(&store, &staging, &args.db).await;
+    let store = Store::open(&db).await?;
+    let summary = import_staged(&store, &staging, &db).await;
     store.close().await;
     summary?;
     Ok(Outcome::AllDone)

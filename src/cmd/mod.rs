@@ -6,19 +6,21 @@ pub mod cancel;
 pub mod demo;
 pub mod estimate;
 pub mod export;
+pub mod flags;
 pub mod import;
 pub mod report;
 pub mod retry;
 pub mod run;
 pub mod status;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::{self, Failure, Outcome};
 use crate::logging::{self, LogFormat};
+use crate::settings::{self, Resolved};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,12 +81,14 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
-/// The binary's entry point: parse, set up, run, and turn the end into an exit code.
+/// The binary's entry point: parse, resolve the settings, set up, run, and turn the end into an
+/// exit code. Nothing is changed before the command line, the environment and the config file
+/// have all been checked.
 pub fn main() -> ExitCode {
-    let cli = match crate::config::parse_args() {
-        Ok(Ok(cli)) => cli,
-        Ok(Err(msg)) => return exit::finish(Err(Failure::Usage(msg).into())),
-        Err(e) => return exit::parse_failed(e),
+    let (cli, resolved) = match parse(std::env::args_os(), Path::new(".")) {
+        Ok(parsed) => parsed,
+        Err(Parsed::Clap(e)) => return exit::parse_failed(e),
+        Err(Parsed::Usage(msg)) => return exit::finish(Err(Failure::Usage(msg).into())),
     };
     if let Err(e) = logging::init(cli.log_format, cli.log_file.as_deref()) {
         return exit::finish(Err(anyhow::Error::new(e).context("cannot open the log file")));
@@ -94,21 +98,57 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return exit::finish(Err(anyhow::Error::new(e).context("cannot start"))),
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    let result = runtime.block_on(dispatch(cli.command, resolved));
     // Do not wait for stray blocking tasks (e.g. a stdin read) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     exit::finish(result)
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<Outcome> {
+/// Why the command line could not be used.
+#[derive(Debug)]
+pub enum Parsed {
+    /// clap's own answer (a usage error, or `--help` / `--version`).
+    Clap(clap::Error),
+    /// A setting's value that cannot be used (named by where it came from).
+    Usage(String),
+}
+
+/// Parses the command line and resolves the settings of the commands that take them (config
+/// file relative to `cwd`).
+pub fn parse<I, T>(args: I, cwd: &Path) -> Result<(Cli, Resolved), Parsed>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args).map_err(Parsed::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(Parsed::Clap)?;
+    let takes_settings = !matches!(
+        cli.command,
+        Command::FakeServer(_)
+            | Command::Demo(_)
+            | Command::Bench(_)
+            | Command::BenchEngine(_)
+            | Command::BenchImport(_)
+    );
+    let resolved = match matches.subcommand() {
+        Some((_, sub)) if takes_settings => {
+            let (layer, origins) = settings::from_matches(sub).map_err(Parsed::Usage)?;
+            Resolved::resolve(layer, origins, cli.config.as_deref(), cwd).map_err(Parsed::Usage)?
+        }
+        _ => Resolved::default(),
+    };
+    Ok((cli, resolved))
+}
+
+async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcome> {
     match command {
-        Command::Run(args) => run::run(args).await,
-        Command::Import(args) => import::run(args).await,
-        Command::Retry(args) => retry::run(args).await,
-        Command::Cancel(args) => cancel::run(args).await,
-        Command::Status(args) => status::run(args).await,
-        Command::Export(args) => export::run(args).await,
-        Command::Report(args) => report::run(args).await,
+        Command::Run(args) => run::run(args, resolved).await,
+        Command::Import(args) => import::run(args, resolved).await,
+        Command::Retry(args) => retry::run(args, resolved).await,
+        Command::Cancel(args) => cancel::run(args, resolved).await,
+        Command::Status(args) => status::run(args, resolved).await,
+        Command::Export(args) => export::run(args, resolved).await,
+        Command::Report(args) => report::run(args, resolved).await,
         Command::FakeServer(args) => {
             crate::fake::cli::run(args, async {
                 let _ = tokio::signal::ctrl_c().await;

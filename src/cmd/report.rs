@@ -20,17 +20,16 @@ use crate::clock::rfc3339;
 use crate::engine::download::final_path;
 use crate::exit::{Failure, Outcome};
 use crate::provenance::{self, sidecar_path, Restore};
+use crate::settings::Resolved;
 use crate::state::JobState;
 use crate::store::{now_ms, Histogram, JobRecord, Store, Totals};
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// The database file.
-    #[arg(long, default_value = "wanbatch.db")]
-    pub db: PathBuf,
-    /// The videos' folder (the `--out` of `run`).
-    #[arg(long, default_value = "outputs")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub db: super::flags::DbFlag,
+    #[command(flatten)]
+    pub out: super::flags::OutFlag,
     /// Write the page here (default OUT/report.html). Video paths are made relative to it.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -52,20 +51,22 @@ const PAGE: i64 = 500;
 /// Histogram buckets.
 const BUCKETS: i64 = 20;
 
-pub async fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let db = resolved.db.clone();
+    let out = crate::settings::out_of(&resolved);
     let state = match &args.state {
         Some(s) => Some(s.parse::<JobState>().map_err(Failure::Usage)?),
         None => None,
     };
-    let store = Store::open_existing(&args.db).await?;
-    let output = args.output.clone().unwrap_or_else(|| args.out.join("report.html"));
+    let store = Store::open_existing(&db).await?;
+    let output = args.output.clone().unwrap_or_else(|| out.join("report.html"));
     let dir = match output.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) => d.to_path_buf(),
         None => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let page_dir = absolute(&dir)?;
-    let out_abs = absolute(&args.out)?;
+    let out_abs = absolute(&out)?;
 
     let summary = Summary {
         counts: store.counts().await?,
@@ -94,7 +95,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
             let link = |p: &Path| href(&relative(&page_dir, p));
             let done = job.state == JobState::Done.as_str();
             if done && args.write_sidecars {
-                match provenance::restore_missing(&store, &args.out, job).await? {
+                match provenance::restore_missing(&store, &out, job).await? {
                     Restore::Written => restored += 1,
                     Restore::VideoMismatch => mismatched += 1,
                     Restore::Present | Restore::NotDone => {}

@@ -3,17 +3,15 @@
 //! the API has no cancel. A cancelled job comes back by id (it was never submitted, so nothing
 //! is counted).
 
-use std::path::PathBuf;
-
 use crate::cmd::run::RunLock;
 use crate::exit::{Failure, Outcome};
+use crate::settings::Resolved;
 use crate::store::{RetryWhich, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct RetryArgs {
-    /// The database file.
-    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub db: super::flags::DbFlag,
     /// Jobs held because their submit answer was lost (`--on-unknown hold`). They may already
     /// exist (and be billed) at Segmind: they are flagged as possibly billed twice.
     #[arg(long)]
@@ -31,12 +29,13 @@ pub struct RetryArgs {
     pub ids: Vec<String>,
 }
 
-pub async fn run(args: RetryArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: RetryArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let db = resolved.db.clone();
     if !args.unknown && !args.failed && !args.expired && args.ids.is_empty() {
         return Err(Failure::Usage("say which jobs: --unknown, --failed, --expired and/or --ids ID,ID".into()).into());
     }
-    let store = Store::open_existing(&args.db).await?;
-    let _lock = RunLock::acquire(&args.db)?;
+    let store = Store::open_existing(&db).await?;
+    let _lock = RunLock::acquire(&db)?;
     let mut total = 0;
     if args.unknown {
         total += store.retry(RetryWhich::Unknown).await?;
@@ -57,7 +56,7 @@ pub async fn run(args: RetryArgs) -> anyhow::Result<Outcome> {
     store.close().await;
     println!(
         "{total} job(s) will be submitted again on the next `wanbatch run --db {}`",
-        args.db.display()
+        db.display()
     );
     Ok(Outcome::AllDone)
 }

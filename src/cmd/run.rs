@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::flags::{DbFlag, RunFlags};
 use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
 use crate::engine::{self, download, Budget, EngineConfig, Stop, Timing, UnknownPolicy};
 use crate::exit::{Failure, Left, Outcome};
 use crate::progress::{Budgeting, Mode, Reporter, Telemetry};
+use crate::settings::{Resolved, RunSettings};
 use crate::state::JobState;
 use crate::store::Store;
 
@@ -19,45 +21,14 @@ use crate::store::Store;
 pub struct RunArgs {
     /// Manifest files to import first (.csv, .jsonl, .ndjson). None: resume what the database holds.
     pub manifests: Vec<PathBuf>,
-    /// The database file (the truth about every job; keep it with the outputs).
-    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
-    pub db: PathBuf,
-    /// Folder for the videos: OUT/<id>.mp4.
-    #[arg(long, default_value = "outputs", env = "WANBATCH_OUT")]
-    pub out: PathBuf,
-    /// API requests per minute, all calls together (submit, status, result). Pro accounts: 50.
-    #[arg(long, default_value_t = 50, env = "WANBATCH_RPM", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub rpm: u32,
-    /// Jobs in flight at Segmind at once. Default: automatic, by Little's law — the budget
-    /// sustains rpm / 2.3 videos a minute (a submit and ~1.3 well-timed polls each), each at
-    /// Segmind for the learned duration (~54 s at first), plus 25 % headroom: about 25 at 50 rpm.
-    /// More only makes polls queue (later results); fewer leaves the budget unused.
-    #[arg(long, env = "WANBATCH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
-    pub concurrency: Option<u32>,
-    /// What to do with a submit whose answer was lost (it may or may not have created a job):
-    /// submit again (counted, flagged as possibly billed twice) or hold it for `retry`.
-    #[arg(long, value_enum, default_value = "resubmit", env = "WANBATCH_ON_UNKNOWN")]
-    pub on_unknown: UnknownPolicy,
-    /// Stop submitting before the spend (API-reported `metrics.cost`, else --price per video)
-    /// would pass this many dollars; paid work is still collected. Needs --price.
-    #[arg(long, env = "WANBATCH_MAX_COST")]
-    pub max_cost: Option<f64>,
-    /// Dollars per video, for --max-cost (and estimates) where the API reports no cost.
-    #[arg(long, env = "WANBATCH_PRICE")]
-    pub price: Option<f64>,
-    /// Stop submitting when the account's remaining credits (as the API reports them) fall below this.
-    #[arg(long, env = "WANBATCH_MIN_CREDITS")]
-    pub min_credits: Option<f64>,
+    #[command(flatten)]
+    pub db: DbFlag,
+    #[command(flatten)]
+    pub settings: RunFlags,
     /// Validate the manifests and print the jobs to do, the API requests and wall-clock time
     /// expected at --rpm, and the cost at --price; submit nothing, write nothing, need no key.
     #[arg(long)]
     pub dry_run: bool,
-    /// Parallel video downloads (from the video host; they use no API requests).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub download_concurrency: u32,
-    /// Refuse videos larger than this many bytes.
-    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
-    pub max_video_bytes: u64,
     /// Poll the status endpoint (then fetch the result) instead of polling the result endpoint.
     #[arg(long)]
     pub poll_status_endpoint: bool,
@@ -68,6 +39,13 @@ pub struct RunArgs {
     /// redraws in place instead).
     #[arg(long, default_value_t = 30.0)]
     pub progress_interval: f64,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Knobs for tests, benchmarks and rehearsals (hidden from `--help`): they compress time.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Tuning {
     /// The window --rpm counts in, in milliseconds (tests and benchmarks scale time with it).
     #[arg(long, default_value_t = 60_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_window_ms: u64,
@@ -86,6 +64,26 @@ pub struct RunArgs {
     /// Timeout of one API request, in seconds.
     #[arg(long, default_value_t = 60.0, hide = true)]
     pub request_timeout_secs: f64,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            rate_window_ms: 60_000,
+            initial_estimate_secs: 54.46,
+            min_poll_gap_ms: 1000,
+            backoff_ms: 1000,
+            grace_secs: 5.0,
+            request_timeout_secs: 60.0,
+        }
+    }
+}
+
+/// How `run` shows its progress.
+#[derive(Clone, Copy, Debug)]
+pub struct Display {
+    pub quiet: bool,
+    pub progress_interval: f64,
 }
 
 /// Where to reach Segmind and with which key (from the environment, or the demo's fake).
@@ -111,47 +109,79 @@ impl Endpoint {
     }
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+pub async fn run(args: RunArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let settings = RunSettings::from(&resolved).map_err(Failure::Usage)?;
     if args.dry_run {
-        return super::estimate::dry_run_of_run(&args).await;
+        return super::estimate::dry_run_of_run(&args, &settings).await;
     }
-    let endpoint = Endpoint::from_env()?;
-    run_with(args, endpoint).await
-}
-
-pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outcome> {
-    if args.max_cost.is_some() && args.price.is_none() {
-        return Err(Failure::Usage(
-            "--max-cost needs --price (or WANBATCH_PRICE, or price in wanbatch.toml): dollars per video".into(),
-        )
+    if args.manifests.is_empty() && !settings.db.exists() {
+        return Err(Failure::Usage(format!(
+            "nothing to do: no manifest was given and there is no campaign database at {}. \
+             Give a manifest (`wanbatch run jobs.csv`), or point --db at a campaign's database",
+            settings.db.display()
+        ))
         .into());
     }
+    let endpoint = Endpoint::from_env()?;
+    let display = Display {
+        quiet: args.quiet,
+        progress_interval: args.progress_interval,
+    };
+    run_with(
+        settings,
+        &args.manifests,
+        args.poll_status_endpoint,
+        &args.tuning,
+        display,
+        endpoint,
+    )
+    .await
+}
+
+/// Runs a campaign with settings already resolved (the demo comes in here too).
+pub async fn run_with(
+    settings: RunSettings,
+    manifests: &[PathBuf],
+    poll_status_endpoint: bool,
+    tuning: &Tuning,
+    display: Display,
+    endpoint: Endpoint,
+) -> anyhow::Result<Outcome> {
+    // Everything is checked before anything is changed.
     let timing = Timing {
-        initial_estimate: secs(args.initial_estimate_secs)?,
-        min_poll_gap: Duration::from_millis(args.min_poll_gap_ms),
-        base_backoff: Duration::from_millis(args.backoff_ms.max(1)),
+        initial_estimate: secs("--initial-estimate-secs", tuning.initial_estimate_secs)?,
+        min_poll_gap: Duration::from_millis(tuning.min_poll_gap_ms),
+        base_backoff: Duration::from_millis(tuning.backoff_ms.max(1)),
         max_backoff: Duration::from_secs(60),
     };
-    let api = ApiClient::new(&endpoint.base_url, &endpoint.key, secs(args.request_timeout_secs)?)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    // Validate manifests before touching the database.
-    let staged = if args.manifests.is_empty() {
+    let grace = secs("--grace-secs", tuning.grace_secs)?;
+    let progress_interval = secs("--progress-interval", display.progress_interval)?;
+    let api = ApiClient::new(
+        &endpoint.base_url,
+        &endpoint.key,
+        secs("--request-timeout-secs", tuning.request_timeout_secs)?,
+    )
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    // Manifests are validated before the database is touched.
+    let staged = if manifests.is_empty() {
         None
     } else {
-        Some(super::import::stage_manifests(&args.manifests, &args.db).await?)
+        Some(super::import::stage_manifests(manifests, &settings.db).await?)
     };
-    let store = Store::open(&args.db).await?;
-    let _lock = RunLock::acquire(&args.db)?;
+    let db = settings.db.clone();
+    let store = Store::open(&db).await?;
+    let _lock = RunLock::acquire(&db)?;
     if let Some(staging) = staged {
-        super::import::import_staged(&store, &staging, &args.db).await?;
+        super::import::import_staged(&store, &staging, &db).await?;
     }
+    store.save_settings(&settings.to_store.to_json(true)).await?;
 
     // Recover what an earlier run left behind.
     let interrupted = store.recover_interrupted_submits().await?;
     if interrupted > 0 {
         eprintln!("{interrupted} job(s) were being submitted when the last run stopped: Segmind may or may not have created them");
     }
-    if args.on_unknown == UnknownPolicy::Resubmit {
+    if settings.on_unknown == UnknownPolicy::Resubmit {
         let n = store.resubmit_unknown().await?;
         if n > 0 {
             eprintln!("resubmitting {n} job(s) whose submit answer was lost (counted; see `status` for possible double charges)");
@@ -167,60 +197,55 @@ pub async fn run_with(args: RunArgs, endpoint: Endpoint) -> anyhow::Result<Outco
         .into_iter()
         .filter_map(|j| j.request_id.map(|r| (j.id, r)))
         .collect();
-    download::clean_stray_parts(&args.out, |id, rid| keep.contains(&(id.to_string(), rid.to_string())))
-        .await
-        .ok();
+    download::clean_stray_parts(&settings.out, |id, rid| {
+        keep.contains(&(id.to_string(), rid.to_string()))
+    })
+    .await
+    .ok();
 
-    for (name, v) in [
-        ("--max-cost", args.max_cost),
-        ("--price", args.price),
-        ("--min-credits", args.min_credits),
-    ] {
-        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-            return Err(Failure::Usage(format!("{name} must be a number ≥ 0")).into());
-        }
-    }
     let telemetry = Arc::new(Telemetry::new());
     let cfg = EngineConfig {
-        rpm: args.rpm,
-        rate_window: Duration::from_millis(args.rate_window_ms),
+        rpm: settings.rpm,
+        rate_window: Duration::from_millis(tuning.rate_window_ms),
         budget: Budget {
-            max_cost: args.max_cost,
-            price: args.price,
-            min_credits: args.min_credits,
+            max_cost: settings.max_cost,
+            price: settings.price,
+            min_credits: settings.min_credits,
         },
-        concurrency: args.concurrency.map(|c| c as usize),
-        download_concurrency: args.download_concurrency as usize,
-        out_dir: args.out.clone(),
+        concurrency: settings.concurrency.map(|c| c as usize),
+        download_concurrency: settings.download_concurrency as usize,
+        out_dir: settings.out.clone(),
         timing,
-        on_unknown: args.on_unknown,
-        grace: secs(args.grace_secs)?,
-        max_video_bytes: args.max_video_bytes,
-        poll_status_endpoint: args.poll_status_endpoint,
+        on_unknown: settings.on_unknown,
+        grace,
+        max_video_bytes: settings.max_video_bytes,
+        poll_status_endpoint,
+        unreachable_after: settings.unreachable_after,
         telemetry: telemetry.clone(),
     };
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(cancel.clone()));
-    let display = Reporter::start(
+    let reporter = Reporter::start(
         store.clone(),
         telemetry,
         Budgeting {
-            requests_per_minute: f64::from(args.rpm) * 60_000.0 / args.rate_window_ms as f64,
-            price: args.price,
+            requests_per_minute: f64::from(settings.rpm) * 60_000.0 / tuning.rate_window_ms as f64,
+            price: settings.price,
         },
-        Mode::detect(args.quiet, secs(args.progress_interval)?),
+        Mode::detect(display.quiet, progress_interval),
     );
     let stop = engine::run(store.clone(), api, cfg, cancel).await;
-    display.finish().await;
+    reporter.finish().await;
     signals.abort();
     let stop = stop?;
-    let outcome = report(&store, &stop, &args).await?;
+    let outcome = report(&store, &stop, &settings).await?;
     store.close().await;
     Ok(outcome)
 }
 
-fn secs(s: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| Failure::Usage(format!("{s} is not a usable number of seconds")).into())
+fn secs(name: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Failure::Usage(format!("{name} {s}: expected a number of seconds ≥ 0")).into())
 }
 
 /// First SIGINT/SIGTERM: stop taking work and let in-flight calls record their answers.
@@ -250,7 +275,7 @@ async fn watch_signals(cancel: CancellationToken) {
 }
 
 /// Prints the run's summary and turns the stop into an outcome.
-async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Outcome> {
+async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::Result<Outcome> {
     let counts = store.counts().await?;
     let n = |s: JobState| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
     let total: i64 = counts.iter().map(|(_, c)| c).sum();
@@ -263,7 +288,7 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
     let failures = store.job_pages(Some(JobState::Failed), false).await?.next(20).await?;
     println!(
         "{total} jobs: {done} done, {failed} failed, {waiting} waiting; videos in {}",
-        args.out.display()
+        settings.out.display()
     );
     if cancelled > 0 {
         println!("{cancelled} job(s) cancelled (not counted as failed)");
@@ -277,7 +302,7 @@ async fn report(store: &Store, stop: &Stop, args: &RunArgs) -> anyhow::Result<Ou
     if failed > 20 {
         println!("  … {} more failed; see `wanbatch export --state failed`", failed - 20);
     }
-    let resume = format!("wanbatch run --db {}", args.db.display());
+    let resume = format!("wanbatch run --db {}", settings.db.display());
     match stop {
         Stop::Refused(msg) => {
             eprintln!("stopped: {msg}. No job was marked failed; {waiting} job(s) wait. Fix it and run `{resume}`.")

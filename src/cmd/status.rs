@@ -5,12 +5,11 @@
 //! for it). Every figure comes from SQL aggregates over small indexes (migration 0002), so it
 //! answers in well under a second on a million jobs.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
 use crate::exit::Outcome;
+use crate::settings::Resolved;
 use crate::state::JobState;
 use crate::store::{now_ms, Oldest, Store, Tally};
 
@@ -23,9 +22,8 @@ const JSON_IDS: i64 = 1000;
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// The database file.
-    #[arg(long, default_value = "wanbatch.db", env = "WANBATCH_DB")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub db: super::flags::DbFlag,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -184,15 +182,16 @@ fn span(secs: i64) -> String {
     }
 }
 
-pub async fn run(args: StatusArgs) -> anyhow::Result<Outcome> {
-    let store = Store::open_existing(&args.db).await?;
+pub async fn run(args: StatusArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
+    let db = resolved.db.clone();
+    let store = Store::open_existing(&db).await?;
     let report = Report::gather(&store, now_ms()).await;
     store.close().await;
     let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        print!("{}", report.to_text(&args.db));
+        print!("{}", report.to_text(&db));
     }
     Ok(Outcome::AllDone)
 }

@@ -69,6 +69,8 @@ pub struct EngineConfig {
     pub max_video_bytes: u64,
     /// Poll the status endpoint instead of the result endpoint.
     pub poll_status_endpoint: bool,
+    /// The run stops when the API host has given no answer at all for this long.
+    pub unreachable_after: Duration,
     /// Counters for the progress display.
     pub telemetry: Arc<crate::progress::Telemetry>,
 }

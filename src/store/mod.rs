@@ -19,12 +19,14 @@ mod direct;
 mod import;
 mod jobs;
 mod report;
+mod settings;
 mod staging;
 
 pub use direct::{DirectImport, GiveUp};
 pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use jobs::*;
 pub use report::{Histogram, Totals};
+pub use settings::peek_settings;
 pub use staging::{Batch, Staging};
 
 use std::path::Path;

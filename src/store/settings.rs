@@ -1,0 +1,58 @@
+//! The campaign's stored settings (`settings` table, migration 0005): key → JSON value.
+//!
+//! `peek_settings` reads them without going through `Store::open`, which creates the database
+//! and applies migrations: settings are resolved before anything may be changed.
+
+use std::path::Path;
+
+use super::{now_ms, Store};
+
+/// The stored settings of the database at `path`, read-only (an older database without the
+/// table has none). Never creates or changes the file.
+pub fn peek_settings(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT key, value FROM settings ORDER BY key")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Store {
+    /// Stores these settings (key, JSON), replacing earlier values of the same keys.
+    pub async fn save_settings(&self, pairs: &[(&str, serde_json::Value)]) -> anyhow::Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        for (key, value) in pairs {
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(*key)
+            .bind(value.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored settings, (key, JSON), by key.
+    pub async fn settings(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT key, value FROM settings ORDER BY key")
+            .fetch_all(&self.read)
+            .await?)
+    }
+}
