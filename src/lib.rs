@@ -5,7 +5,8 @@
 //! - `store`: the SQLite database, the only owner of SQL; `state`: the job state machine;
 //! - `api`: the Segmind v2 client and its error classification (429, 401, 406, 422, 404 …);
 //! - `engine`: the dispatcher, the shared rate gate, poll scheduling, the downloader;
-//! - `provenance`: the `ID.json` sidecar beside each video;
+//! - `provenance`: the `ID.json` sidecar beside each video; `figures`: what every display of a
+//!   campaign counts (money, ends), defined once; `progress`: the live display;
 //! - `fake`: the fake Segmind server (API + video host) for demos and tests;
 //! - `cmd`: the command line, one file per subcommand; `exit`: the one place an ending becomes an
 //!   exit code; `logging`: the log set-up;
@@ -20,6 +21,7 @@ pub mod cmd;
 pub mod engine;
 pub mod exit;
 pub mod fake;
+pub mod figures;
 pub mod logging;
 pub mod manifest;
 pub mod progress;

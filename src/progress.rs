@@ -1,7 +1,9 @@
 //! The live progress of `run`: how far, how fast, how much spent, what went wrong, when it ends.
 //!
 //! The engine counts into a [`Telemetry`] (lock-free counters and the last error); a reporter task
-//! reads it and the database's counts once a second and shows them:
+//! reads it and the database's counts once a second and shows them (money as `figures` defines
+//! it, so the display, the summary and `status` agree; API requests as the limiter counts them,
+//! over its own window, against the budget):
 //! - on a terminal, an indicatif bar that redraws in place (log lines are printed above it);
 //! - otherwise (CI, nohup, a pipe), one plain line every `--progress-interval` seconds, with no
 //!   escape codes, so a log file stays readable;
@@ -26,6 +28,10 @@ pub struct Telemetry {
     last_error: Mutex<Option<(std::time::SystemTime, String)>>,
     /// Remaining credits as the API last reported them, as f64 bits (u64::MAX: unknown).
     credits: AtomicU64,
+    /// API requests sent within the rate limiter's last window, as it counts them.
+    window_sent: AtomicU64,
+    /// The run is stopping (Ctrl-C): finishing calls in flight.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Telemetry {
@@ -68,6 +74,24 @@ impl Telemetry {
         let bits = self.credits.load(Ordering::Relaxed);
         (bits != u64::MAX).then(|| f64::from_bits(bits))
     }
+
+    /// The limiter's count of requests in its last window.
+    pub fn set_window_sent(&self, n: u64) {
+        self.window_sent.store(n, Ordering::Relaxed);
+    }
+
+    pub fn window_sent(&self) -> u64 {
+        self.window_sent.load(Ordering::Relaxed)
+    }
+
+    /// The run was asked to stop: the display says so.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
 }
 
 /// How progress is shown.
@@ -98,10 +122,22 @@ impl Mode {
 /// What the display needs to know about the run's configuration.
 #[derive(Clone, Debug)]
 pub struct Budgeting {
-    /// API requests allowed per minute (already converted from the rate window).
-    pub requests_per_minute: f64,
+    /// API requests allowed per `window` (the limiter's own count and window).
+    pub requests: u32,
+    pub window: Duration,
     /// Dollars per video where the API reports no cost.
     pub price: Option<f64>,
+}
+
+/// When the run should end.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Eta {
+    /// Not enough finished in this run to tell.
+    #[default]
+    Estimating,
+    In(Duration),
+    /// Every job has ended.
+    Now,
 }
 
 /// One reading of the run.
@@ -119,21 +155,25 @@ pub struct Snapshot {
     pub at_segmind: i64,
     pub downloading: i64,
     pub videos_per_minute: Option<f64>,
-    pub requests_per_minute: Option<f64>,
-    pub budget_per_minute: f64,
-    /// Reported cost plus `--price` for jobs the API did not price.
-    pub spent: Option<f64>,
+    /// API requests in the limiter's last window, the budget per window, and the window.
+    pub window_sent: u64,
+    pub budget: u32,
+    pub window: Duration,
+    pub money: crate::figures::Money,
     pub credits: Option<f64>,
-    pub eta: Option<Duration>,
+    pub eta: Eta,
     pub last_error: Option<String>,
+    /// Ctrl-C was pressed: calls in flight are finishing.
+    pub stopping: bool,
 }
 
 impl Snapshot {
     /// The plain one-line form (no escape codes).
     pub fn line(&self) -> String {
         let mut s = format!(
-            "progress [{}] {}/{} done, {} failed, {} at Segmind, {} downloading, {} waiting",
+            "progress [{}] {}{}/{} done, {} failed, {} at Segmind, {} downloading, {} waiting",
             clock(self.elapsed),
+            if self.stopping { "stopping: " } else { "" },
             self.done,
             self.total,
             self.failed,
@@ -146,10 +186,8 @@ impl Snapshot {
         }
         s.push_str(" | ");
         s.push_str(&self.rates());
-        if let Some(spend) = self.spend() {
-            s.push_str(" | ");
-            s.push_str(&spend);
-        }
+        s.push_str(" | ");
+        s.push_str(&self.spend());
         s.push_str(" | ETA ");
         s.push_str(&self.eta_text());
         if let Some(e) = &self.last_error {
@@ -160,29 +198,34 @@ impl Snapshot {
     }
 
     fn rates(&self) -> String {
-        let per_min = |v: Option<f64>| v.map_or_else(|| "…".to_string(), |v| format!("{v:.1}"));
+        let videos = self
+            .videos_per_minute
+            .map_or_else(|| "…".to_string(), |v| format!("{v:.1}"));
+        // The limiter's own count over its own window: never more than the budget.
+        let window = if self.window == Duration::from_secs(60) {
+            "the last minute".to_string()
+        } else {
+            format!("the last {:.1} s", self.window.as_secs_f64())
+        };
         format!(
-            "{} videos/min, API {}/{:.0} req/min",
-            per_min(self.videos_per_minute),
-            per_min(self.requests_per_minute),
-            self.budget_per_minute
+            "{videos} videos/min, API {}/{} requests in {window}",
+            self.window_sent, self.budget
         )
     }
 
-    fn spend(&self) -> Option<String> {
-        match (self.spent, self.credits) {
-            (Some(d), Some(c)) => Some(format!("${d:.2} spent, {c} credits left")),
-            (Some(d), None) => Some(format!("${d:.2} spent")),
-            (None, Some(c)) => Some(format!("{c} credits left")),
-            (None, None) => None,
+    fn spend(&self) -> String {
+        match self.credits {
+            Some(c) => format!("{}, {c} credits left", self.money.short()),
+            None => self.money.short(),
         }
     }
 
     fn eta_text(&self) -> String {
-        if self.done + self.failed + self.cancelled >= self.total {
-            return "now".into();
+        match self.eta {
+            Eta::Now => "now".into(),
+            Eta::In(d) => clock(d),
+            Eta::Estimating => "estimating".into(),
         }
-        self.eta.map_or_else(|| "unknown".into(), clock)
     }
 }
 
@@ -192,31 +235,62 @@ fn clock(d: Duration) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// Rates over the last minute from samples of cumulative counts.
+/// The rate of finished jobs over the last minute, from samples of the cumulative count, and
+/// the ETA it gives.
 struct Rates {
-    samples: VecDeque<(Instant, i64, u64)>,
+    samples: VecDeque<(Instant, i64)>,
+    /// Jobs finished before this run's first sample, and when this run first saw one finish.
+    at_start: Option<i64>,
+    first_finish: Option<Instant>,
 }
 
 impl Rates {
     const SPAN: Duration = Duration::from_secs(60);
     /// Below this much history a rate is not shown.
     const MIN: Duration = Duration::from_secs(3);
+    /// Jobs this run must see finish before it guesses when the rest will.
+    const ETA_AFTER: i64 = 3;
 
-    fn add(&mut self, at: Instant, finished: i64, requests: u64) -> (Option<f64>, Option<f64>) {
-        self.samples.push_back((at, finished, requests));
+    fn new() -> Rates {
+        Rates {
+            samples: VecDeque::new(),
+            at_start: None,
+            first_finish: None,
+        }
+    }
+
+    /// Adds a sample (`finished` jobs at `at`) and gives the rate per minute over the last
+    /// minute, and the ETA of `left` jobs.
+    fn add(&mut self, at: Instant, finished: i64, left: i64) -> (Option<f64>, Eta) {
+        let start = *self.at_start.get_or_insert(finished);
+        if finished > start && self.first_finish.is_none() {
+            self.first_finish = Some(at);
+        }
+        self.samples.push_back((at, finished));
         while self.samples.len() > 2 && at.duration_since(self.samples[1].0) >= Self::SPAN {
             self.samples.pop_front();
         }
-        let (t0, f0, r0) = self.samples[0];
+        let (t0, f0) = self.samples[0];
         let span = at.duration_since(t0);
-        if span < Self::MIN {
-            return (None, None);
+        let rate = (span >= Self::MIN).then(|| (finished - f0) as f64 / (span.as_secs_f64() / 60.0));
+        if left <= 0 {
+            return (rate, Eta::Now);
         }
-        let minutes = span.as_secs_f64() / 60.0;
-        (
-            Some((finished - f0) as f64 / minutes),
-            Some(requests.saturating_sub(r0) as f64 / minutes),
-        )
+        // The ETA waits for this run's own evidence: a few jobs finished, measured from the first
+        // of them (the time before it is each job's own duration, not the pace).
+        let eta = match self.first_finish {
+            Some(first) if finished - start >= Self::ETA_AFTER => {
+                let since = at.duration_since(first).as_secs_f64().max(1.0);
+                let pace = (finished - start - 1) as f64 / since;
+                if pace > 0.0 {
+                    Eta::In(Duration::from_secs_f64((left as f64 / pace).min(1e9)))
+                } else {
+                    Eta::Estimating
+                }
+            }
+            _ => Eta::Estimating,
+        };
+        (rate, eta)
     }
 }
 
@@ -232,16 +306,12 @@ async fn read(
     let n = |s: JobState| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
     let now = Instant::now();
     let (done, failed, cancelled) = (n(JobState::Done), n(JobState::Failed), n(JobState::Cancelled));
-    let (videos_per_minute, requests_per_minute) = rates.add(now, done + failed, tele.requests());
     let total: i64 = counts.iter().map(|(_, c)| c).sum();
     let left = total - done - failed - cancelled;
-    let eta = videos_per_minute
-        .filter(|v| *v > 0.0)
-        .map(|v| Duration::from_secs_f64((left as f64 / v * 60.0).min(1e9)));
-    let cost = store.cost_summary().await?;
-    let spent = match budgeting.price {
-        Some(p) => Some(cost.reported + cost.unpriced as f64 * p),
-        None => (cost.reported_jobs > 0).then_some(cost.reported),
+    let (videos_per_minute, eta) = rates.add(now, done + failed + cancelled, left);
+    let money = crate::figures::Money {
+        cost: store.cost_summary().await?,
+        price: budgeting.price,
     };
     Ok(Snapshot {
         elapsed: now.duration_since(started),
@@ -253,9 +323,10 @@ async fn read(
         at_segmind: n(JobState::Submitting) + n(JobState::Unknown) + n(JobState::Running),
         downloading: n(JobState::Downloading),
         videos_per_minute,
-        requests_per_minute,
-        budget_per_minute: budgeting.requests_per_minute,
-        spent,
+        window_sent: tele.window_sent(),
+        budget: budgeting.requests,
+        window: budgeting.window,
+        money,
         credits: tele.credits(),
         eta,
         last_error: tele.last_error().map(|(at, msg)| {
@@ -266,6 +337,7 @@ async fn read(
             // HH:MM:SS of the RFC 3339 stamp is enough on a live display.
             format!("{} {msg}", stamp.get(11..19).unwrap_or(&stamp))
         }),
+        stopping: tele.stopping(),
     })
 }
 
@@ -287,13 +359,11 @@ impl Reporter {
         let token = stop.clone();
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let mut rates = Rates {
-                samples: VecDeque::new(),
-            };
+            let mut rates = Rates::new();
             let bar = (mode == Mode::Bar).then(|| {
                 let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} [{bar:32}] {pos}/{len} {msg}")
+                    ProgressStyle::with_template("{spinner} [{bar:32}] {pos}/{len} ended: {msg}")
                         .expect("template")
                         .progress_chars("=> "),
                 );
@@ -361,7 +431,13 @@ impl Reporter {
 
 fn bar_message(s: &Snapshot) -> String {
     let mut m = format!(
-        "done · {} failed · {} at Segmind · {} downloading · {} waiting · ETA {}\n  {}",
+        "{}{} done · {} failed · {} at Segmind · {} downloading · {} waiting · ETA {}\n  {}",
+        if s.stopping {
+            "STOPPING (finishing calls in flight) · "
+        } else {
+            ""
+        },
+        s.done,
         s.failed,
         s.at_segmind,
         s.downloading,
@@ -369,10 +445,8 @@ fn bar_message(s: &Snapshot) -> String {
         s.eta_text(),
         s.rates()
     );
-    if let Some(spend) = s.spend() {
-        m.push_str(" · ");
-        m.push_str(&spend);
-    }
+    m.push_str(" · ");
+    m.push_str(&s.spend());
     if let Some(e) = &s.last_error {
         m.push_str("\n  last error: ");
         m.push_str(e);
@@ -410,6 +484,19 @@ impl Drop for LogLine {
     }
 }
 
+/// Prints a line for the user on stderr, above the progress bar if one is shown, so that the bar's
+/// next redraw does not cover it.
+pub fn notice(msg: &str) {
+    let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let out = || {
+        let _ = writeln!(std::io::stderr().lock(), "{msg}");
+    };
+    match bar {
+        Some(bar) => bar.suspend(out),
+        None => out(),
+    }
+}
+
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     type Writer = LogLine;
     fn make_writer(&'a self) -> LogLine {
@@ -432,12 +519,22 @@ mod tests {
             at_segmind: 25,
             downloading: 3,
             videos_per_minute: Some(20.0),
-            requests_per_minute: Some(48.5),
-            budget_per_minute: 50.0,
-            spent: Some(12.5),
+            window_sent: 48,
+            budget: 50,
+            window: Duration::from_secs(60),
+            money: crate::figures::Money {
+                cost: crate::store::CostSummary {
+                    reported: 2.0,
+                    reported_jobs: 40,
+                    at_segmind: 25,
+                    ..Default::default()
+                },
+                price: None,
+            },
             credits: None,
-            eta: Some(Duration::from_secs(174)),
+            eta: Eta::In(Duration::from_secs(174)),
             last_error: Some("12:00:01 poll: 502 Bad Gateway".into()),
+            stopping: false,
         }
     }
 
@@ -447,44 +544,63 @@ mod tests {
         assert_eq!(
             line,
             "progress [1:02:03] 40/100 done, 2 failed, 25 at Segmind, 3 downloading, 30 waiting | \
-             20.0 videos/min, API 48.5/50 req/min | $12.50 spent | ETA 0:02:54 | last error: 12:00:01 poll: 502 Bad Gateway"
+             20.0 videos/min, API 48/50 requests in the last minute | $2.00 spent · ~$1.25 at Segmind | \
+             ETA 0:02:54 | last error: 12:00:01 poll: 502 Bad Gateway"
         );
         assert!(!line.contains('\x1b'));
+        let bar = bar_message(&snap());
+        assert!(bar.starts_with("40 done · 2 failed · 25 at Segmind"), "{bar}");
+        let stopping = Snapshot {
+            stopping: true,
+            ..snap()
+        };
+        assert!(stopping.line().starts_with("progress [1:02:03] stopping: 40/100 done"));
+        assert!(bar_message(&stopping).starts_with("STOPPING"));
     }
 
     #[test]
     fn unknown_rates_and_eta_are_said_so() {
         let s = Snapshot {
             videos_per_minute: None,
-            requests_per_minute: None,
-            eta: None,
-            spent: None,
+            eta: Eta::Estimating,
             credits: Some(120.0),
             last_error: None,
+            window: Duration::from_millis(3000),
             ..snap()
         };
         assert!(
             s.line()
-                .contains("… videos/min, API …/50 req/min | 120 credits left | ETA unknown"),
+                .contains("… videos/min, API 48/50 requests in the last 3.0 s | $2.00 spent · ~$1.25 at Segmind, 120 credits left | ETA estimating"),
             "{}",
             s.line()
         );
-        let finished = Snapshot { done: 98, ..s };
-        assert!(finished.line().ends_with("ETA now"), "{}", finished.line());
     }
 
     #[test]
-    fn rates_cover_the_last_minute() {
-        let mut r = Rates {
-            samples: VecDeque::new(),
-        };
+    fn the_eta_waits_for_this_runs_own_finishes() {
+        let mut r = Rates::new();
         let t0 = Instant::now();
-        assert_eq!(r.add(t0, 0, 0), (None, None));
-        assert_eq!(r.add(t0 + Duration::from_secs(30), 10, 25), (Some(20.0), Some(50.0)));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // 10 jobs finished in an earlier run; 30 left.
+        assert_eq!(r.add(at(0), 10, 30).1, Eta::Estimating);
+        // The first finish of this run comes after a whole video's duration: not a pace.
+        assert_eq!(r.add(at(54), 11, 29).1, Eta::Estimating);
+        assert_eq!(r.add(at(56), 12, 28).1, Eta::Estimating);
+        // Three finished, two of them 4 s after the first: 0.5 per second.
+        let (_, eta) = r.add(at(58), 13, 27);
+        assert_eq!(eta, Eta::In(Duration::from_secs(54)));
+        assert_eq!(r.add(at(60), 40, 0).1, Eta::Now);
+    }
+
+    #[test]
+    fn the_video_rate_covers_the_last_minute() {
+        let mut r = Rates::new();
+        let t0 = Instant::now();
+        assert_eq!(r.add(t0, 0, 100).0, None);
+        assert_eq!(r.add(t0 + Duration::from_secs(30), 10, 90).0, Some(20.0));
         // Two minutes in, the first minute's samples no longer count.
-        r.add(t0 + Duration::from_secs(90), 20, 50);
-        let (v, q) = r.add(t0 + Duration::from_secs(150), 50, 100);
-        assert_eq!((v, q), (Some(30.0), Some(50.0)));
+        r.add(t0 + Duration::from_secs(90), 20, 80);
+        assert_eq!(r.add(t0 + Duration::from_secs(150), 50, 50).0, Some(30.0));
     }
 
     #[test]

@@ -48,7 +48,11 @@ async fn cancelled_jobs_are_never_submitted_and_the_run_exits_0() {
 
     let out = env.run(&[], &[]).await;
     assert_eq!(out.status.code(), Some(0), "cancelled is not failed: {}", text(&out));
-    assert!(stdout(&out).contains("2 job(s) cancelled"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("4 jobs: 2 done, 0 failed, 2 cancelled"),
+        "{}",
+        text(&out)
+    );
     let submitted = submits_by_prompt(&env.fake);
     assert_eq!(submitted.len(), 2, "{submitted:?}");
     assert!(!submitted.contains_key("scene number 1") && !submitted.contains_key("scene number 2"));

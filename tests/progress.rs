@@ -38,7 +38,10 @@ async fn off_a_terminal_progress_is_plain_lines_at_the_interval_ending_with_the_
         last.contains("] 8/8 done, 0 failed, 0 at Segmind, 0 downloading, 0 waiting"),
         "{last}"
     );
-    assert!(last.contains("req/min") && last.contains("videos/min"), "{last}");
+    assert!(
+        last.contains("videos/min, API ") && last.contains("/6000 requests in the last minute"),
+        "the limiter's own count against the budget: {last}"
+    );
     assert!(
         last.contains("$0.40 spent"),
         "8 videos at the fake's reported cost: {last}"

@@ -117,6 +117,11 @@ impl ApiClient {
         })
     }
 
+    /// The API's base URL (no key in it), for messages.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", self.key.clone());

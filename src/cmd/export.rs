@@ -57,14 +57,21 @@ pub async fn run(args: ExportArgs, resolved: Resolved) -> anyhow::Result<Outcome
     let store = Store::open_existing(&db).await?;
     let written = write(&store, state, &args).await;
     store.close().await;
-    written?;
+    if written? == 0 {
+        match &args.state {
+            Some(s) => eprintln!("export: no jobs are {s} in {}: nothing exported", db.display()),
+            None => eprintln!("export: no jobs in {}: nothing exported", db.display()),
+        }
+    }
     Ok(Outcome::AllDone)
 }
 
 /// Jobs fetched and written a page at a time.
 const PAGE: i64 = 1000;
 
-async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> anyhow::Result<()> {
+/// Writes the rows; returns how many.
+async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> anyhow::Result<u64> {
+    let mut rows = 0u64;
     let jsonl = matches!(args.format, ExportFormat::Jsonl);
     let mut pages = store.job_pages(state, jsonl).await?;
     let out: Box<dyn Write> = match &args.output {
@@ -94,6 +101,7 @@ async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> any
                     .collect();
                 serde_json::to_writer(&mut out, &v)?;
                 out.write_all(b"\n")?;
+                rows += 1;
             }
         }
     } else {
@@ -108,12 +116,13 @@ async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> any
             for (j, _) in &page {
                 let v = record_json(j);
                 w.write_record(header.iter().map(|c| cell(v.get(*c))))?;
+                rows += 1;
             }
         }
         w.flush()?;
     }
     out.flush()?;
-    Ok(())
+    Ok(rows)
 }
 
 fn cell(v: Option<&Value>) -> String {

@@ -59,6 +59,12 @@ pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome
         None => None,
     };
     let store = Store::open_existing(&db).await?;
+    let total = store.totals().await?.jobs;
+    if total == 0 {
+        store.close().await;
+        println!("report: no jobs in {}: nothing to show (no page written)", db.display());
+        return Ok(Outcome::AllDone);
+    }
     let output = args.output.clone().unwrap_or_else(|| out.join("report.html"));
     let dir = match output.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) => d.to_path_buf(),
@@ -82,6 +88,7 @@ pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome
     w.write_all(page_head(&summary).as_bytes())?;
 
     let (mut after, mut shown, mut restored, mut mismatched) = (0i64, 0u64, 0u64, 0u64);
+    let (mut done_cards, mut videos_found) = (0u64, 0u64);
     let limit = args.limit.unwrap_or(u64::MAX);
     'pages: loop {
         let page = store.jobs_after(after, state, PAGE).await?;
@@ -100,6 +107,10 @@ pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome
                     Restore::VideoMismatch => mismatched += 1,
                     Restore::Present | Restore::NotDone => {}
                 }
+            }
+            if done {
+                done_cards += 1;
+                videos_found += u64::from(video.is_file());
             }
             let files = done.then(|| {
                 let sidecar = sidecar_path(&out_abs, &job.id);
@@ -121,6 +132,19 @@ pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome
         .with_context(|| format!("cannot write {}", output.display()))?;
     store.close().await;
     println!("report: {} ({shown} of {} jobs)", output.display(), summary.totals.jobs);
+    if done_cards > 0 && videos_found == 0 {
+        println!(
+            "report: none of the {done_cards} done jobs' videos is in {}: is that the folder the campaign wrote \
+             to? (--out, or out in wanbatch.toml)",
+            out.display()
+        );
+    } else if videos_found < done_cards {
+        println!(
+            "report: {} of the {done_cards} done jobs' videos are missing from {}",
+            done_cards - videos_found,
+            out.display()
+        );
+    }
     if args.write_sidecars {
         println!("sidecars restored: {restored}; videos that differ from the database (no sidecar): {mismatched}");
     }

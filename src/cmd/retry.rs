@@ -54,6 +54,10 @@ pub async fn run(args: RetryArgs, resolved: Resolved) -> anyhow::Result<Outcome>
         total += n;
     }
     store.close().await;
+    if total == 0 {
+        println!("nothing to retry in {}: no job matched", db.display());
+        return Ok(Outcome::AllDone);
+    }
     println!(
         "{total} job(s) will be submitted again on the next `wanbatch run --db {}`",
         db.display()

@@ -12,10 +12,11 @@ use super::flags::{DbFlag, RunFlags};
 use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
 use crate::engine::{self, download, Budget, EngineConfig, Stop, Timing, UnknownPolicy};
 use crate::exit::{Failure, Left, Outcome};
+use crate::figures::{self, Money};
 use crate::progress::{Budgeting, Mode, Reporter, Telemetry};
 use crate::settings::{Resolved, RunSettings};
 use crate::state::JobState;
-use crate::store::Store;
+use crate::store::{now_ms, Store};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -224,12 +225,13 @@ pub async fn run_with(
         telemetry: telemetry.clone(),
     };
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let signals = tokio::spawn(watch_signals(cancel.clone(), telemetry.clone()));
     let reporter = Reporter::start(
         store.clone(),
         telemetry,
         Budgeting {
-            requests_per_minute: f64::from(settings.rpm) * 60_000.0 / tuning.rate_window_ms as f64,
+            requests: settings.rpm,
+            window: Duration::from_millis(tuning.rate_window_ms),
             price: settings.price,
         },
         Mode::detect(display.quiet, progress_interval),
@@ -250,7 +252,7 @@ fn secs(name: &str, s: f64) -> anyhow::Result<Duration> {
 
 /// First SIGINT/SIGTERM: stop taking work and let in-flight calls record their answers.
 /// Second: exit at once — nothing is lost, the database already holds every fact.
-async fn watch_signals(cancel: CancellationToken) {
+async fn watch_signals(cancel: CancellationToken, telemetry: Arc<Telemetry>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
     for round in 0..2 {
@@ -264,37 +266,50 @@ async fn watch_signals(cancel: CancellationToken) {
             } => {}
         }
         if round == 0 {
-            eprintln!(
-                "stopping: finishing calls in flight (press Ctrl-C again to quit now; nothing is lost either way)"
+            // Above the progress bar, which says so too: its next redraw must not hide it.
+            crate::progress::notice(
+                "stopping: finishing calls in flight (press Ctrl-C again to quit now; nothing is lost either way)",
             );
+            telemetry.set_stopping();
             cancel.cancel();
         }
     }
-    eprintln!("quitting now; run the same command again to resume");
+    crate::progress::notice("quitting now; run the same command again to resume");
     crate::exit::interrupted_now();
 }
 
-/// Prints the run's summary and turns the stop into an outcome.
+/// Prints the run's summary and turns the stop into an outcome. Its figures are those of the
+/// live display and `status` (see `figures`).
 async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::Result<Outcome> {
     let counts = store.counts().await?;
     let n = |s: JobState| counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
     let total: i64 = counts.iter().map(|(_, c)| c).sum();
     let (done, failed, unknown) = (n(JobState::Done), n(JobState::Failed), n(JobState::Unknown));
-    let cancelled = n(JobState::Cancelled);
+    let (pending, downloading, cancelled) = (n(JobState::Pending), n(JobState::Downloading), n(JobState::Cancelled));
     let waiting = total - done - failed - cancelled;
     // Sums in SQL and one page of failures: the summary costs the same at a million jobs.
     let tally = store.tally(i64::MAX).await?;
-    let (resub_unknown, resub_expired) = (tally.resubmits_unknown, tally.resubmits_expired);
+    let money = Money {
+        cost: store.cost_summary().await?,
+        price: settings.price,
+    };
+    let (submitted, oldest) = store.submitted_unfinished().await?;
     let failures = store.job_pages(Some(JobState::Failed), false).await?.next(20).await?;
     println!(
-        "{total} jobs: {done} done, {failed} failed, {waiting} waiting; videos in {}",
+        "{total} jobs: {done} done, {failed} failed{}; videos in {}",
+        if cancelled > 0 {
+            format!(", {cancelled} cancelled")
+        } else {
+            String::new()
+        },
         settings.out.display()
     );
-    if cancelled > 0 {
-        println!("{cancelled} job(s) cancelled (not counted as failed)");
-    }
+    println!("{}", money.long());
+    let (resub_unknown, resub_expired) = (tally.resubmits_unknown, tally.resubmits_expired);
     if resub_unknown + resub_expired > 0 {
-        println!("resubmitted: {resub_unknown} after a lost submit answer (may be billed twice), {resub_expired} after the result expired");
+        println!(
+            "resubmitted: {resub_unknown} after a lost submit answer (may be billed twice), {resub_expired} after the result expired"
+        );
     }
     for (j, _) in &failures {
         println!("  failed {}: {}", j.id, j.error.as_deref().unwrap_or("(no message)"));
@@ -303,18 +318,45 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
         println!("  … {} more failed; see `wanbatch export --state failed`", failed - 20);
     }
     let resume = format!("wanbatch run --db {}", settings.db.display());
+    if waiting > 0 {
+        // What is left, by what it needs: submitted jobs are paid for and must be collected
+        // within the hour their records live; the others can wait.
+        let mut left = Vec::new();
+        if submitted > 0 {
+            let expiry = oldest.map(|t| {
+                let at = t + RECORD_LIFETIME_MS;
+                format!(
+                    ", the first result expires in {} (at {} UTC)",
+                    figures::span((at - now_ms()) / 1000),
+                    crate::clock::rfc3339(at).get(11..16).unwrap_or("?")
+                )
+            });
+            left.push(format!(
+                "{submitted} submitted and billed: collect them within the hour{} by running `{resume}`",
+                expiry.unwrap_or_default()
+            ));
+        }
+        if downloading > 0 {
+            left.push(format!(
+                "{downloading} made, to download (Segmind keeps the files 7 days)"
+            ));
+        }
+        if unknown > 0 {
+            left.push(format!("{unknown} held: their submit answer was lost"));
+        }
+        if pending > 0 {
+            left.push(format!("{pending} not yet submitted (nothing paid)"));
+        }
+        println!("left: {}", left.join("; "));
+    }
     match stop {
         Stop::Refused(msg) => {
             eprintln!("stopped: {msg}. No job was marked failed; {waiting} job(s) wait. Fix it and run `{resume}`.")
         }
         Stop::NoCredits(_) => eprintln!("out of credits: {waiting} jobs waiting; top up and run again (`{resume}`)"),
-        Stop::Budget(msg) => {
-            let spent = tally.cost;
-            eprintln!(
-                "stopped submitting: {msg}. Reported cost so far ${spent:.2}; {done} done, {waiting} job(s) waiting; \
-                 raise the limit and run `{resume}` to go on."
-            );
-        }
+        Stop::Budget(msg) => eprintln!(
+            "stopped submitting: {msg}; {done} done, {waiting} job(s) waiting; raise the limit and run `{resume}` to go on."
+        ),
         Stop::Local(msg) => {
             eprintln!("stopped: {msg}. {waiting} job(s) wait, nothing is lost; fix it and run `{resume}`.")
         }
@@ -331,6 +373,9 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
         held: unknown,
     }))
 }
+
+/// How long Segmind keeps a request's record (and so its result URL) after submission.
+const RECORD_LIFETIME_MS: i64 = 3_600_000;
 
 /// An exclusive lock beside the database: two runs must never work one database at once (they
 /// would both submit the same pending jobs). The OS releases it if the process dies.

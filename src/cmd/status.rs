@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
 use crate::exit::Outcome;
+use crate::figures::Money;
+use crate::settings::Layer;
 use crate::settings::Resolved;
 use crate::state::JobState;
 use crate::store::{now_ms, Oldest, Store, Tally};
@@ -37,15 +39,34 @@ pub struct Report {
     pub oldest: Option<Oldest>,
     /// The first of the jobs that may have been billed twice (all of them are counted in `tally`).
     pub billed_twice_ids: Vec<String>,
+    /// Spend, as every display counts it.
+    pub money: Money,
+    /// The campaign's stored settings, as (key, value shown).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Report {
     pub async fn gather(store: &Store, now: i64) -> anyhow::Result<Report> {
+        let mut stored = Layer::default();
+        for (key, json) in store.settings().await? {
+            if let Ok(v) = serde_json::from_str(&json) {
+                stored.set_json(&key, &v);
+            }
+        }
+        let settings = Layer::KEYS
+            .iter()
+            .filter_map(|k| stored.show(k).map(|v| (k.to_string(), v)))
+            .collect();
         Ok(Report {
             now,
             tally: store.tally(now - ETA_WINDOW_MS).await?,
             oldest: store.oldest_waiting().await?,
             billed_twice_ids: store.maybe_billed_twice(JSON_IDS).await?,
+            money: Money {
+                cost: store.cost_summary().await?,
+                price: stored.price,
+            },
+            settings,
         })
     }
 
@@ -104,6 +125,9 @@ impl Report {
             "maybe_billed_twice_count": t.maybe_billed_twice,
             "cost": t.cost,
             "cost_jobs": t.cost_jobs,
+            "spent": self.money.spent(),
+            "at_segmind_cost": self.money.at_segmind(),
+            "settings": self.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "oldest_waiting": oldest,
             "eta": {
                 "remaining": self.remaining(),
@@ -116,6 +140,12 @@ impl Report {
 
     pub fn to_text(&self, db: &std::path::Path) -> String {
         let t = &self.tally;
+        if self.total() == 0 {
+            return format!(
+                "no jobs in {} yet: `wanbatch import FILE` or `wanbatch run FILE` loads a manifest\n",
+                db.display()
+            );
+        }
         let mut out = format!("{} jobs in {}\n", self.total(), db.display());
         for (state, n) in &t.states {
             out += &format!("  {:<12} {n}\n", state.as_str());
@@ -148,8 +178,11 @@ impl Report {
             }
             out += "\n";
         }
-        if t.cost_jobs > 0 {
-            out += &format!("reported cost: ${:.2} over {} jobs\n", t.cost, t.cost_jobs);
+        out += &self.money.long();
+        out += "\n";
+        if !self.settings.is_empty() {
+            let shown: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out += &format!("settings (as `run` was last given them): {}\n", shown.join(", "));
         }
         if let Some(o) = &self.oldest {
             out += &format!(

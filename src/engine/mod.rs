@@ -21,6 +21,7 @@ mod agenda;
 pub mod download;
 pub mod durable;
 pub mod gate;
+mod reach;
 pub mod schedule;
 pub mod slots;
 pub mod spend;
@@ -97,6 +98,8 @@ struct Shared {
     slots: slots::PollSlots,
     syncer: durable::Syncer,
     spend: Spend,
+    /// Whether the API host answers at all.
+    reach: reach::Reach,
     /// Learned API requests per finished video.
     cost: std::sync::Mutex<f64>,
     cfg: EngineConfig,
@@ -173,6 +176,7 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         dl: download::client(5)?,
         gate: Gate::new(cfg.rpm, cfg.rate_window, cfg.rate_window / 12),
         spend: Spend::new(cfg.budget.clone()),
+        reach: reach::Reach::default(),
         cost: std::sync::Mutex::new(SUBMIT_COST),
         schedule: Schedule::new(store.clone(), cfg.timing.clone()),
         slots: slots::PollSlots::default(),
@@ -207,6 +211,10 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
             }
             while api_tasks.try_join_next().is_some() {}
             while dl_tasks.try_join_next().is_some() {}
+            if let Some((silent, last)) = shared.reach.silent_for(shared.cfg.unreachable_after) {
+                let msg = reach::message(shared.api.base_url(), silent, &last);
+                ctl.stop = ctl.stop.take().or(Some(Stop::Local(msg)));
+            }
             if cancel.is_cancelled() {
                 ctl.stop = ctl.stop.take().or(Some(Stop::Interrupted));
             }
@@ -362,6 +370,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
                 }
             }
             let sleep = Duration::from_millis((wake - now).max(1) as u64);
+            // The display shows the limiter's own count (read here, where the loop rests).
+            shared.tele.set_window_sent(shared.gate.stats().sent_last_window as u64);
             // A task ends just after its report: when the last one ends, the loop must look again
             // at once (the run may be over), not at the next re-check a second later.
             tokio::select! {

@@ -55,7 +55,7 @@ impl Spend {
             .price
             .or_else(|| (c.reported_jobs > 0).then(|| c.reported / c.reported_jobs as f64))
             .unwrap_or(0.0);
-        let committed = c.reported + c.unpriced as f64 * per_video;
+        let committed = c.reported + c.unpriced() as f64 * per_video;
         if committed + per_video > max + 1e-9 {
             return Ok(Some(format!(
                 "the spend limit --max-cost {max:.2} is reached: {committed:.2} spent or committed, \

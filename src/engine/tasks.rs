@@ -197,6 +197,10 @@ fn note<T>(s: &Shared, result: &Result<T, ApiError>) {
         Err(ApiError::NotSent(_)) => {}
         _ => s.gate.on_success(),
     }
+    match result {
+        Err(e @ (ApiError::NotSent(_) | ApiError::Lost(_))) => s.reach.unanswered(e),
+        _ => s.reach.answered(),
+    }
     if let Err(e) = result {
         s.tele.error(e);
     }

@@ -606,24 +606,49 @@ impl Store {
     }
 }
 
-/// What has been spent, for `--max-cost`.
-#[derive(Debug, Clone, Default, FromRow)]
+/// What has been spent and committed, for `--max-cost` and every display of money.
+#[derive(Debug, Clone, Default, PartialEq, FromRow)]
 pub struct CostSummary {
-    /// Sum of `metrics.cost` the API reported.
+    /// Sum of `metrics.cost` the API reported, and over how many jobs.
     pub reported: f64,
     pub reported_jobs: i64,
-    /// Attempts that are (or may be) billed but whose cost is not reported: jobs at Segmind,
-    /// finished ones without a cost, expired and lost-answer attempts.
-    pub unpriced: i64,
+    /// Videos made (completed: billed) whose cost the API did not report.
+    pub unpriced_videos: i64,
+    /// Jobs at Segmind (submitting, running): billed when they complete.
+    pub at_segmind: i64,
+    /// Charges beyond one per job: results bought again after they expired (billed)…
+    pub expired_attempts: i64,
+    /// … and lost-answer submits that may have created a job (an upper bound until reconciled).
+    pub maybe_attempts: i64,
+}
+
+impl CostSummary {
+    /// Attempts that are (or may be) billed but whose cost is not reported.
+    pub fn unpriced(&self) -> i64 {
+        self.unpriced_videos + self.at_segmind + self.expired_attempts + self.maybe_attempts
+    }
 }
 
 impl Store {
     pub async fn cost_summary(&self) -> anyhow::Result<CostSummary> {
         Ok(sqlx::query_as(
             "SELECT COALESCE(SUM(cost), 0.0) AS reported, COUNT(cost) AS reported_jobs,
-                    COALESCE(SUM(CASE WHEN cost IS NULL AND state IN ('submitting', 'running', 'downloading', 'done')
-                                      THEN 1 ELSE 0 END) + SUM(resubmits_expired + resubmits_unknown), 0) AS unpriced
+                    COALESCE(SUM(cost IS NULL AND state IN ('downloading', 'done')), 0) AS unpriced_videos,
+                    COALESCE(SUM(state IN ('submitting', 'running')), 0) AS at_segmind,
+                    COALESCE(SUM(resubmits_expired), 0) AS expired_attempts,
+                    COALESCE(SUM(resubmits_unknown), 0) AS maybe_attempts
              FROM jobs",
+        )
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// Jobs submitted and not yet finished at Segmind, and when the oldest was accepted: their
+    /// request records expire an hour after submission, so they must be collected before then.
+    pub async fn submitted_unfinished(&self) -> anyhow::Result<(i64, Option<i64>)> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), MIN(submitted_at) FROM jobs INDEXED BY jobs_state_seq
+             WHERE state IN ('submitting', 'running')",
         )
         .fetch_one(&self.read)
         .await?)
