@@ -30,10 +30,10 @@ use crate::settings::{self, Resolved};
     about = "Batch runner for Segmind's Wan 2.2 image-to-video API: manifest in, verified MP4s out, nothing lost or paid twice.",
     after_help = "Environment: SEGMIND_API_KEY (required by `run`; never taken on the command line), \
                   SEGMIND_BASE_URL (default https://api.segmind.com), RUST_LOG (log filter, e.g. wanbatch=debug).\n\
-                  Config: ./wanbatch.toml (or --config PATH) may set db, out, rpm, concurrency, price, max_cost, \
-                  min_credits, on_unknown — never the API key. A flag beats its environment variable (WANBATCH_DB, \
-                  WANBATCH_RPM, … shown as [env: …] in each command's --help), which beats the file, which beats \
-                  the built-in default.\n\
+                  Settings: a flag beats its environment variable (WANBATCH_RPM, … shown as [env: …] in each \
+                  command's --help), which beats ./wanbatch.toml (or --config PATH; any setting by its name, e.g. \
+                  rpm = 5 — never the API key), which beats what the campaign was last run with (stored in its \
+                  database), which beats the built-in default.\n\
                   Exit codes: 0 all done · 1 some failed · 2 usage/manifest error · 3 account problem (resumable) · \
                   4 local problem (resumable) · 130 interrupted (resumable)."
 )]
@@ -68,17 +68,29 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Write one self-contained HTML page: a summary, then a card per job with its video.
     Report(report::ReportArgs),
-    /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
-    FakeServer(crate::fake::cli::FakeServerArgs),
-    /// Benchmark the request economy against an SDK-style poller (in-process fakes, time-compressed).
-    Bench(crate::bench::economy::BenchArgs),
-    /// Benchmark the engine's own speed (jobs/s against a zero-latency fake) and its memory
-    /// against the queue's size.
-    BenchEngine(crate::bench::engine::BenchEngineArgs),
-    /// Benchmark import, status and export on large generated manifests (10k to 1M rows).
-    BenchImport(crate::bench::import::BenchImportArgs),
     /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(demo::DemoArgs),
+    /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
+    FakeServer(crate::fake::cli::FakeServerArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Benchmark the request economy against an SDK-style poller (docs/benchmarks.md).
+    #[command(hide = true)]
+    Bench(crate::bench::economy::BenchArgs),
+    /// Benchmark the engine's own speed and its memory against the queue's size (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchEngine(crate::bench::engine::BenchEngineArgs),
+    /// Benchmark import, status and export on large generated manifests (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchImport(crate::bench::import::BenchImportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell. E.g. `wanbatch completions bash > ~/.local/share/bash-completion/completions/wanbatch`,
+    /// `wanbatch completions zsh > ~/.zfunc/_wanbatch`, `wanbatch completions fish > ~/.config/fish/completions/wanbatch.fish`.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The binary's entry point: parse, resolve the settings, set up, run, and turn the end into an
@@ -126,6 +138,7 @@ where
         cli.command,
         Command::FakeServer(_)
             | Command::Demo(_)
+            | Command::Completions(_)
             | Command::Bench(_)
             | Command::BenchEngine(_)
             | Command::BenchImport(_)
@@ -157,6 +170,10 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
             Ok(Outcome::AllDone)
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "wanbatch", &mut std::io::stdout());
+            Ok(Outcome::AllDone)
+        }
         Command::Bench(args) => crate::bench::economy::run(args).await,
         Command::BenchEngine(args) => crate::bench::engine::run(args).await,
         Command::BenchImport(args) => crate::bench::import::run(args).await,
