@@ -1,7 +1,8 @@
 //! The one gate every API request passes. Two layers:
 //!
 //! 1. A `governor` limiter at the configured rate with burst 1: a hard cap, smooth pacing, never
-//!    more than `rpm` requests in any window. (From 2,000 requests a second, which only a
+//!    more than `rpm` requests in any window — a window 1 % longer than the account's (at least
+//!    20 ms), so that arrival jitter cannot put `rpm + 1` requests into one of the server's. (From 2,000 requests a second, which only a
 //!    benchmark asks for, the burst is a millisecond's worth, so a window may hold that many
 //!    more, and waits use the runtime's timer, whose tick is a millisecond: governor's precise
 //!    timer is a thread of its own, two thread wake-ups per wait, and at that rate nearly every
@@ -65,6 +66,14 @@ impl Gate {
     /// `rate` requests per `window` (per minute in normal use).
     pub fn new(rate: u32, window: Duration, default_pause: Duration) -> Gate {
         let rate = rate.max(1);
+        // The server counts arrivals, not our sends: a request that leaves its permit a little
+        // late (a busy runtime, the network) arrives bunched with the next ones. Permits are
+        // spaced over the window plus a margin — 1 %, at least 20 ms, at most a second — so that
+        // no window of the server's ever holds more than `rate` of them.
+        let window = window
+            + (window / 100)
+                .clamp(Duration::from_millis(20), Duration::from_secs(1))
+                .min(window);
         let period = (window / rate).max(Duration::from_nanos(1));
         let per_ms = (Duration::from_millis(1).as_nanos() / period.as_nanos()) as u32;
         let quota = Quota::with_period(period)
