@@ -76,9 +76,9 @@ pub(super) fn known(name: &str) -> Option<Column> {
 }
 
 /// The name `name` stands for, for finding one column written twice: a known column's own
-/// name, or the name as written (trimmed) in lower case.
-pub(super) fn canonical(name: &str) -> std::borrow::Cow<'static, str> {
-    match known(name) {
+/// name, or the name as written (trimmed) in lower case. `col` is `known(name)`.
+pub(super) fn canonical(name: &str, col: Option<Column>) -> std::borrow::Cow<'static, str> {
+    match col {
         Some(Column::Id) => params::ID_COLUMN.into(),
         Some(Column::Param(i)) => FIELDS[i].name.into(),
         _ => name.trim().to_lowercase().into(),
@@ -163,9 +163,12 @@ mod tests {
         assert_eq!(column("Frames_Per_Second"), Ok(param("frames_per_second")));
         assert_eq!(column("\u{a0}ID\t"), Ok(Column::Id));
         assert_eq!(column("Request_ID"), Ok(Column::Ignored));
-        assert_eq!(canonical(" Image"), "image");
-        assert_eq!(canonical("Frames_Per_Second "), "frames_per_second");
-        assert_eq!(canonical(" Colour"), "colour");
+        assert_eq!(canonical(" Image", known(" Image")), "image");
+        assert_eq!(
+            canonical("Frames_Per_Second ", known("Frames_Per_Second ")),
+            "frames_per_second"
+        );
+        assert_eq!(canonical(" Colour", None), "colour");
         // Case and spaces only: other spellings are not the name.
         assert!(column("frames per second").is_err());
     }

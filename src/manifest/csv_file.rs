@@ -12,6 +12,13 @@
 //! an editor shows. Line ends between records are skipped here, before the record is read, so
 //! a record's line is that of its first byte.
 //!
+//! Separator: found from the header line alone ([`sniff_delimiter`]): of `,`, `;` and tab, the
+//! one that splits it into the most known column names, so a European Excel file (`;`, since
+//! `,` is its decimal mark) or a "Text (Tab delimited)" export reads without a setting. In such
+//! a file (separator not `,`) a number cell written `digits,digits` (`7,5`, `81,0`) is read with
+//! its comma as the decimal point; nothing else is rewritten (`1.234,5` stays an error), and in
+//! a comma file a comma is never a decimal point.
+//!
 //! Memory: the read buffer plus one record, which may not pass `MAX_ROW_BYTES` (a hostile or
 //! unclosed-quote row is one error, and the rest of that file is not read).
 
@@ -309,7 +316,8 @@ fn header<R: BufRead>(records: &Records<R>, line: u64, not_utf8: &mut NotUtf8, e
             continue;
         }
         let written = name.trim();
-        if let Some(first) = names.get(&columns::canonical(name)) {
+        let canonical = columns::canonical(name, columns::known(name));
+        if let Some(first) = names.get(&canonical) {
             let also = if first == written {
                 String::new()
             } else {
@@ -323,7 +331,7 @@ fn header<R: BufRead>(records: &Records<R>, line: u64, not_utf8: &mut NotUtf8, e
             ok = false;
             continue;
         }
-        names.insert(columns::canonical(name), params::shorten(written));
+        names.insert(canonical, params::shorten(written));
         match columns::column(name) {
             Ok(c) => columns.push(c),
             Err(e) => {
@@ -364,5 +372,74 @@ fn report_non_utf8<R: BufRead>(
             Column::Unnamed(_) => None,
         };
         errs.push(line, field, not_utf8.message(line, byte, true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record of `doc` with its line, read `cap` bytes at a time.
+    fn records(doc: &[u8], cap: usize) -> Vec<(u64, Vec<String>)> {
+        let mut records = Records::new(std::io::BufReader::with_capacity(cap, doc), b',');
+        let mut out = Vec::new();
+        while let Some(line) = records.next().unwrap() {
+            let cells = (0..records.len())
+                .map(|i| String::from_utf8(records.cell(i).to_vec()).unwrap())
+                .collect();
+            out.push((line, cells));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_counted_alike_however_the_reads_split_the_bytes() {
+        // CRLF, a CRLF inside quotes, a blank CRLF line, a lone CR, LF, a blank LF line, no end.
+        let doc = b"h1,h2\r\na,\"x\r\ny\"\r\n\r\nb,c\rd,e\n\nf,g";
+        let cells = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        let want = vec![
+            (1, cells("h1", "h2")),
+            (2, cells("a", "x\r\ny")),
+            (5, cells("b", "c")),
+            (6, cells("d", "e")),
+            (8, cells("f", "g")),
+        ];
+        // 1 and 2 split every `\r\n` at a read boundary somewhere.
+        for cap in [1, 2, 3, 5, 1 << 16] {
+            assert_eq!(records(doc, cap), want, "reads of {cap} bytes");
+        }
+    }
+
+    #[test]
+    fn a_row_past_the_cap_stops_the_file_at_its_own_line() {
+        let mut doc = b"image,prompt\n\n\"".to_vec();
+        doc.extend(std::iter::repeat_n(b'a', (MAX_ROW_BYTES + 10) as usize));
+        let mut records = Records::new(std::io::BufReader::new(doc.as_slice()), b',');
+        assert_eq!(records.next().unwrap(), Some(1));
+        assert!(matches!(records.next(), Err((3, Stop::TooLong))));
+    }
+
+    #[test]
+    fn the_separator_is_the_one_that_gives_known_names() {
+        assert_eq!(sniff_delimiter(b"image,prompt\r\nx;y,z", b','), b',');
+        assert_eq!(sniff_delimiter(b"\xEF\xBB\xBFid;image;prompt\r\n", b','), b';');
+        assert_eq!(sniff_delimiter(b"\r\n\"image\";\"prompt\";\"a,b\"\n", b','), b';');
+        assert_eq!(sniff_delimiter(b"image\tprompt\n", b','), b'\t');
+        assert_eq!(sniff_delimiter(b"image,prompt\n", b'\t'), b',');
+        // A comma inside a quoted name does not count.
+        assert_eq!(sniff_delimiter(b"\"image,prompt\";x;prompt", b','), b';');
+        // No known name: the preferred one if present, else the most frequent.
+        assert_eq!(sniff_delimiter(b"a;b;c,d", b','), b',');
+        assert_eq!(sniff_delimiter(b"a;b;c", b','), b';');
+        assert_eq!(sniff_delimiter(b"", b'\t'), b'\t');
+    }
+
+    #[test]
+    fn only_digits_comma_digits_is_a_decimal_comma() {
+        assert_eq!(decimal_point(" 7,5 "), "7.5");
+        assert_eq!(decimal_point("81,0"), "81.0");
+        for other in ["1.234,5", "7,", ",5", "a,b", "7,5,1", "7.5"] {
+            assert_eq!(decimal_point(other), other);
+        }
     }
 }

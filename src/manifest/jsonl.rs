@@ -192,12 +192,15 @@ pub(super) fn read(mut reader: impl BufRead, errs: &mut Sink, scratch: &mut Scra
 /// The row's (column, text) cells, the `input` object's included; `None` after pushing the
 /// problems of a row that cannot be read.
 fn cells_of<'a>(obj: &'a [(String, Member)], line: u64, errs: &mut Sink) -> Option<Vec<(Column, Cow<'a, str>)>> {
-    let mut entries: Vec<(&str, &Value)> = Vec::with_capacity(obj.len());
+    // Each key with its value and what it names (looked up once: every key of every row).
+    let mut entries: Vec<(&str, &Value, Option<Column>)> = Vec::with_capacity(obj.len());
     let mut ok = true;
     for (key, member) in obj {
         match member {
-            Member::Value(v) => entries.push((key, v)),
-            Member::Input(Some(Flat(inner))) => entries.extend(inner.iter().map(|(k, v)| (k.as_str(), v))),
+            Member::Value(v) => entries.push((key, v, columns::known(key))),
+            Member::Input(Some(Flat(inner))) => {
+                entries.extend(inner.iter().map(|(k, v)| (k.as_str(), v, columns::known(k))))
+            }
             Member::Input(None) => {
                 errs.push(
                     line,
@@ -209,10 +212,11 @@ fn cells_of<'a>(obj: &'a [(String, Member)], line: u64, errs: &mut Sink) -> Opti
         }
     }
     let mut keys = HashSet::with_capacity(obj.len() + entries.len());
-    let input_keys = obj.iter().filter(|(k, _)| is_input(k)).map(|(k, _)| k.as_str());
-    if let Some(dup) = input_keys
-        .chain(entries.iter().map(|(k, _)| *k))
-        .find(|k| !keys.insert(columns::canonical(k)))
+    let input_keys = obj.iter().filter(|(k, _)| is_input(k)).map(|(k, _)| (k.as_str(), None));
+    let named = entries.iter().map(|(k, _, col)| (*k, *col));
+    if let Some((dup, _)) = input_keys
+        .chain(named)
+        .find(|(k, col)| !keys.insert(columns::canonical(k, *col)))
     {
         errs.push(
             line,
@@ -222,18 +226,16 @@ fn cells_of<'a>(obj: &'a [(String, Member)], line: u64, errs: &mut Sink) -> Opti
         return None;
     }
     let mut cells: Vec<(Column, Cow<str>)> = Vec::with_capacity(entries.len());
-    for (key, value) in entries {
-        let col = match columns::column(key) {
-            Ok(c) => c,
-            Err(e) => {
-                errs.push(line, None, e);
+    for (key, value, col) in entries {
+        let col = match col {
+            Some(Column::Ignored) => continue, // an export's `history` is a list, its counters numbers: not read
+            Some(c) => c,
+            None => {
+                errs.push(line, None, columns::column(key).expect_err("an unknown key"));
                 ok = false;
                 continue;
             }
         };
-        if matches!(col, Column::Ignored) {
-            continue; // an export's `history` is a list, its counters numbers: not read
-        }
         let text = match value {
             Value::Null => Cow::Borrowed(""),
             Value::String(s) => Cow::Borrowed(s.as_str()),
