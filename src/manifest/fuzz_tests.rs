@@ -8,6 +8,7 @@
 use super::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;

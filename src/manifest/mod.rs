@@ -4,6 +4,15 @@
 //! naming the file, the line and the field, with what was expected. The caller imports nothing
 //! from a set of files that has any error.
 //!
+//! Files are read as people save them: LF, CRLF or CR line ends, a UTF-8 BOM, headers in any
+//! case, `;`- or tab-separated CSV from European or "Text" exports, whole numbers written as
+//! `81.0`, Replicate-style `{"input": {…}}` JSONL rows. What cannot be read (another encoding,
+//! a spreadsheet, a local image path) gets an error saying what to do instead.
+//!
+//! Lines are physical lines, as an editor numbers them: the header is line 1, blank lines and
+//! the lines inside a quoted multi-line cell count, and a row's line is the one it starts on.
+//! Error messages and each row's `source` (`file:line`) use the same numbers.
+//!
 //! Ids: an explicit `id` must be unique and safe as a file name. A row without `id` gets
 //! `r<12 hex of sha256(params)>`, with `-2`, `-3`… for the second, third identical row (counted
 //! across the files of one import, in the order given), so re-running a manifest (or one with
@@ -14,22 +23,28 @@
 //! Memory: [`scan_files`] (the import path) holds one row at a time plus about 20 bytes per
 //! distinct row for that counter; [`read_files`] also keeps every id, for small inputs.
 
+mod columns;
+mod csv_file;
+mod encoding;
+mod ids;
+mod jsonl;
 pub mod params;
+mod urls;
 
-use std::borrow::Cow;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::rc::Rc;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use columns::Column;
+pub use columns::EXPORT_COLUMNS;
+pub use ids::check_id;
 pub use params::{Field, Params, FIELDS};
+pub use urls::looks_like_local_path;
 
 /// One validated manifest row.
 #[derive(Clone, Debug)]
@@ -106,21 +121,50 @@ pub const MAX_ROW_BYTES: u64 = 4 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// `.csv`: comma-separated, or `;`/tab when the header line says so.
     Csv,
+    /// `.tsv`: tab-separated, or what the header line says.
+    Tsv,
+    /// `.txt`: JSONL if it starts with `{`, else delimited text (tab unless the header says
+    /// otherwise: Excel's "Text (Tab delimited)" saves `.txt`).
+    Text,
+    /// `.jsonl`, `.ndjson`: one JSON object per line.
     Jsonl,
 }
 
 impl Format {
     pub fn of(path: &Path) -> Option<Format> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        if name.ends_with(".csv") {
-            Some(Format::Csv)
-        } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
-            Some(Format::Jsonl)
-        } else {
-            None
+        match extension(path).as_str() {
+            "csv" => Some(Format::Csv),
+            "tsv" | "tab" => Some(Format::Tsv),
+            "txt" => Some(Format::Text),
+            "jsonl" | "ndjson" => Some(Format::Jsonl),
+            _ => None,
         }
     }
+
+    /// Why a file that is no manifest is not read, and what to do instead.
+    fn refusal(path: &Path) -> String {
+        match extension(path).as_str() {
+            "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" | "numbers" => {
+                "this is a spreadsheet file: export it as CSV (File → Save As → CSV UTF-8)".into()
+            }
+            "json" => "a .json file is not read: manifests are JSON Lines, one object per line; if this file \
+                       is that, name it .jsonl"
+                .into(),
+            _ => "unknown manifest type: the name must end in .csv, .jsonl or .ndjson (or .tsv or .txt for \
+                  tab-separated text)"
+                .into(),
+        }
+    }
+}
+
+/// The file name's ending, in lower case, without the dot.
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// Reads every row of every file, handing valid rows to `on_row` in file order. Returns all
@@ -183,7 +227,7 @@ fn scan_with(
 ) {
     // Identical rows are counted across all files of one import, in order, so two identical
     // rows are two jobs even when they sit in different files.
-    let mut occurrences = Occurrences::default();
+    let mut occurrences = ids::Occurrences::default();
     // Reused for every row: the id and `file:line` of the row being handed over.
     let mut id_buf = String::new();
     let mut source_buf = String::new();
@@ -226,82 +270,57 @@ fn scan_with(
                 None => on_row(&row),
             }
         };
-        match (Format::of(path), File::open(path)) {
-            (None, _) => file_errors.push(
-                0,
-                None,
-                "unknown manifest type: the name must end in .csv, .jsonl or .ndjson".into(),
-            ),
-            (_, Err(e)) => file_errors.push(0, None, format!("cannot open: {e}")),
-            (Some(Format::Csv), Ok(file)) => read_csv(file, &mut file_errors, &mut scratch, &mut handle),
-            (Some(Format::Jsonl), Ok(file)) => read_jsonl(file, &mut file_errors, &mut scratch, &mut handle),
-        }
+        read_file(path, &mut file_errors, &mut scratch, &mut handle);
     }
 }
 
-/// How many times each id stem (the 48 bits of the hash an automatic id shows) was seen so far.
-///
-/// Keyed by the stem rather than the whole hash, so two different rows whose hashes share those
-/// 48 bits (likely once in a few hundred million-row imports) get `rX` and `rX-2` instead of one
-/// id twice. Most stems are seen once: those cost one `u64` in a set; only repeats get a counter.
-#[derive(Default)]
-struct Occurrences {
-    once: std::collections::HashSet<u64, BuildStem>,
-    more: HashMap<u64, u32, BuildStem>,
-}
-
-impl Occurrences {
-    /// Counts one more row with this hash; returns its occurrence number (1 for the first).
-    fn next(&mut self, digest: &[u8]) -> u32 {
-        let mut stem = [0u8; 8];
-        stem[..6].copy_from_slice(&digest[..6]);
-        let stem = u64::from_le_bytes(stem);
-        if self.once.insert(stem) {
-            return 1;
-        }
-        let n = self.more.entry(stem).or_insert(1);
-        *n += 1;
-        *n
+/// Reads one file of any format; its errors go to `errs`, its valid rows to `handle`.
+fn read_file(path: &Path, errs: &mut Sink, scratch: &mut Scratch, handle: &mut Handle<'_>) {
+    let Some(format) = Format::of(path) else {
+        return errs.push(0, None, Format::refusal(path));
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return errs.push(0, None, format!("cannot open: {e}")),
+    };
+    let mut input = BufReader::with_capacity(READ_BUFFER, file);
+    // The first read (up to READ_BUFFER bytes) is enough to tell the encoding, the kind of
+    // `.txt` and the CSV delimiter; nothing more is looked ahead at.
+    let head = match input.fill_buf() {
+        Ok(h) => h,
+        Err(e) => return errs.push(1, None, format!("cannot read: {e}")),
+    };
+    let csv = format != Format::Jsonl;
+    match encoding::sniff(head, encoding::save_as(csv)) {
+        encoding::Start::Utf16(why) => return errs.push(1, None, why),
+        encoding::Start::Utf8 { bom } => input.consume(bom),
+    }
+    let head = input.fill_buf().unwrap_or_default();
+    let first = head.iter().find(|b| !b.is_ascii_whitespace());
+    match format {
+        Format::Csv => csv_file::read(input, b',', errs, scratch, handle),
+        Format::Tsv => csv_file::read(input, b'\t', errs, scratch, handle),
+        Format::Text if first == Some(&b'{') => jsonl::read(input, errs, scratch, handle),
+        Format::Text => csv_file::read(input, b'\t', errs, scratch, handle),
+        Format::Jsonl => jsonl::read(input, errs, scratch, handle),
     }
 }
 
-/// The stems are already uniformly random bits: hash them by taking them as they are.
-#[derive(Default, Clone, Copy)]
-struct BuildStem;
+/// Bytes read from a manifest at a time.
+const READ_BUFFER: usize = 1 << 16;
 
-impl std::hash::BuildHasher for BuildStem {
-    type Hasher = StemHasher;
-    fn build_hasher(&self) -> StemHasher {
-        StemHasher(0)
-    }
-}
-
-struct StemHasher(u64);
-
-impl std::hash::Hasher for StemHasher {
-    fn finish(&self) -> u64 {
-        // Spread the 48 random bits over the whole word (hashbrown reads the top 7 bits too).
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+/// Where valid rows go: `(line, explicit id, canonical JSON, errors)`.
+type Handle<'h> = dyn FnMut(u64, Option<&str>, &str, &mut Sink) + 'h;
 
 /// Where one file's errors go while it is read; counts them so a row knows it had one.
-struct Sink<'s> {
+pub(super) struct Sink<'s> {
     file: String,
     count: u64,
     sink: &'s mut dyn FnMut(ManifestError),
 }
 
 impl Sink<'_> {
-    fn push(&mut self, line: u64, field: Option<&str>, message: String) {
+    pub(super) fn push(&mut self, line: u64, field: Option<&str>, message: String) {
         self.count += 1;
         (self.sink)(ManifestError {
             file: self.file.clone(),
@@ -350,120 +369,9 @@ impl Errors {
     }
 }
 
-/// The columns `wanbatch export` writes besides `id` and the parameters (JSONL adds `history`).
-/// A manifest may carry them, so that an export (say of the failed jobs) can be fed back in as
-/// a manifest: they are accepted and ignored — only these exact names; any other unknown column
-/// is still an error. `id` is kept, so every row maps to the job it came from.
-pub const EXPORT_COLUMNS: &[&str] = &[
-    "state",
-    "request_id",
-    "attempts",
-    "output",
-    "bytes",
-    "sha256",
-    "error",
-    "cost",
-    "submitted_at",
-    "completed_at",
-    "downloaded_at",
-    "resubmits_unknown",
-    "resubmits_expired",
-    "resubmits_failed",
-    "maybe_billed_twice",
-    "source",
-    "history",
-];
-
-/// What a column of the manifest holds.
-#[derive(Clone, Copy)]
-enum Column {
-    Id,
-    /// The parameter `FIELDS[i]`.
-    Param(usize),
-    /// One of an export's own columns: read back, ignored.
-    Ignored,
-}
-
-fn column(name: &str) -> Result<Column, String> {
-    if name == params::ID_COLUMN {
-        return Ok(Column::Id);
-    }
-    if EXPORT_COLUMNS.contains(&name) {
-        return Ok(Column::Ignored);
-    }
-    FIELDS
-        .iter()
-        .position(|f| f.name == name)
-        .map(Column::Param)
-        .ok_or_else(|| {
-            let hint = closest(name)
-                .map(|c| format!(" (did you mean {c:?}?)"))
-                .unwrap_or_default();
-            format!(
-                "unknown column {:?}{hint}; the columns are id and the API's parameter names",
-                params::shorten(name)
-            )
-        })
-}
-
-/// The known column nearest to a misspelt one, if it is close.
-fn closest(name: &str) -> Option<&'static str> {
-    let names = std::iter::once(params::ID_COLUMN).chain(FIELDS.iter().map(|f| f.name));
-    let len = name.chars().count();
-    names
-        // The distance is at least the difference in length: skip the quadratic work for those.
-        .filter(|c| c.len().abs_diff(len) <= 2)
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// Checks an explicit id: it becomes a file name (`OUT/ID.mp4`), so it must not be able to
-/// name anything outside OUT or anything the platform reserves.
-pub fn check_id(id: &str) -> Result<(), String> {
-    const RESERVED: &[&str] = &[
-        "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt1",
-        "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
-    ];
-    let ok_chars = id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if id.is_empty() || id.len() > 100 || !ok_chars {
-        return Err(format!(
-            "{:?} is not a usable id: expected 1 to 100 letters, digits, '-', '_' or '.'",
-            id.chars().take(100).collect::<String>()
-        ));
-    }
-    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) || id.ends_with('.') {
-        return Err(format!(
-            "{id:?} is not a usable id: it must start with a letter or digit and not end with '.'"
-        ));
-    }
-    let stem = id.split('.').next().unwrap_or(id).to_ascii_lowercase();
-    if RESERVED.contains(&stem.as_str()) {
-        return Err(format!("{id:?} is a reserved file name on some systems"));
-    }
-    Ok(())
-}
-
 /// Buffers reused for every row: each cell's JSON value, then the row's canonical JSON.
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     values: Vec<u8>,
     json: Vec<u8>,
 }
@@ -495,6 +403,16 @@ fn build_row<'a>(
                 }
             }
             Column::Ignored => {}
+            Column::Unnamed(n) => {
+                if !cell.trim().is_empty() {
+                    let value = params::shorten(cell.trim());
+                    errs.push(
+                        line,
+                        None,
+                        format!("column {n} has no name in the header but holds {value:?}"),
+                    );
+                }
+            }
             Column::Param(idx) => {
                 let fld = &FIELDS[idx];
                 given[idx] = true;
@@ -543,286 +461,9 @@ fn json_of(scratch: &Scratch) -> &str {
     std::str::from_utf8(&scratch.json).expect("JSON written from str values is UTF-8")
 }
 
-type Handle<'h> = dyn FnMut(u64, Option<&str>, &str, &mut Sink) + 'h;
-
-/// A reader that refuses to go more than `MAX_ROW_BYTES` past the start of the row being read,
-/// so a hostile row (a 10 MB field, a million columns, an unclosed quote) costs bounded memory.
-struct RowCapped<R> {
-    inner: R,
-    read: u64,
-    /// Byte offset where reading must stop; the CSV loop moves it before each record.
-    limit: Rc<Cell<u64>>,
-}
-
-/// The error `RowCapped` returns; recognised to word the manifest error.
-#[derive(Debug)]
-struct RowTooLong;
-
-impl fmt::Display for RowTooLong {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a row is longer than {} MiB", MAX_ROW_BYTES >> 20)
-    }
-}
-
-impl std::error::Error for RowTooLong {}
-
-impl<R: Read> Read for RowCapped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let room = self.limit.get().saturating_sub(self.read);
-        if room == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, RowTooLong));
-        }
-        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-/// The message for a CSV error: a capped row is worded for the user, the rest as the parser says.
-fn csv_problem(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|i| i.is::<RowTooLong>()) => format!(
-            "a row is longer than {} MiB (an unclosed quote?); the rest of the file is not read",
-            MAX_ROW_BYTES >> 20
-        ),
-        _ => format!("unreadable CSV: {e}"),
-    }
-}
-
-/// The CSV parser's own buffer: how far it may read ahead of the record it is parsing.
-const CSV_BUFFER: u64 = 1 << 16;
-
-fn read_csv(file: File, errs: &mut Sink, scratch: &mut Scratch, handle: &mut Handle<'_>) {
-    let limit = Rc::new(Cell::new(MAX_ROW_BYTES + CSV_BUFFER));
-    let capped = RowCapped {
-        inner: file,
-        read: 0,
-        limit: limit.clone(),
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .buffer_capacity(CSV_BUFFER as usize)
-        .from_reader(capped);
-    let headers = match reader.byte_headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            let why = csv_problem(&e);
-            return errs.push(1, None, format!("cannot read the header: {why}"));
-        }
-    };
-    if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
-        return errs.push(
-            1,
-            None,
-            "the file is empty: expected a header row of column names".into(),
-        );
-    }
-    let mut columns = Vec::with_capacity(headers.len().min(FIELDS.len() + 1));
-    let mut names = std::collections::HashSet::new();
-    let mut header_ok = true;
-    for raw in headers.iter() {
-        let name = String::from_utf8_lossy(raw);
-        let name = name.trim_start_matches('\u{feff}').trim();
-        if !names.insert(name.to_string()) {
-            errs.push(1, Some(&params::shorten(name)), "this column appears twice".into());
-            header_ok = false;
-            continue;
-        }
-        match column(name) {
-            Ok(c) => columns.push(c),
-            Err(e) => {
-                errs.push(1, None, e);
-                header_ok = false;
-            }
-        }
-    }
-    if !header_ok {
-        return;
-    }
-    for fld in FIELDS.iter().filter(|f| f.required) {
-        if !columns
-            .iter()
-            .any(|c| matches!(c, Column::Param(p) if FIELDS[*p].name == fld.name))
-        {
-            errs.push(1, None, format!("missing the required column {:?}", fld.name));
-            header_ok = false;
-        }
-    }
-    if !header_ok {
-        return;
-    }
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let line = reader.position().line();
-        limit.set(reader.position().byte() + MAX_ROW_BYTES + CSV_BUFFER);
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let at = e.position().map_or(line, |p| p.line());
-                errs.push(at, None, csv_problem(&e));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    break;
-                }
-                continue;
-            }
-        }
-        let line = record.position().map_or(line, |p| p.line());
-        if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) && columns.len() > 1 {
-            continue; // a blank line
-        }
-        if record.len() != columns.len() {
-            errs.push(
-                line,
-                None,
-                format!(
-                    "has {} fields but the header has {} columns",
-                    record.len(),
-                    columns.len()
-                ),
-            );
-            continue;
-        }
-        let mut utf8_ok = true;
-        for (i, cell) in record.iter().enumerate() {
-            if std::str::from_utf8(cell).is_err() {
-                let name = match columns[i] {
-                    Column::Ignored => continue, // read as empty: not used
-                    Column::Id => "id",
-                    Column::Param(f) => FIELDS[f].name,
-                };
-                errs.push(line, Some(name), "is not valid UTF-8 text".into());
-                utf8_ok = false;
-            }
-        }
-        if !utf8_ok {
-            continue;
-        }
-        let texts = record.iter().map(|cell| std::str::from_utf8(cell).unwrap_or(""));
-        if let Some(id) = build_row(line, columns.iter().copied().zip(texts), errs, scratch) {
-            handle(line, id, json_of(scratch), errs);
-        }
-    }
-}
-
-/// A JSON object's members in the order written, duplicates kept: serde_json's map would keep
-/// only the last of two equal keys, silently dropping a value the user wrote.
-struct Members(Vec<(String, Value)>);
-
-impl<'de> serde::Deserialize<'de> for Members {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object {\"image\": …, \"prompt\": …}")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
-                let mut v = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    v.push(entry);
-                }
-                Ok(Members(v))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-fn read_jsonl(file: File, errs: &mut Sink, scratch: &mut Scratch, handle: &mut Handle<'_>) {
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut buf = Vec::new();
-    let mut line = 0u64;
-    loop {
-        buf.clear();
-        line += 1;
-        let n = match (&mut reader).take(MAX_ROW_BYTES + 1).read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => return errs.push(line, None, format!("cannot read: {e}")),
-        };
-        if n as u64 > MAX_ROW_BYTES && buf.last() != Some(&b'\n') {
-            // Like CSV: a line this long is not a row, and skipping it could mean reading an
-            // endless stream; the file is reported and left.
-            return errs.push(
-                line,
-                None,
-                format!(
-                    "line is longer than {} MiB; the rest of the file is not read",
-                    MAX_ROW_BYTES >> 20
-                ),
-            );
-        }
-        let mut text: &[u8] = &buf;
-        if line == 1 && text.starts_with(b"\xEF\xBB\xBF") {
-            text = &text[3..];
-        }
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let obj = match serde_json::from_slice::<Members>(text) {
-            Ok(Members(members)) => members,
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                errs.push(
-                    line,
-                    None,
-                    "expected a JSON object {\"image\": …, \"prompt\": …}".into(),
-                );
-                continue;
-            }
-            Err(e) => {
-                errs.push(line, None, format!("invalid JSON: {e}"));
-                continue;
-            }
-        };
-        let mut keys = std::collections::HashSet::new();
-        if let Some((dup, _)) = obj.iter().find(|(k, _)| !keys.insert(k.as_str())) {
-            errs.push(line, Some(&params::shorten(dup)), "this key appears twice".into());
-            continue;
-        }
-        let mut cells: Vec<(Column, Cow<str>)> = Vec::with_capacity(obj.len());
-        let mut ok = true;
-        for (key, value) in &obj {
-            let col = match column(key) {
-                Ok(c) => c,
-                Err(e) => {
-                    errs.push(line, None, e);
-                    ok = false;
-                    continue;
-                }
-            };
-            if matches!(col, Column::Ignored) {
-                continue; // an export's `history` is a list, its counters numbers: not read
-            }
-            let text = match value {
-                Value::Null => Cow::Borrowed(""),
-                Value::String(s) => Cow::Borrowed(s.as_str()),
-                Value::Number(n) => Cow::Owned(n.to_string()),
-                Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-                Value::Array(_) | Value::Object(_) => {
-                    errs.push(
-                        line,
-                        Some(key),
-                        "expected a single value, got a JSON list or object".into(),
-                    );
-                    ok = false;
-                    continue;
-                }
-            };
-            cells.push((col, text));
-        }
-        if !ok {
-            continue;
-        }
-        if let Some(id) = build_row(line, cells.iter().map(|(c, t)| (*c, t.as_ref())), errs, scratch) {
-            handle(line, id, json_of(scratch), errs);
-        }
-    }
-}
-
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod saved_files_tests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,9 @@
 //!
 //! "Parse, don't validate": a `Params` can only be built from cells that passed these checks,
 //! and it serialises to the exact JSON body the API gets — integers as integers, numbers as
-//! numbers, booleans as booleans, absent fields left out so the API's defaults apply.
+//! numbers, booleans as booleans, absent fields left out so the API's defaults apply. An
+//! integer written as a spreadsheet writes it (`81.0`) is the integer, so it is the same row,
+//! with the same id, as `81`. URL cells are checked in `urls`.
 
 use serde_json::{Map, Number, Value};
 
@@ -128,16 +130,10 @@ pub fn parse_cell(field: &Field, raw: &str) -> Result<Option<Value>, String> {
     let value = match field.kind {
         Kind::Text => Value::String(raw.to_string()),
         Kind::Url => {
-            check_url(cell).map_err(|why| format!("{why}, got {:?}", shorten(cell)))?;
+            super::urls::check(field, cell)?;
             Value::String(cell.to_string())
         }
-        Kind::Int { min, max } => {
-            let n: i64 = cell.parse().map_err(|_| got())?;
-            if n < min || n > max {
-                return Err(got());
-            }
-            Value::Number(n.into())
-        }
+        Kind::Int { .. } => Value::Number(int_cell(field, cell)?.into()),
         Kind::Number { min, max } => {
             let x: f64 = cell.parse().map_err(|_| got())?;
             if !x.is_finite() || x < min || x > max {
@@ -178,14 +174,11 @@ pub fn write_cell(field: &Field, raw: &str, out: &mut Vec<u8>) -> Result<bool, S
     match field.kind {
         Kind::Text => write_str(out, raw),
         Kind::Url => {
-            check_url(cell).map_err(|why| format!("{why}, got {:?}", shorten(cell)))?;
+            super::urls::check(field, cell)?;
             write_str(out, cell);
         }
-        Kind::Int { min, max } => {
-            let n: i64 = cell.parse().map_err(|_| got())?;
-            if n < min || n > max {
-                return Err(got());
-            }
+        Kind::Int { .. } => {
+            let n = int_cell(field, cell)?;
             serde_json::to_writer(&mut *out, &n).expect("writing to a Vec");
         }
         Kind::Bool => {
@@ -217,18 +210,51 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec");
 }
 
-fn check_url(s: &str) -> Result<(), &'static str> {
-    let url = reqwest::Url::parse(s).map_err(|_| "expected an http(s) URL")?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("expected an http(s) URL");
+/// An integer cell (trimmed, not empty) of an `Int` field, in its range. Spreadsheets and
+/// pandas write whole numbers as `81.0`: any whole value is read (`81.0`, `81.00`, `8.1e1`),
+/// and sent as the integer, so `81` and `81.0` are one row; `81.5` is refused as not whole.
+fn int_cell(field: &Field, cell: &str) -> Result<i64, String> {
+    let Kind::Int { min, max } = field.kind else {
+        unreachable!("int_cell is for Int fields")
+    };
+    let got = || format!("expected {}, got {:?}", field.kind.expected(), shorten(cell));
+    let n = match cell.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => match whole_number(cell) {
+            Some(Ok(n)) => n,
+            Some(Err(NotWhole)) => return Err(format!("{}, which is not a whole number", got())),
+            None => return Err(got()),
+        },
+    };
+    if n < min || n > max {
+        return Err(got());
     }
-    if url.host_str().is_none_or(|h| h.is_empty()) {
-        return Err("expected an http(s) URL with a host");
+    Ok(n)
+}
+
+/// A number that is not whole.
+struct NotWhole;
+
+/// The value of a whole number written with a decimal point or an exponent; `None` if `cell`
+/// is no number, or too large to read exactly (beyond 2^53, where `f64` skips integers).
+fn whole_number(cell: &str) -> Option<Result<i64, NotWhole>> {
+    // `123.000` exactly, whatever its size (a seed may be near 2^63).
+    if let Some((int, zeros)) = cell.split_once('.') {
+        if !zeros.is_empty() && zeros.bytes().all(|b| b == b'0') {
+            if let Ok(n) = int.parse::<i64>() {
+                return Some(Ok(n));
+            }
+        }
     }
-    if s.chars().any(char::is_whitespace) {
-        return Err("expected a URL without spaces");
+    let x: f64 = cell.parse().ok()?;
+    if !x.is_finite() {
+        return None;
     }
-    Ok(())
+    if x.fract() != 0.0 {
+        return Some(Err(NotWhole));
+    }
+    // Whole, and every integer up to 2^53 is exact in an f64.
+    (x.abs() <= (1u64 << 53) as f64).then_some(Ok(x as i64))
 }
 
 /// At most 60 characters of `s`, for error messages.
@@ -326,7 +352,10 @@ mod tests {
     fn out_of_range_and_wrong_kinds_say_what_was_expected() {
         let e = p("num_frames", "120").unwrap_err();
         assert!(e.contains("81 to 100") && e.contains("120"), "{e}");
-        assert!(p("num_frames", "81.5").is_err());
+        assert_eq!(
+            p("num_frames", "81.5").unwrap_err(),
+            "expected a whole number from 81 to 100, got \"81.5\", which is not a whole number"
+        );
         assert!(p("frames_per_second", "4").is_err());
         assert!(p("sample_shift", "0.5").is_err());
         assert!(p("sample_shift", "NaN").is_err());
@@ -334,6 +363,36 @@ mod tests {
         assert!(p("go_fast", "maybe").unwrap_err().contains("true or false"));
         assert!(p("aspect_ratio", "4:3").unwrap_err().contains("16:9, 9:16"));
         assert!(p("seed", "-1").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_decimal_point_are_integers() {
+        for raw in ["81", "81.0", "81.00", " 81.0 ", "8.1e1", "810e-1", "+81.0"] {
+            assert_eq!(p("num_frames", raw).unwrap(), Some(Value::from(81)), "{raw}");
+        }
+        assert_eq!(p("seed", "0.0").unwrap(), Some(Value::from(0)));
+        // Exact beyond f64's integers when written as digits and zeros.
+        assert_eq!(
+            p("seed", "9223372036854775807.000").unwrap(),
+            Some(Value::from(i64::MAX))
+        );
+        assert_eq!(
+            p("seed", "9007199254740993.0").unwrap(),
+            Some(Value::from(9007199254740993i64))
+        );
+        // An exponent past 2^53 cannot be read exactly: refused rather than rounded.
+        assert!(p("seed", "1e20")
+            .unwrap_err()
+            .starts_with("expected a whole number ≥ 0, got \"1e20\""));
+        assert!(p("frames_per_second", "16.5")
+            .unwrap_err()
+            .ends_with("which is not a whole number"));
+        assert!(p("num_frames", "101.0").unwrap_err().contains("81 to 100"));
+        assert!(p("num_frames", "81.0x").is_err());
+        assert!(p("num_frames", "inf").is_err());
+        let mut out = Vec::new();
+        assert!(write_cell(field("num_frames").unwrap(), "81.0", &mut out).unwrap());
+        assert_eq!(out, b"81");
     }
 
     #[test]
@@ -383,6 +442,14 @@ mod tests {
             "9223372036854775807",
             "9223372036854775808",
             "+5",
+            "81.0",
+            "81.00",
+            "8.1e1",
+            "81.5",
+            "1e20",
+            "9223372036854775807.0",
+            "photos/cat.png",
+            "C:\\pics\\a.png",
         ];
         for fld in FIELDS {
             for raw in cells {

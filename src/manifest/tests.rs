@@ -154,7 +154,7 @@ fn hostile_bytes_give_errors_not_panics() {
     let (_, errs) = load(&[write(&dir, "bin.csv", b"image,prompt\n\xff\xfe,\x00\n")]);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].message.contains("UTF-8"));
-    let (_, errs) = load(&[write(&dir, "x.txt", b"whatever")]);
+    let (_, errs) = load(&[write(&dir, "x.pdf", b"whatever")]);
     assert!(errs[0].message.contains(".csv, .jsonl or .ndjson"));
 }
 
