@@ -8,6 +8,7 @@
 mod api;
 mod cdn;
 pub mod cli;
+pub mod video;
 mod respond;
 mod state;
 mod validate;
