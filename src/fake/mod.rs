@@ -8,10 +8,10 @@
 mod api;
 mod cdn;
 pub mod cli;
-pub mod video;
 mod respond;
 mod state;
 mod validate;
+pub mod video;
 
 #[cfg(test)]
 mod tests_api;
