@@ -19,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod fake;
 pub mod manifest;
+pub mod mp4check;
 pub mod progress;
 pub mod provenance;
 pub mod state;
