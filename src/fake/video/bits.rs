@@ -18,33 +18,43 @@ impl BitWriter {
     }
 
     pub(super) fn bit(&mut self, b: bool) {
-        if self.used == 0 {
-            self.bytes.push(0);
-        }
-        if b {
-            let last = self.bytes.len() - 1;
-            self.bytes[last] |= 0x80 >> self.used;
-        }
-        self.used = (self.used + 1) % 8;
+        self.u(1, u32::from(b));
     }
 
     /// `u(n)`: the low `n` bits of `v`, most significant first (n <= 32).
     pub(super) fn u(&mut self, n: u32, v: u32) {
-        for i in (0..n).rev() {
-            self.bit((v >> i) & 1 == 1);
+        let mut left = n;
+        while left > 0 {
+            if self.used == 0 {
+                self.bytes.push(0);
+            }
+            let free = 8 - u32::from(self.used);
+            let take = free.min(left);
+            let bits = (u64::from(v) >> (left - take)) & ((1 << take) - 1);
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= (bits << (free - take)) as u8;
+            self.used = ((u32::from(self.used) + take) % 8) as u8;
+            left -= take;
         }
     }
 
-    /// `ue(v)`: unsigned Exp-Golomb.
+    /// Appends the first `bits` bits of another writer's output.
+    pub(super) fn append(&mut self, data: &[u8], bits: usize) {
+        for (i, &b) in data.iter().enumerate().take(bits.div_ceil(8)) {
+            let n = (bits - i * 8).min(8) as u32;
+            self.u(n, u32::from(b) >> (8 - n));
+        }
+    }
+
+    /// `ue(v)`: unsigned Exp-Golomb: len-1 zeros, then v+1 in len bits.
     pub(super) fn ue(&mut self, v: u32) {
         let x = u64::from(v) + 1;
         let len = 64 - x.leading_zeros();
-        for _ in 1..len {
-            self.bit(false);
+        self.u(len - 1, 0);
+        if len > 32 {
+            self.u(len - 32, (x >> 32) as u32);
         }
-        for i in (0..len).rev() {
-            self.bit((x >> i) & 1 == 1);
-        }
+        self.u(len.min(32), x as u32);
     }
 
     /// `se(v)`: signed Exp-Golomb (positive values map to odd code numbers).
@@ -75,7 +85,6 @@ impl BitWriter {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn bit_len(&self) -> usize {
         if self.used == 0 {
             self.bytes.len() * 8
@@ -136,6 +145,24 @@ mod tests {
             w.se(v);
         }
         assert_eq!(bits_of(w), "1".to_string() + "010" + "011" + "00100" + "00101");
+    }
+
+    #[test]
+    fn wide_fields_and_appends_keep_bit_order() {
+        let mut w = BitWriter::new();
+        w.u(3, 0b101);
+        w.u(32, 0xdead_beef);
+        w.ue(u32::MAX);
+        let mut other = BitWriter::new();
+        other.u(5, 0b10011);
+        other.u(12, 0xabc);
+        let mut joined = BitWriter::new();
+        joined.bit(true);
+        joined.append(&other.bytes, other.bit_len());
+        let expected =
+            "101".to_string() + &format!("{:032b}", 0xdead_beefu32) + &"0".repeat(32) + "1" + &"0".repeat(32);
+        assert_eq!(bits_of(w), expected);
+        assert_eq!(bits_of(joined), "1".to_string() + "10011" + &format!("{:012b}", 0xabc));
     }
 
     #[test]

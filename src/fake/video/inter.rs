@@ -73,20 +73,22 @@ fn median(a: i32, b: i32, c: i32) -> i32 {
     a.max(b).min(a.min(b).max(c))
 }
 
-/// NAL units (one per band) of the P picture with this frame_num.
-pub(super) fn p_picture(scene: &Scene, frame_num: u32) -> Vec<Vec<u8>> {
+/// The macroblock layer of every band's P slice, as (bits, bit length). Every P picture moves
+/// the content the same way, so this is computed once and each picture only adds its header.
+pub(super) struct PSlices(Vec<(Vec<u8>, usize)>);
+
+/// Codes the slice data of each band.
+pub(super) fn p_slices(scene: &Scene) -> PSlices {
     let mut field = MotionField {
         mbw: scene.mbw as i32,
         mbh: scene.mbh as i32,
         halves: vec![[None, None]; (scene.mbw * scene.mbh) as usize],
         slice_start: 0,
     };
-    let mut nals = Vec::with_capacity(scene.bands.len());
+    let mut slices = Vec::with_capacity(scene.bands.len());
     for band in &scene.bands {
-        let first_mb = band.first_row * scene.mbw;
-        field.slice_start = first_mb as i32;
+        field.slice_start = (band.first_row * scene.mbw) as i32;
         let mut w = BitWriter::new();
-        slice_header(&mut w, first_mb, false, frame_num);
         let mut skip_run = 0;
         for y in band.first_row..band.end_row {
             for x in 0..scene.mbw {
@@ -124,6 +126,19 @@ pub(super) fn p_picture(scene: &Scene, frame_num: u32) -> Vec<Vec<u8>> {
         if skip_run > 0 {
             w.ue(skip_run);
         }
+        let bits = w.bit_len();
+        slices.push((w.into_rbsp(), bits));
+    }
+    PSlices(slices)
+}
+
+/// NAL units (one per band) of the P picture with this frame_num.
+pub(super) fn p_picture(scene: &Scene, slices: &PSlices, frame_num: u32) -> Vec<Vec<u8>> {
+    let mut nals = Vec::with_capacity(scene.bands.len());
+    for (band, (data, bits)) in scene.bands.iter().zip(&slices.0) {
+        let mut w = BitWriter::new();
+        slice_header(&mut w, band.first_row * scene.mbw, false, frame_num);
+        w.append(data, *bits);
         w.trailing();
         nals.push(nal_unit(2, 1, &w.into_rbsp()));
     }

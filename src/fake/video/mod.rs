@@ -88,12 +88,13 @@ pub fn render(spec: &VideoSpec) -> Vec<u8> {
     let spec = spec.normalised();
     let geometry = params::Geometry::new(spec.width, spec.height);
     let scene = scene::Scene::new(geometry.mbw, geometry.mbh, spec.seed);
+    let p_slices = inter::p_slices(&scene);
     let mut samples = Vec::with_capacity(spec.frames as usize);
     for n in 0..spec.frames {
         let nals = if n == 0 {
             intra::idr_picture(&scene)
         } else {
-            inter::p_picture(&scene, n)
+            inter::p_picture(&scene, &p_slices, n)
         };
         let mut sample = Vec::with_capacity(nals.iter().map(|n| n.len() + 4).sum());
         for nal in nals {
