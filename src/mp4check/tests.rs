@@ -236,6 +236,31 @@ fn sample_tables_are_checked_against_the_file() {
 }
 
 #[test]
+fn forged_sample_counts_are_answered_at_once() {
+    // Four billion 1-byte samples in one chunk: stsz (constant size), stts and stsc agree.
+    let mut bytes = video(320, 240, 10, 10);
+    let stsz = find(&bytes, b"stsz") + 4;
+    bytes[stsz + 4..stsz + 12].copy_from_slice(&[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
+    let stts = find(&bytes, b"stts") + 4;
+    bytes[stts + 8..stts + 12].copy_from_slice(&u32::MAX.to_be_bytes());
+    let stsc = find(&bytes, b"stsc") + 4;
+    bytes[stsc + 12..stsc + 16].copy_from_slice(&u32::MAX.to_be_bytes());
+    let started = std::time::Instant::now();
+    let err = check_bytes(&bytes).unwrap_err();
+    // The mdat holds exactly as many bytes as fit; the next sample is the first past the end.
+    let mdat_payload = top_level(&bytes)[2].1 as u64 - 8;
+    assert!(
+        matches!(err, Mp4Error::SamplePastEnd { index, count: 0xffff_ffff, .. } if index == mdat_payload + 1),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn structural_limits_are_enforced_as_bytes_arrive() {
     let mut c = Mp4Check::new();
     c.update(&[&(MOOV_CAP as u32 + 9).to_be_bytes()[..], b"moov"].concat());

@@ -26,7 +26,8 @@ mod tests;
 use serde_json::Value;
 
 /// What to render. Out-of-range values are normalised by [`render`]: width and height are
-/// rounded up to even numbers in 16..=4096, frames to 1..=10_000, fps to 1..=240.
+/// rounded up to even numbers in 16..=2048 (wider pictures would need motion vectors beyond
+/// H.264's ±2048-pixel range to wrap around), frames to 1..=10_000, fps to 1..=240.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VideoSpec {
     pub width: u32,
@@ -41,7 +42,7 @@ pub struct VideoSpec {
 
 impl VideoSpec {
     fn normalised(&self) -> VideoSpec {
-        let even = |v: u32| (v.clamp(16, 4096) + 1) & !1;
+        let even = |v: u32| (v.clamp(16, 2048) + 1) & !1;
         VideoSpec {
             width: even(self.width),
             height: even(self.height),
