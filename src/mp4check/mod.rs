@@ -136,9 +136,10 @@ impl Mp4Check {
     /// Feeds the next bytes of the file. After the first error the rest is ignored.
     pub fn update(&mut self, mut chunk: &[u8]) {
         while !chunk.is_empty() && self.error.is_none() {
-            let taken = match self.current.is_some() {
-                true => self.consume_body(chunk),
-                false => self.consume_header(chunk),
+            let taken = if self.current.is_some() {
+                self.consume_body(chunk)
+            } else {
+                self.consume_header(chunk)
             };
             chunk = &chunk[taken..];
         }
