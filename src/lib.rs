@@ -24,6 +24,7 @@ pub mod fake;
 pub mod figures;
 pub mod logging;
 pub mod manifest;
+pub mod mp4check;
 pub mod progress;
 pub mod provenance;
 pub mod settings;

@@ -11,6 +11,7 @@ pub mod cli;
 mod respond;
 mod state;
 mod validate;
+pub mod video;
 
 #[cfg(test)]
 mod tests_api;
