@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::flags::{DbFlag, RunFlags};
 use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
-use crate::engine::{self, download, Budget, EngineConfig, Stop, Timing, UnknownPolicy};
+use crate::engine::{self, recover, Budget, EngineConfig, Stop, Timing};
 use crate::exit::{Failure, Left, Outcome};
 use crate::figures::{self, Money};
 use crate::progress::{Budgeting, Mode, Reporter, Telemetry};
@@ -178,31 +178,22 @@ pub async fn run_with(
     store.save_settings(&settings.to_store.to_json(true)).await?;
 
     // Recover what an earlier run left behind.
-    let interrupted = store.recover_interrupted_submits().await?;
-    if interrupted > 0 {
-        eprintln!("{interrupted} job(s) were being submitted when the last run stopped: Segmind may or may not have created them");
+    let r = recover::recover(&store, &settings.out, settings.on_unknown).await?;
+    if r.interrupted > 0 {
+        eprintln!(
+            "{} job(s) were being submitted when the last run stopped: Segmind may or may not have created them",
+            r.interrupted
+        );
     }
-    if settings.on_unknown == UnknownPolicy::Resubmit {
-        let n = store.resubmit_unknown().await?;
-        if n > 0 {
-            eprintln!("resubmitting {n} job(s) whose submit answer was lost (counted; see `status` for possible double charges)");
-        }
+    if r.resubmitted > 0 {
+        eprintln!(
+            "resubmitting {} job(s) whose submit answer was lost (counted; see `status` for possible double charges)",
+            r.resubmitted
+        );
     }
-    let repoll = store.poll_all_now().await?;
-    if repoll > 0 {
-        tracing::info!(jobs = repoll, "re-polling saved request ids");
+    if r.repolled > 0 {
+        tracing::info!(jobs = r.repolled, "re-polling saved request ids");
     }
-    let keep: std::collections::HashSet<(String, String)> = store
-        .jobs(Some(JobState::Downloading))
-        .await?
-        .into_iter()
-        .filter_map(|j| j.request_id.map(|r| (j.id, r)))
-        .collect();
-    download::clean_stray_parts(&settings.out, |id, rid| {
-        keep.contains(&(id.to_string(), rid.to_string()))
-    })
-    .await
-    .ok();
 
     let telemetry = Arc::new(Telemetry::new());
     let cfg = EngineConfig {

@@ -1,0 +1,122 @@
+//! Fetching a finished job's video (and writing its sidecar), made durable before the job is
+//! recorded done; the downloader itself is `engine::download`.
+
+use std::sync::Arc;
+
+use super::{finish, then};
+use crate::engine::agenda::Next;
+use crate::engine::download::{self, DownloadError};
+use crate::engine::shared::{Event, Shared};
+use crate::state::JobState;
+use crate::store::{now_ms, DownloadWork};
+
+pub async fn download(s: Arc<Shared>, w: DownloadWork) {
+    let r = download_inner(&s, &w).await;
+    finish(&s, w.seq, r).await;
+}
+
+/// How many times, and for how long after COMPLETED, a video host must answer 404/410 before we
+/// believe the video is gone.
+const GONE_TRIES: i64 = 5;
+const GONE_AFTER_MS: i64 = 10 * 60 * 1000;
+/// Consecutive download failures (of other kinds) before the job is failed with the reason.
+const GIVE_UP_TRIES: i64 = 30;
+
+#[tracing::instrument(skip_all, fields(job = %w.id))]
+async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
+    let expected = w.output_size.and_then(|n| u64::try_from(n).ok());
+    let result = download::fetch(
+        &s.dl,
+        &w.output_url,
+        &s.cfg.out_dir,
+        &w.id,
+        &w.request_id,
+        expected,
+        s.cfg.max_video_bytes,
+    )
+    .await;
+    let now = now_ms();
+    match result {
+        Ok(f) => {
+            // The sidecar goes in before the job is recorded done, so every done job has one;
+            // if it cannot be written, stop like any local write problem (the job stays
+            // downloading, and the next run fetches and writes again).
+            let sidecar = match crate::provenance::write_for_download(&s.store, &s.cfg.out_dir, w, &f).await {
+                Ok(written) => written,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot write the provenance sidecar");
+                    let _ = s.events.send(Event::Local(format!("{e:#}")));
+                    return Ok(Next::Nothing);
+                }
+            };
+            // Both files durable (with whatever else finished meanwhile) before the job is done.
+            let files: Vec<_> = std::iter::once(f.path.clone()).chain(sidecar).collect();
+            if let Err(e) = s.syncer.sync(&s.cfg.out_dir, &files).await {
+                let msg = format!("cannot make videos durable in {}: {e}", s.cfg.out_dir.display());
+                tracing::error!("{msg}");
+                let _ = s.events.send(Event::Local(msg));
+                return Ok(Next::Nothing);
+            }
+            let path = f.path.to_string_lossy();
+            s.store
+                .record_downloaded(w.seq, &w.request_id, &path, f.bytes as i64, &f.sha256)
+                .await?;
+            tracing::debug!(bytes = f.bytes, "downloaded");
+            Ok(Next::Nothing)
+        }
+        Err(e @ DownloadError::Local { .. }) => {
+            // Our disk, not the job: stop the run, keep the job waiting for its download.
+            tracing::error!(error = %e, "cannot write videos");
+            s.tele.error(format_args!("cannot write videos: {e}"));
+            let _ = s.events.send(Event::Local(e.to_string()));
+            Ok(Next::Nothing)
+        }
+        Err(DownloadError::Gone(code))
+            if w.errors_in_row + 1 >= GONE_TRIES && now - w.completed_at.unwrap_or(now) >= GONE_AFTER_MS =>
+        {
+            // Only a video missing for a long while counts as gone: the file is kept 7 days, and
+            // a host that briefly answers 404 must not cost a second payment.
+            let why = format!("the video is gone from its host (HTTP {code})");
+            download::remove_part(&s.cfg.out_dir, &w.id, &w.request_id).await;
+            let applied = s
+                .store
+                .record_expired(w.seq, JobState::Downloading, &w.request_id, &why)
+                .await?;
+            if !applied {
+                return Ok(Next::Nothing);
+            }
+            // The job's parameters and poll count are not part of a download's work: read them.
+            Ok(match s.store.pending_after(w.seq - 1, 1).await?.pop() {
+                Some(job) if job.seq == w.seq => Next::Submit(job),
+                _ => Next::Nothing,
+            })
+        }
+        Err(e) if w.errors_in_row + 1 >= GIVE_UP_TRIES && !matches!(e, DownloadError::Gone(_)) => {
+            // A permanent problem (an unusable URL, a file over the limit, a host that keeps
+            // refusing): fail the job with the reason rather than retry for ever. It was paid
+            // for, so it is not resubmitted; `wanbatch retry --ids` does that on request.
+            let why = format!("download failed {GIVE_UP_TRIES} times, last: {e}");
+            download::remove_part(&s.cfg.out_dir, &w.id, &w.request_id).await;
+            s.store.record_download_failed(w.seq, &w.request_id, &why).await?;
+            Ok(Next::Nothing)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "download failed; will retry");
+            s.tele.error(format_args!("download: {e}"));
+            let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+            let applied = s
+                .store
+                .record_retry_later(w.seq, JobState::Downloading, &w.request_id, due, false)
+                .await?;
+            Ok(then(applied, || {
+                Next::Download(
+                    DownloadWork {
+                        errors_in_row: w.errors_in_row + 1,
+                        ..w.clone()
+                    },
+                    due,
+                )
+            }))
+        }
+    }
+}
