@@ -104,15 +104,13 @@ fn parse_request(body: &[u8]) -> Result<Vec<Decoded>, String> {
     if list.is_empty() {
         return Err("data_urls must not be empty".into());
     }
+    let item = |v: &Value| match v.as_str() {
+        Some(s) => decode_data_url(s),
+        None => Err("not a string".to_string()),
+    };
     list.iter()
         .enumerate()
-        .map(|(i, item)| {
-            {
-                let s = item.as_str().ok_or("not a string")?;
-                decode_data_url(s)
-            }
-            .map_err(|e: String| format!("data_urls[{i}]: {e}"))
-        })
+        .map(|(i, v)| item(v).map_err(|e| format!("data_urls[{i}]: {e}")))
         .collect()
 }
 
