@@ -55,6 +55,7 @@ pub(super) async fn log_layer(State(sh): State<Arc<Shared>>, req: Request, next:
 
 /// Forbidden (V2 only), key and rate-limit checks, in that order: Ok(key index), or the
 /// refusal to answer.
+#[allow(clippy::result_large_err)] // a refusal is the answer itself, built once per request
 pub(super) fn gate(sh: &Shared, headers: &HeaderMap, scope: Scope) -> Result<usize, Response> {
     let (key, counts) = {
         let g = sh.lock();

@@ -38,6 +38,7 @@ pub(super) async fn by_id(State(sh): State<Arc<Shared>>, headers: HeaderMap, Pat
 }
 
 /// The key check, then the configured failure mode: Ok(key index) or the answer.
+#[allow(clippy::result_large_err)] // a refusal is the answer itself, built once per request
 fn admit(sh: &Shared, headers: &HeaderMap) -> Result<usize, Response> {
     let key = gate(sh, headers, Scope::Side)?;
     let mode = sh.lock().cfg.history_mode;
@@ -146,7 +147,9 @@ struct Entry<'a> {
 
 /// How many rows a request shows: two for a COMPLETED request picked by `duplicate_rows`.
 fn outputs(cfg: &FakeConfig, job: &Job, phase: &Phase) -> u32 {
-    let picked = cfg.duplicate_rows.is_some_and(|n| n > 0 && job.seq % u64::from(n) == 0);
+    let picked = cfg
+        .duplicate_rows
+        .is_some_and(|n| n > 0 && job.seq.is_multiple_of(u64::from(n)));
     if picked && *phase == Phase::Completed {
         2
     } else {
