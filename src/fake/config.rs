@@ -156,6 +156,7 @@ pub struct FakeConfig {
     pub key_rate_limits: Vec<Option<u32>>,
     /// The sliding window the rate limit counts over.
     pub rate_window: Duration,
+    /// Whether a 429 also carries `Retry-After`.
     pub retry_after: RetryAfterMode,
     /// History and upload calls count in (and are limited by) their key's window.
     pub history_counts_against_rate: bool,
@@ -176,16 +177,24 @@ pub struct FakeConfig {
     /// A new request appears in the history LIST only this long after its creation (by id:
     /// at once). Default 0; the real lag is unknown.
     pub history_lag: Duration,
+    /// What every history call answers: rows, or one of the failures.
     pub history_mode: HistoryMode,
+    /// Where the list's rows sit (`data` …, or a top-level array).
     pub history_envelope: HistoryEnvelope,
+    /// Which fields beside the rows carry page, per_page and total.
     pub history_pagination: HistoryPagination,
+    /// `model_created` or `created_at`.
     pub history_time_field: HistoryTimeField,
+    /// `model_status` or `status`.
     pub history_status_field: HistoryStatusField,
+    /// RFC 3339 with millis (UTC) or epoch milliseconds.
     pub history_time_format: HistoryTimeFormat,
+    /// The by-id answer: the row, `{"data": row}`, or one element per output.
     pub history_by_id: HistoryByIdShape,
     /// Some(n): every n-th request (n-th, 2n-th, … in creation order, all keys) has two
     /// outputs once COMPLETED, so it appears as two identical rows, each with the full cost.
     pub duplicate_rows: Option<u32>,
+    /// `file_urls` or `urls` in the upload answer.
     pub upload_field: UploadField,
     /// Largest accepted upload body (413 beyond).
     pub upload_max_bytes: usize,

@@ -19,7 +19,7 @@ use super::api::{not_found, video_url};
 use super::dates::{day_of, epoch_ms, parse_date, rfc3339_ms};
 use super::gate::{gate, Scope};
 use super::respond::{error_response, json_response, with_fault};
-use super::state::{Inner, Job, Phase, Shared};
+use super::state::{Job, Phase, Shared};
 use super::{FakeConfig, FaultTarget, HistoryByIdShape, HistoryEnvelope, HistoryMode, HistoryPagination};
 use super::{HistoryStatusField, HistoryTimeField, HistoryTimeFormat};
 
@@ -121,7 +121,7 @@ fn by_id_inner(sh: &Shared, headers: &HeaderMap, id: &str) -> Response {
         Ok(key) => key,
         Err(resp) => return resp,
     };
-    let g: std::sync::MutexGuard<'_, Inner> = sh.lock();
+    let g = sh.lock();
     let Some(job) = g.jobs.get(id).filter(|j| j.key == key) else {
         return not_found(id);
     };
