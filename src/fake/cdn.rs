@@ -1,6 +1,7 @@
-//! The fake CDN listener: `GET /videos/{id}.mp4` serves deterministic video bytes
-//! for completed jobs, with optional Range support. It never needs a key and
-//! counts requests that carry one.
+//! The fake CDN listener: `GET /videos/{id}.mp4` serves deterministic video bytes for
+//! completed jobs (with optional Range support, for `file_lifetime` after submit, long after
+//! the v2 record expired), and `GET /assets/{name}` serves uploaded assets. It never needs a
+//! key and counts requests that carry one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use super::{FaultKind, FaultTarget};
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/videos/{file}", get(video))
+        .route("/assets/{file}", get(asset))
         .fallback(|| async { error_response(404, "Not found") })
         .layer(middleware::from_fn_with_state(shared.clone(), key_counter))
         .with_state(shared)
@@ -44,17 +46,48 @@ async fn video(State(sh): State<Arc<Shared>>, Path(file): Path<String>, headers:
     with_fault(fault, async move { serve(&sh, &file, &headers) }).await
 }
 
+/// An uploaded asset, with its content type; not subject to download faults (the real
+/// fetcher of assets is Segmind itself, not the runner).
+async fn asset(State(sh): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    let mut g = sh.lock();
+    g.stats.asset_downloads += 1;
+    let Some(a) = g.assets.get(&file) else {
+        return error_response(404, "Not found");
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, a.mime)
+        .header(header::CONTENT_LENGTH, a.bytes.len())
+        .body(Body::from(a.bytes.clone()))
+        .unwrap_or_else(|_| error_response(500, "response build failed"))
+}
+
+/// Whether the video of job `id` is served at `now`: completed, and younger than
+/// `file_lifetime` (the v2 record's lifetime does not apply: files outlive records).
+fn video_available(sh: &Shared, id: &str, now: Instant) -> bool {
+    let lifetime = sh.lock().cfg.file_lifetime;
+    if sh.phase(id, now, false).0 != Phase::Completed {
+        return false;
+    }
+    let g = sh.lock();
+    let age = g.jobs.get(id).map(|j| j.age(now));
+    age.zip(lifetime).is_none_or(|(age, life)| age < life)
+}
+
 fn serve(sh: &Shared, file: &str, headers: &HeaderMap) -> Response {
     let Some(id) = file.strip_suffix(".mp4") else {
         return error_response(404, "Not found");
     };
-    // Files outlive the request record (7 days for real), so no expiry here.
-    if sh.phase(id, Instant::now(), false).0 != Phase::Completed {
+    if !video_available(sh, id, Instant::now()) {
         return error_response(404, "Not found");
     }
-    let data = video_bytes(id, sh.cfg.video_len);
+    let (video_len, range_support) = {
+        let g = sh.lock();
+        (g.cfg.video_len, g.cfg.range_support)
+    };
+    let data = video_bytes(id, video_len);
     let len = data.len();
-    let range = if sh.cfg.range_support {
+    let range = if range_support {
         headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
@@ -63,7 +96,7 @@ fn serve(sh: &Shared, file: &str, headers: &HeaderMap) -> Response {
         None
     };
     let mut builder = Response::builder().header(header::CONTENT_TYPE, "video/mp4");
-    if sh.cfg.range_support {
+    if range_support {
         builder = builder.header(header::ACCEPT_RANGES, "bytes");
     }
     let resp = match range {

@@ -1,15 +1,26 @@
-//! Fake Segmind v2 API server (`wan-2.2-i2v-fast`) for tests and local runs.
+//! Fake Segmind server (`wan-2.2-i2v-fast`) for tests, demos and rehearsals.
 //!
-//! Two listeners on 127.0.0.1: the API (`POST /v2/{slug}`, `GET /v2/requests/{id}[/status]`,
-//! plus admin routes under `/_fake/`) and a separate "CDN" serving `/videos/{id}.mp4`.
-//! Behaviour follows `shared/API.md`; failure modes are injected with [`Fault`]s.
+//! Two listeners on 127.0.0.1. The API: the v2 queue (`POST /v2/{slug}`,
+//! `GET /v2/requests/{id}[/status]`), the request history
+//! (`GET /inference-request/request-history[/{id}]`), the storage upload (`POST /upload-asset`)
+//! and admin routes under `/_fake/`. The "CDN": `/videos/{id}.mp4` and `/assets/{name}`.
+//! Behaviour follows `shared/API.md`; every behaviour the real service might show is a
+//! [`FakeConfig`] switch (most also settable at run time), and failures are injected with
+//! [`Fault`]s. Each key is an account: its own rate window, its own history.
 //! This module depends on nothing else in the crate.
 
 mod api;
 mod cdn;
 pub mod cli;
+mod config;
+mod dates;
+mod fault;
+mod gate;
+mod history;
 mod respond;
 mod state;
+mod stats;
+mod upload;
 mod validate;
 pub mod video;
 
@@ -17,6 +28,12 @@ pub mod video;
 mod tests_api;
 #[cfg(test)]
 mod tests_cdn;
+#[cfg(test)]
+mod tests_history;
+#[cfg(test)]
+mod tests_keys;
+#[cfg(test)]
+mod tests_upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,151 +42,38 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use cdn::video_bytes;
-pub use respond::rfc3339_millis;
-pub use state::JobTimeline;
+pub use config::*;
+pub use dates::rfc3339_millis;
+pub use fault::{Fault, FaultKind, FaultTarget};
+pub use stats::{FakeStats, JobTimeline, RequestLog, SubmitRecord};
 
-/// The one model slug the fake knows.
+/// The one model slug the fake accepts submits for.
 pub const MODEL_SLUG: &str = "wan-2.2-i2v-fast";
 
-/// Whether a 429 also carries a `Retry-After` header, and in which form.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum RetryAfterMode {
-    /// Only `x-rate-limit-reset-at-utc` (like the real API, as far as known).
-    #[default]
-    None,
-    /// `Retry-After: <whole seconds, rounded up>`.
-    Seconds,
-    /// `Retry-After: <HTTP date>`.
-    HttpDate,
-}
-
-/// Configuration of a [`FakeServer`].
+/// A request put into the fake's books as if another client had submitted it: billed, in the
+/// ledger (`planted: true`), in its key's history, pollable like any job.
 #[derive(Clone, Debug)]
-pub struct FakeConfig {
-    /// The one valid key.
-    pub api_key: String,
-    /// Time QUEUED after submit.
-    pub queue: Duration,
-    /// Then PROCESSING for this long.
-    pub run: Duration,
-    /// ± fraction applied per job to queue+run (0.0 = exact).
-    pub jitter: f64,
-    /// Request record lifetime after submit (real: 1 h).
-    pub result_lifetime: Duration,
-    /// Max admitted API requests per `rate_window` (all API endpoints together); None = unlimited.
-    pub rate_limit: Option<u32>,
-    pub rate_window: Duration,
-    pub retry_after: RetryAfterMode,
-    /// Number of submits accepted before answering 406; None = unlimited.
-    pub credits: Option<u64>,
-    /// Reported in `metrics.cost`.
-    pub cost_per_video: f64,
-    /// Bytes of each generated video.
-    pub video_len: usize,
-    /// Answer 403 to every API request (model not allowed).
-    pub forbidden: bool,
-    /// CDN honours Range requests.
-    pub range_support: bool,
+pub struct Plant {
+    /// The account (0 = `api_key`, i = `extra_keys[i-1]`).
+    pub key_index: usize,
+    /// Its `model_name`; bodies are checked against the parameter table only for [`MODEL_SLUG`].
+    pub model: String,
+    /// The body as sent (a non-object counts as `{}`).
+    pub body: serde_json::Value,
+    /// How long ago it was created: its phase, record expiry and history dates follow.
+    pub age: Duration,
 }
 
-impl Default for FakeConfig {
-    fn default() -> Self {
-        FakeConfig {
-            api_key: "fake-key".to_string(),
-            queue: Duration::from_millis(200),
-            run: Duration::from_millis(800),
-            jitter: 0.0,
-            result_lifetime: Duration::from_secs(3600),
-            rate_limit: None,
-            rate_window: Duration::from_secs(60),
-            retry_after: RetryAfterMode::None,
-            credits: None,
-            cost_per_video: 0.05,
-            video_len: 64 * 1024,
-            forbidden: false,
-            range_support: true,
+impl Plant {
+    /// A request of key 0 to [`MODEL_SLUG`], created now.
+    pub fn new(body: serde_json::Value) -> Plant {
+        Plant {
+            key_index: 0,
+            model: MODEL_SLUG.to_string(),
+            body,
+            age: Duration::ZERO,
         }
     }
-}
-
-/// Snapshot of what the fake has seen.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct FakeStats {
-    /// Every submit the fake accepted (created a job, billable).
-    pub submits: Vec<SubmitRecord>,
-    pub status_polls: u64,
-    pub result_polls: u64,
-    /// CDN GETs of `/videos/...`.
-    pub downloads: u64,
-    /// CDN requests that carried `x-api-key` or `Authorization` (must stay 0).
-    pub cdn_requests_with_key: u64,
-    /// 429s answered.
-    pub rate_limited: u64,
-    /// Every API request (not CDN, not admin), in arrival order.
-    pub api_requests: Vec<RequestLog>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SubmitRecord {
-    pub request_id: String,
-    pub body: serde_json::Value,
-    /// Milliseconds since server start.
-    pub at_ms: u64,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RequestLog {
-    /// Arrival, milliseconds since server start.
-    pub at_ms: u64,
-    pub method: String,
-    pub path: String,
-    /// Status of the answer (the header status for dropped bodies; 0 if the client went away).
-    pub status: u16,
-    /// The request carried an `x-api-key` header.
-    pub had_key: bool,
-}
-
-/// An injected failure, applied to the next `count` requests matching `target`.
-///
-/// JSON form (admin route): `{"target":"Submit","kind":{"Status":502},"count":1}`,
-/// `{"target":"Download","kind":"Drop","count":2}`.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
-pub struct Fault {
-    pub target: FaultTarget,
-    pub kind: FaultKind,
-    pub count: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub enum FaultTarget {
-    Submit,
-    Status,
-    Result,
-    Download,
-    /// Matches Submit, Status and Result.
-    AnyApi,
-}
-
-impl FaultTarget {
-    fn matches(self, actual: FaultTarget) -> bool {
-        self == actual || (self == FaultTarget::AnyApi && actual != FaultTarget::Download)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub enum FaultKind {
-    /// Answer this status with a small JSON error body; on Submit no job is created.
-    Status(u16),
-    /// Process normally (on Submit: the job is created), but answer this status instead of 200.
-    AcceptThenStatus(u16),
-    /// Send headers, then abort the body; nothing is processed (no job on Submit).
-    Drop,
-    /// Process normally (on Submit: the job is created), then break the connection mid-body.
-    AcceptThenDrop,
-    /// Answer normally after this many ms.
-    Delay(u64),
-    /// Send the full Content-Length but abort after this many bytes (at most length-1).
-    Truncate(u64),
 }
 
 /// A running fake: API and CDN listeners. Stops on [`FakeServer::shutdown`] or on drop.
@@ -214,11 +118,12 @@ impl FakeServer {
     }
 
     /// e.g. `http://127.0.0.1:41234` (no trailing slash): the value for SEGMIND_BASE_URL.
+    /// History and upload live on this listener too.
     pub fn api_url(&self) -> String {
         self.shared.api_url.clone()
     }
 
-    /// Base of the separate video listener, e.g. `http://127.0.0.1:41235`.
+    /// Base of the separate video/asset listener, e.g. `http://127.0.0.1:41235`.
     pub fn cdn_url(&self) -> String {
         self.shared.cdn_url.clone()
     }
@@ -236,21 +141,108 @@ impl FakeServer {
         self.shared.lock().faults.clear();
     }
 
+    /// Changes the live configuration. Takes effect from the next request; existing jobs keep
+    /// their durations and cost. `credits` here is ignored: use [`FakeServer::set_credits`].
+    pub fn update_config(&self, f: impl FnOnce(&mut FakeConfig)) {
+        f(&mut self.shared.lock().cfg);
+    }
+
+    /// A copy of the live configuration.
+    pub fn config(&self) -> FakeConfig {
+        self.shared.lock().cfg.clone()
+    }
+
     pub fn set_credits(&self, credits: Option<u64>) {
         self.shared.lock().credits = credits;
     }
 
+    /// The limit of every key (clears per-key overrides).
     pub fn set_rate_limit(&self, limit: Option<u32>) {
-        self.shared.lock().rate_limit = limit;
+        self.update_config(|c| {
+            c.rate_limit = limit;
+            c.key_rate_limits.clear();
+        });
     }
 
-    /// Every job's timeline: submitted, ended, and first reported ended to a client.
+    /// The limit of key `index` alone.
+    pub fn set_key_rate_limit(&self, index: usize, limit: Option<u32>) {
+        self.update_config(|c| {
+            let default = c.rate_limit;
+            if c.key_rate_limits.len() <= index {
+                c.key_rate_limits.resize(index + 1, default);
+            }
+            c.key_rate_limits[index] = limit;
+        });
+    }
+
+    pub fn set_forbidden(&self, forbidden: bool) {
+        self.update_config(|c| c.forbidden = forbidden);
+    }
+
+    pub fn set_result_pending(&self, mode: ResultPending) {
+        self.update_config(|c| c.result_pending = mode);
+    }
+
+    pub fn set_failed_status(&self, status: u16) {
+        self.update_config(|c| c.failed_status = status);
+    }
+
+    pub fn set_history_mode(&self, mode: HistoryMode) {
+        self.update_config(|c| c.history_mode = mode);
+    }
+
+    pub fn set_history_lag(&self, lag: Duration) {
+        self.update_config(|c| c.history_lag = lag);
+    }
+
+    pub fn set_duplicate_rows(&self, every: Option<u32>) {
+        self.update_config(|c| c.duplicate_rows = every);
+    }
+
+    pub fn set_file_lifetime(&self, lifetime: Option<Duration>) {
+        self.update_config(|c| c.file_lifetime = lifetime);
+    }
+
+    pub fn set_upload_field(&self, field: UploadField) {
+        self.update_config(|c| c.upload_field = field);
+    }
+
+    /// Every job's timeline: submitted, processing, ended, and first reported ended.
     pub fn timelines(&self) -> Vec<JobTimeline> {
         self.shared.timelines()
     }
 
-    pub fn set_forbidden(&self, forbidden: bool) {
-        self.shared.lock().forbidden = forbidden;
+    /// Creates a request of key 0 "submitted by someone else" now; answers its request_id.
+    pub fn plant_request(&self, body: serde_json::Value) -> String {
+        self.plant(Plant::new(body))
+    }
+
+    /// Creates a request as described (billed even when credits are exhausted).
+    pub fn plant(&self, plant: Plant) -> String {
+        let sh = &self.shared;
+        let mut g = sh.lock();
+        let map = match plant.body {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let error = api::job_error(sh, &g, &plant.model, &map);
+        let new = state::NewJob {
+            key: plant.key_index,
+            model: plant.model,
+            body: serde_json::Value::Object(map),
+            error,
+            now: std::time::Instant::now(),
+            backdate: plant.age,
+            planted: true,
+        };
+        sh.create_job(&mut g, new)
+    }
+
+    /// An uploaded asset by its URL (or file name): content type and bytes.
+    pub fn asset(&self, url: &str) -> Option<(String, Vec<u8>)> {
+        let name = url.rsplit('/').next().unwrap_or(url);
+        let g = self.shared.lock();
+        g.assets.get(name).map(|a| (a.mime.to_string(), a.bytes.to_vec()))
     }
 
     /// Stops both listeners (graceful, bounded to 2 s, then aborted).

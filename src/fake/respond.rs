@@ -1,9 +1,8 @@
 //! Response helpers shared by the API and CDN handlers: JSON answers, fault
-//! application (statuses, delays, bodies that break mid-stream) and the RFC 3339
-//! formatter used by the rate-limit header.
+//! application (statuses, delays, bodies that break mid-stream).
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -92,27 +91,9 @@ pub(super) async fn cut(resp: Response, keep: Option<usize>) -> Response {
     Response::from_parts(parts, Body::from_stream(first.chain(fail)))
 }
 
-/// Formats a wall-clock time as RFC 3339 UTC with milliseconds, e.g.
-/// `2026-11-22T01:20:00.123Z` (times before 1970 are clamped to the epoch).
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    crate::clock::rfc3339(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_000 + 123); // leap day 2000
-        assert_eq!(rfc3339_millis(t), "2000-02-29T00:00:00.123Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_305_600_007);
-        assert_eq!(rfc3339_millis(t), "2026-11-22T00:00:00.007Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_704_067_199);
-        assert_eq!(rfc3339_millis(t), "2023-12-31T23:59:59.000Z");
-    }
 
     #[tokio::test]
     async fn cut_announces_full_length_and_errors() {

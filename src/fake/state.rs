@@ -1,18 +1,25 @@
-//! Shared state of the fake: jobs and their timelines, counters, credits, the
-//! sliding rate-limit window and the fault queue. One `std::sync::Mutex`, never
-//! held across an `.await`.
+//! Shared state of the fake: the live configuration, jobs and their timelines, stored assets,
+//! counters, credits, the per-key sliding rate-limit windows and the fault queue. One
+//! `std::sync::Mutex`, never held across an `.await`. Jobs are never removed: the v2 record
+//! "expires" by age only, so history by id keeps finding them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{FakeConfig, FakeStats, Fault, FaultKind, FaultTarget, SubmitRecord};
+use serde_json::Value;
+
+use super::dates::epoch_ms;
+use super::upload::Asset;
+use super::{FakeConfig, FakeStats, Fault, FaultKind, FaultTarget, JobTimeline, SubmitRecord};
 
 /// Reported as remaining credits when credits are unlimited.
 pub(super) const UNLIMITED_CREDITS: u64 = 1_000_000;
 
+/// Frames of the model's default video; `run_by_frames` scales `run` relative to it.
+const BASE_FRAMES: f64 = 81.0;
+
 pub(super) struct Shared {
-    pub cfg: FakeConfig,
     pub started: Instant,
     pub started_sys: SystemTime,
     pub api_url: String,
@@ -21,24 +28,50 @@ pub(super) struct Shared {
 }
 
 pub(super) struct Inner {
+    /// The live configuration (setters change it at run time).
+    pub cfg: FakeConfig,
     pub jobs: HashMap<String, Job>,
+    /// Uploaded assets by file name (`{uuid}.{ext}`).
+    pub assets: HashMap<String, Asset>,
     pub stats: FakeStats,
     pub faults: VecDeque<Fault>,
     pub credits: Option<u64>,
-    pub rate_limit: Option<u32>,
-    pub forbidden: bool,
-    /// Arrival instants of admitted API requests, oldest first.
-    window: VecDeque<Instant>,
+    /// Arrival instants of admitted API requests per key index, oldest first.
+    windows: HashMap<usize, VecDeque<Instant>>,
+    /// Jobs created so far (a job's `seq` is its 1-based rank).
+    seq: u64,
 }
 
 pub(super) struct Job {
+    /// The account (key index) that created it.
+    pub key: usize,
+    /// 1-based creation rank over all keys.
+    pub seq: u64,
+    pub model: String,
+    /// The body as sent.
+    pub body: Value,
+    /// `cost_per_video` when it was created.
+    pub cost: f64,
     pub submitted: Instant,
+    /// Added to the real age (planted requests dated in the past).
+    pub backdate: Duration,
     pub queue: Duration,
     pub run: Duration,
     /// Set when the job will end FAILED.
     pub error: Option<String>,
-    /// When an API answer first told a client the job had ended (COMPLETED or FAILED).
+    /// When a v2 answer first told a client the job had ended (COMPLETED or FAILED).
     pub seen_done: Option<Instant>,
+}
+
+/// What creates a job: an HTTP submit or a planted request.
+pub(super) struct NewJob {
+    pub key: usize,
+    pub model: String,
+    pub body: Value,
+    pub error: Option<String>,
+    pub now: Instant,
+    pub backdate: Duration,
+    pub planted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,19 +96,41 @@ impl Phase {
     }
 }
 
+impl Job {
+    /// Age of the job at `now`.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.submitted) + self.backdate
+    }
+
+    /// Where the job stands at `now`, regardless of record expiry (never NotFound).
+    pub fn phase_at(&self, now: Instant) -> Phase {
+        let age = self.age(now);
+        if age < self.queue {
+            Phase::Queued
+        } else if age < self.queue + self.run {
+            Phase::Processing
+        } else {
+            match &self.error {
+                Some(e) => Phase::Failed(e.clone()),
+                None => Phase::Completed,
+            }
+        }
+    }
+}
+
 impl Shared {
     pub fn new(cfg: FakeConfig, api_url: String, cdn_url: String) -> Self {
         let inner = Inner {
+            credits: cfg.credits,
+            cfg,
             jobs: HashMap::new(),
+            assets: HashMap::new(),
             stats: FakeStats::default(),
             faults: VecDeque::new(),
-            credits: cfg.credits,
-            rate_limit: cfg.rate_limit,
-            forbidden: cfg.forbidden,
-            window: VecDeque::new(),
+            windows: HashMap::new(),
+            seq: 0,
         };
         Shared {
-            cfg,
             started: Instant::now(),
             started_sys: SystemTime::now(),
             api_url,
@@ -95,6 +150,11 @@ impl Shared {
     /// Wall-clock time of a monotonic instant.
     pub fn system_time(&self, t: Instant) -> SystemTime {
         self.started_sys + t.saturating_duration_since(self.started)
+    }
+
+    /// Wall-clock creation time of a job, in ms since the Unix epoch.
+    pub fn created_ms(&self, job: &Job) -> i64 {
+        epoch_ms(self.system_time(job.submitted)) - job.backdate.as_millis() as i64
     }
 
     pub fn push_fault(&self, fault: Fault) {
@@ -120,38 +180,53 @@ impl Shared {
         self.lock().credits.unwrap_or(UNLIMITED_CREDITS)
     }
 
-    /// Admits one API request into the sliding window, or answers the instant at
+    /// Admits one request of key `key` into its sliding window, or answers the instant at
     /// which the oldest admitted request leaves it (and counts the 429).
-    pub fn rate_admit(&self, now: Instant) -> Result<(), Instant> {
-        let window = self.cfg.rate_window;
+    pub fn rate_admit(&self, key: usize, now: Instant) -> Result<(), Instant> {
         let mut g = self.lock();
-        while let Some(&front) = g.window.front() {
-            if now.saturating_duration_since(front) >= window {
-                g.window.pop_front();
-            } else {
-                break;
-            }
+        let window = g.cfg.rate_window;
+        let limit = g.cfg.limit_of(key);
+        let g = &mut *g;
+        let queue = g.windows.entry(key).or_default();
+        while queue
+            .front()
+            .is_some_and(|&front| now.saturating_duration_since(front) >= window)
+        {
+            queue.pop_front();
         }
-        if let Some(limit) = g.rate_limit {
-            if g.window.len() >= limit as usize {
+        if let Some(limit) = limit {
+            if queue.len() >= limit as usize {
                 g.stats.rate_limited += 1;
-                let reset = g.window.front().map_or(now, |&f| f) + window;
-                return Err(reset);
+                return Err(queue.front().map_or(now, |&f| f) + window);
             }
         }
-        g.window.push_back(now);
+        queue.push_back(now);
         Ok(())
     }
 
-    /// Creates a job (credits must have been checked by the caller under the same lock).
-    pub fn create_job(&self, g: &mut Inner, body: serde_json::Value, error: Option<String>, now: Instant) -> String {
+    /// Creates a job and bills it (credits must have been checked by the caller under the
+    /// same lock).
+    pub fn create_job(&self, g: &mut Inner, new: NewJob) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let factor = jitter_factor(&id, self.cfg.jitter);
+        let factor = jitter_factor(&id, g.cfg.jitter);
+        let mut run = g.cfg.run;
+        if g.cfg.run_by_frames {
+            if let Some(frames) = new.body.get("num_frames").and_then(Value::as_u64) {
+                run = run.mul_f64(frames as f64 / BASE_FRAMES);
+            }
+        }
+        g.seq += 1;
         let job = Job {
-            submitted: now,
-            queue: self.cfg.queue.mul_f64(factor),
-            run: self.cfg.run.mul_f64(factor),
-            error,
+            key: new.key,
+            seq: g.seq,
+            model: new.model,
+            body: new.body.clone(),
+            cost: g.cfg.cost_per_video,
+            submitted: new.now,
+            backdate: new.backdate,
+            queue: g.cfg.queue.mul_f64(factor),
+            run: run.mul_f64(factor),
+            error: new.error,
             seen_done: None,
         };
         g.jobs.insert(id.clone(), job);
@@ -160,37 +235,53 @@ impl Shared {
         }
         g.stats.submits.push(SubmitRecord {
             request_id: id.clone(),
-            body,
-            at_ms: self.ms_since_start(now),
+            body: new.body,
+            at_ms: self
+                .ms_since_start(new.now)
+                .saturating_sub(new.backdate.as_millis() as u64),
+            key_index: new.key,
+            planted: new.planted,
         });
         id
     }
 
-    /// Phase of a job as seen by the API (`expire`) or the CDN (files outlive records).
+    /// Phase of a job as seen by the v2 API (`expire`: the record's lifetime applies, and an
+    /// end reported here is recorded as seen) or by the CDN (files outlive records).
     pub fn phase(&self, id: &str, now: Instant, expire: bool) -> (Phase, Option<(u64, u64)>) {
         let mut g = self.lock();
+        let lifetime = g.cfg.result_lifetime;
         let Some(job) = g.jobs.get_mut(id) else {
             return (Phase::NotFound, None);
         };
-        let elapsed = now.saturating_duration_since(job.submitted);
-        let times = Some((job.queue.as_millis() as u64, job.run.as_millis() as u64));
-        if expire && elapsed >= self.cfg.result_lifetime {
+        if expire && job.age(now) >= lifetime {
             return (Phase::NotFound, None);
         }
-        let phase = if elapsed < job.queue {
-            Phase::Queued
-        } else if elapsed < job.queue + job.run {
-            Phase::Processing
-        } else {
-            if expire && job.seen_done.is_none() {
-                job.seen_done = Some(now);
-            }
-            match &job.error {
-                Some(e) => Phase::Failed(e.clone()),
-                None => Phase::Completed,
-            }
-        };
+        let times = Some((job.queue.as_millis() as u64, job.run.as_millis() as u64));
+        let phase = job.phase_at(now);
+        if expire && job.seen_done.is_none() && matches!(phase, Phase::Completed | Phase::Failed(_)) {
+            job.seen_done = Some(now);
+        }
         (phase, times)
+    }
+
+    pub fn timelines(&self) -> Vec<JobTimeline> {
+        let g = self.lock();
+        let ms = |job: &Job, d: Duration| {
+            self.ms_since_start((job.submitted + d).checked_sub(job.backdate).unwrap_or(self.started))
+        };
+        let mut v: Vec<JobTimeline> = g
+            .jobs
+            .iter()
+            .map(|(id, j)| JobTimeline {
+                request_id: id.clone(),
+                submitted_ms: ms(j, Duration::ZERO),
+                processing_ms: ms(j, j.queue),
+                done_ms: ms(j, j.queue + j.run),
+                seen_done_ms: j.seen_done.map(|t| self.ms_since_start(t)),
+            })
+            .collect();
+        v.sort_by_key(|t| t.submitted_ms);
+        v
     }
 }
 
@@ -250,41 +341,50 @@ mod tests {
         sh.push_fault(Fault {
             target: FaultTarget::AnyApi,
             kind: FaultKind::Status(500),
-            count: 2,
+            count: 3,
         });
         assert_eq!(sh.take_fault(FaultTarget::Status), Some(FaultKind::Status(500)));
         assert_eq!(sh.take_fault(FaultTarget::Submit), Some(FaultKind::Status(500)));
+        // AnyApi is the v2 endpoints only.
+        assert_eq!(sh.take_fault(FaultTarget::History), None);
+        assert_eq!(sh.take_fault(FaultTarget::Upload), None);
+        assert_eq!(sh.take_fault(FaultTarget::Result), Some(FaultKind::Status(500)));
         assert_eq!(sh.take_fault(FaultTarget::Result), None);
         assert_eq!(sh.take_fault(FaultTarget::Download), Some(FaultKind::Drop));
         assert_eq!(sh.take_fault(FaultTarget::Download), None);
     }
-}
 
-/// One job's timeline, in ms since the server started.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct JobTimeline {
-    pub request_id: String,
-    pub submitted_ms: u64,
-    /// When the job ended (COMPLETED or FAILED) at the fake.
-    pub done_ms: u64,
-    /// When an API answer first reported the end to a client, if one has.
-    pub seen_done_ms: Option<u64>,
-}
-
-impl Shared {
-    pub fn timelines(&self) -> Vec<JobTimeline> {
-        let g = self.lock();
-        let mut v: Vec<JobTimeline> = g
-            .jobs
-            .iter()
-            .map(|(id, j)| JobTimeline {
-                request_id: id.clone(),
-                submitted_ms: self.ms_since_start(j.submitted),
-                done_ms: self.ms_since_start(j.submitted + j.queue + j.run),
-                seen_done_ms: j.seen_done.map(|t| self.ms_since_start(t)),
-            })
-            .collect();
-        v.sort_by_key(|t| t.submitted_ms);
-        v
+    #[test]
+    fn run_by_frames_scales_run_only() {
+        let sh = Shared::new(
+            FakeConfig {
+                run_by_frames: true,
+                queue: Duration::from_millis(100),
+                run: Duration::from_millis(810),
+                ..FakeConfig::default()
+            },
+            String::new(),
+            String::new(),
+        );
+        let now = Instant::now();
+        let mut g = sh.lock();
+        let mut make = |body: Value| {
+            let new = NewJob {
+                key: 0,
+                model: "m".into(),
+                body,
+                error: None,
+                now,
+                backdate: Duration::ZERO,
+                planted: false,
+            };
+            let id = sh.create_job(&mut g, new);
+            let j = &g.jobs[&id];
+            (j.queue.as_millis(), j.run.as_millis())
+        };
+        assert_eq!(make(serde_json::json!({"num_frames": 81})), (100, 810));
+        assert_eq!(make(serde_json::json!({"num_frames": 100})), (100, 1000));
+        assert_eq!(make(serde_json::json!({"num_frames": "100"})), (100, 810));
+        assert_eq!(make(serde_json::json!({})), (100, 810));
     }
 }

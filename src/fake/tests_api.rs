@@ -1,5 +1,5 @@
 //! Tests of the fake API listener, driven over HTTP with reqwest. Also holds the
-//! helpers shared with `tests_cdn`.
+//! helpers shared with the other `tests_*` modules.
 
 use std::time::{Duration, Instant};
 
@@ -47,9 +47,29 @@ pub(super) async fn submit(s: &FakeServer, body: &Value) -> (u16, Value) {
 }
 
 pub(super) async fn get(url: &str) -> (u16, Value) {
-    let r = client().get(url).header("x-api-key", KEY).send().await.unwrap();
+    get_as(url, KEY).await
+}
+
+/// GETs `url` with `key`; answers the status and the JSON body (Null if none).
+pub(super) async fn get_as(url: &str, key: &str) -> (u16, Value) {
+    let r = client().get(url).header("x-api-key", key).send().await.unwrap();
     let st = r.status().as_u16();
-    (st, r.json().await.unwrap())
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Submits `body` with `key`; answers the status and the JSON body.
+pub(super) async fn submit_as(s: &FakeServer, key: &str, body: &Value) -> (u16, Value) {
+    let r = client().post(submit_url(s)).header("x-api-key", key).json(body);
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Submits `body` and answers its request id (the submit must be accepted).
+pub(super) async fn submit_id(s: &FakeServer, body: &Value) -> String {
+    let (st, v) = submit(s, body).await;
+    assert_eq!(st, 200, "{v}");
+    v["request_id"].as_str().unwrap().to_string()
 }
 
 /// Polls `status_url` until the job leaves QUEUED/PROCESSING (bounded).

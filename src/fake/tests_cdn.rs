@@ -1,11 +1,11 @@
-//! Tests of the fake CDN listener: downloads, Range, credential counting and
-//! download faults, driven over HTTP with reqwest.
+//! Tests of the fake CDN listener: downloads, Range, credential counting, file lifetime
+//! and download faults, driven over HTTP with reqwest.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::tests_api::{body, client, fast, submit, wait_done};
+use super::tests_api::{body, client, fast, get, submit, wait_done};
 use super::*;
 
 /// Starts a fake with `cfg`, runs one job to completion and answers its id and video URL.
@@ -76,6 +76,29 @@ async fn video_not_served_before_completion() {
     let id = v["request_id"].as_str().unwrap();
     let url = format!("{}/videos/{id}.mp4", s.cdn_url());
     assert_eq!(client().get(url).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn videos_outlive_records_until_their_file_lifetime() {
+    let (s, id, url) = completed(FakeConfig {
+        result_lifetime: Duration::from_millis(150),
+        file_lifetime: Some(Duration::from_millis(800)),
+        ..fast()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let status = format!("{}/v2/requests/{id}/status", s.api_url());
+    assert_eq!(get(&status).await.0, 404, "the record expired");
+    assert_eq!(
+        client().get(&url).send().await.unwrap().status(),
+        200,
+        "the file did not"
+    );
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the file is gone");
+    s.set_file_lifetime(None);
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]

@@ -56,10 +56,21 @@ pub(super) const BLOCK_TRIGGER: &str = "[blocked]";
 pub(super) const FAIL_ERROR: &str = "Inference failed: simulated model error";
 pub(super) const BLOCK_ERROR: &str = "Content blocked by safety filter (RAI)";
 
-/// The error a job with this body ends with, or None if it completes.
-pub(super) fn job_error(body: &Map<String, Value>) -> Option<String> {
-    if let Err(e) = validate(body) {
-        return Some(format!("Validation error: {e}"));
+/// The error a job with this body ends with, or None if it completes: the parameter table
+/// (when `check_params`: the fake's own model), then `fetch` (fetching its input images),
+/// then the prompt triggers.
+pub(super) fn job_error(
+    body: &Map<String, Value>,
+    check_params: bool,
+    fetch: impl FnOnce(&Map<String, Value>) -> Option<String>,
+) -> Option<String> {
+    if check_params {
+        if let Err(e) = validate(body) {
+            return Some(format!("Validation error: {e}"));
+        }
+    }
+    if let Some(e) = fetch(body) {
+        return Some(e);
     }
     let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or("");
     if prompt.contains(FAIL_TRIGGER) {
@@ -140,6 +151,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn job_error(body: &Map<String, Value>) -> Option<String> {
+        super::job_error(body, true, |_| None)
+    }
+
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }
@@ -207,5 +222,20 @@ mod tests {
         assert_eq!(job_error(&m).as_deref(), Some(FAIL_ERROR));
         m.insert("prompt".into(), json!("a [blocked] cat"));
         assert_eq!(job_error(&m).as_deref(), Some(BLOCK_ERROR));
+    }
+
+    #[test]
+    fn params_then_fetch_then_triggers() {
+        let fetch = |_: &Map<String, Value>| Some("Failed to fetch image".to_string());
+        let mut m = obj(json!({"image": "https://x/a.png", "prompt": "[fail]"}));
+        assert_eq!(
+            super::job_error(&m, true, fetch).as_deref(),
+            Some("Failed to fetch image")
+        );
+        m.insert("num_frames".into(), json!(1));
+        let err = super::job_error(&m, true, fetch).unwrap();
+        assert!(err.starts_with("Validation error: num_frames"), "{err}");
+        // Another model's body is not checked against this model's table.
+        assert_eq!(super::job_error(&m, false, |_| None).as_deref(), Some(FAIL_ERROR));
     }
 }
