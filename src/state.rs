@@ -11,7 +11,8 @@
 //!   │            │                                          │ answer lost (timeout,      │ │
 //!   │            │   policy `resubmit` (counted,            │ reset, 5xx) or crash       │ │
 //!   │            └── maybe billed twice) ◀── unknown ◀──────┘                            │ │
-//!   │                                         (policy `hold`: stays until `retry`)       │ │
+//!   │                              (policy `hold`: stays until `retry`; past             │ │
+//!   │                               --max-resubmits: failed)                             │ │
 //!   └── 404: record expired before its result was fetched (counted) ◀──────────────────┘ │
 //!                                                            COMPLETED + output URL      │
 //!                                         done ◀── verified file renamed ── downloading ◀┘
@@ -99,6 +100,7 @@ impl JobState {
                 | (Submitting, Unknown)
                 | (Submitting, Failed)
                 | (Unknown, Pending)
+                | (Unknown, Failed)
                 | (Running, Running)
                 | (Running, Downloading)
                 | (Running, Failed)

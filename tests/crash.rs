@@ -115,8 +115,13 @@ async fn restart_after_the_result_lifetime_resubmits_each_expired_job_once() {
     let env = Env::new(cfg).await;
     const N: usize = 5;
     let m = env.write("jobs.csv", &manifest(N));
-    // A long expected duration: the first run will not poll before it is killed.
-    let mut child = env.run_cmd(&[&m], &["--initial-estimate-secs", "30"]).spawn().unwrap();
+    // A long expected duration: the first run will not poll before it is killed. The records
+    // live 1.2 s (told to the runner too: a 404 for a younger request is never an expiry; the
+    // campaign remembers it for the resume).
+    let mut child = env
+        .run_cmd(&[&m], &["--expected-duration", "30s", "--result-lifetime", "1.2s"])
+        .spawn()
+        .unwrap();
     wait_for("all submits", 20, || env.fake.stats().submits.len() == N).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // answers recorded
     child.start_kill().unwrap();

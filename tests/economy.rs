@@ -184,8 +184,8 @@ async fn polls_go_before_submits_when_the_budget_is_short() {
                 "1000",
                 "--concurrency",
                 "16",
-                "--initial-estimate-secs",
-                "0.1",
+                "--expected-duration",
+                "0.1s",
             ],
         )
         .await;
@@ -209,8 +209,8 @@ async fn learned_polling_costs_at_most_two_and_a_half_requests_per_video() {
     let env = Env::new(cfg).await;
     // A wrong prior (4 s for 2 s videos) to learn from.
     let args = [
-        "--initial-estimate-secs",
-        "4",
+        "--expected-duration",
+        "4s",
         "--min-poll-gap-ms",
         "20",
         "--rpm",

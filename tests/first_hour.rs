@@ -141,8 +141,8 @@ async fn report_honours_the_config_file_the_environment_and_the_campaigns_folder
         m.to_str().unwrap(),
         "--rpm",
         "6000",
-        "--initial-estimate-secs",
-        "0.3",
+        "--expected-duration",
+        "0.3s",
     ]);
     cmd.args(["--min-poll-gap-ms", "30"]);
     let out = finish(cmd).await;
@@ -204,8 +204,8 @@ async fn a_bare_resume_keeps_the_rpm_it_was_started_with() {
     let knobs = [
         "--rate-window-ms",
         "1500",
-        "--initial-estimate-secs",
-        "0.3",
+        "--expected-duration",
+        "0.3s",
         "--min-poll-gap-ms",
         "30",
         "--backoff-ms",

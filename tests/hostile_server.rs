@@ -178,7 +178,6 @@ async fn malformed_poll_answers_are_retried_not_trusted() {
         ("status a number", 200, "{\"status\": 5}"),
         ("status a list", 200, "{\"status\": [\"COMPLETED\"]}"),
         ("a string", 200, "\"COMPLETED\""),
-        ("422 not JSON", 422, "oops"),
         ("deep", 200, "{\"status\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"),
     ];
     for (what, status, body) in cases {
@@ -188,6 +187,21 @@ async fn malformed_poll_answers_are_retried_not_trusted() {
             Err(e @ ApiError::Protocol(_)) => assert!(e.account_stop().is_none(), "{what}"),
             other => panic!("{what}: expected Protocol, got {other:?}"),
         }
+    }
+    // FAILED is read from the body whatever the HTTP code; a 422 whose body is not FAILED is a
+    // client error for the job (the engine fails it with the message), not a retry.
+    for code in [200, 422, 500, 503] {
+        let server = RawServer::start(move |_| json(code, "{\"status\":\"FAILED\",\"error\":\"NSFW\"}")).await;
+        let r = bounded("FAILED", client(&server.url).result("abc", None)).await;
+        assert_eq!(r.unwrap().0, Poll::Failed("NSFW".into()), "HTTP {code}");
+    }
+    for body in ["oops", "{\"error\":\"bad id\"}"] {
+        let server = RawServer::start(move |_| json(422, body)).await;
+        let r = bounded("422", client(&server.url).status("abc", None)).await;
+        assert!(
+            matches!(r, Err(ApiError::Rejected { status: 422, .. })),
+            "{body}: {r:?}"
+        );
     }
     // Odd but usable shapes: an unknown state is still running; COMPLETED without a usable
     // output is reported as such (the engine fails the paid job with that message).
@@ -199,8 +213,9 @@ async fn malformed_poll_answers_are_retried_not_trusted() {
             Poll::Completed(None),
         ),
         (
+            // An error that is not text is kept as its JSON: the message is the user's only clue.
             "{\"status\":\"FAILED\",\"error\":{\"nested\":true}}",
-            Poll::Failed("FAILED without a message".into()),
+            Poll::Failed("{\"nested\":true}".into()),
         ),
     ] {
         let server = RawServer::start(move |_| json(200, body)).await;

@@ -30,9 +30,11 @@ pub enum ApiError {
     /// 406: not enough credits (or a wrong content type, which we never send). Stop submitting.
     #[error("out of credits (406): {0}")]
     NoCredits(String),
-    /// 404 on a poll: the request record expired (1 h after submit) or is unknown.
-    #[error("the request is gone (404): {0}")]
-    Expired(String),
+    /// 404 on a poll: the request record is unknown — expired (an hour after submission) if the
+    /// request is that old; for a younger one an anomaly (a result endpoint that does not serve
+    /// pending requests, a glitch), never a reason to pay again. The engine decides by age.
+    #[error("the request was not found (404): {0}")]
+    NotFound(String),
     /// 404 on submit: the model (or the base URL) is wrong. Stop everything.
     #[error("model not found at {url} (404): {message}; check SEGMIND_BASE_URL")]
     ModelNotFound { url: String, message: String },
@@ -111,7 +113,7 @@ pub fn classify_status(status: u16, message: String, on_submit: bool, url: &str)
             url: url.to_string(),
             message,
         },
-        404 | 410 => ApiError::Expired(message),
+        404 | 410 => ApiError::NotFound(message),
         408 => ApiError::Lost(format!("408 request timeout: {message}")),
         500..=599 => ApiError::Server { status, message },
         _ => ApiError::Rejected { status, message },
@@ -183,7 +185,7 @@ mod tests {
         ));
         assert!(matches!(
             classify_status(404, "x".into(), false, ""),
-            ApiError::Expired(_)
+            ApiError::NotFound(_)
         ));
         assert!(matches!(
             classify_status(404, "x".into(), true, ""),

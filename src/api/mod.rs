@@ -198,13 +198,22 @@ impl ApiClient {
             .send()
             .await
             .map_err(send_error)?;
-        if resp.status().as_u16() == 422 {
-            let (_, body) = read_json(resp).await?;
-            let msg = body
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) && status != 429 && !(300..400).contains(&status) {
+            // FAILED is read from the body whatever the HTTP code (documented as 422; the SDK
+            // reads the body). A 422 whose body is not FAILED is a client error for the job.
+            let url = resp.url().to_string();
+            let text = read_limited(resp).await?;
+            let body = serde_json::from_slice::<Value>(&text).unwrap_or(Value::Null);
+            if body.get("status").and_then(Value::as_str) == Some("FAILED") {
+                return Ok((Poll::Failed(failure_message(&body)), Meta::default()));
+            }
+            let message = body
                 .get("error")
+                .or_else(|| body.get("message"))
                 .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
-                .unwrap_or_else(|| format!("FAILED without a message: {}", snippet(&body)));
-            return Ok((Poll::Failed(msg), Meta::default()));
+                .unwrap_or_else(|| String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned());
+            return Err(error::classify_status(status, message, false, &url));
         }
         let (mut meta, body) = self.read(resp, false).await?;
         if let Some(c) = body.pointer("/metrics/remaining_credits").and_then(Value::as_f64) {
@@ -222,12 +231,7 @@ impl ApiClient {
             })
             .or_else(|| body.pointer("/video/url").and_then(Value::as_str));
         let poll = match (status, output) {
-            ("FAILED", _) => Poll::Failed(
-                body.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("FAILED without a message")
-                    .to_string(),
-            ),
+            ("FAILED", _) => Poll::Failed(failure_message(&body)),
             ("COMPLETED", Some(url)) | ("", Some(url)) => Poll::Completed(Some(Output {
                 url: url.to_string(),
                 file_size: body.pointer("/video/file_size").and_then(Value::as_u64),
@@ -364,6 +368,14 @@ async fn read_json(resp: Response) -> Result<(u16, Value), ApiError> {
             String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
         ))),
     }
+}
+
+/// The message of a FAILED body: its `error` (a string, or any JSON).
+fn failure_message(body: &Value) -> String {
+    body.get("error")
+        .filter(|e| !e.is_null())
+        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+        .unwrap_or_else(|| format!("FAILED without a message: {}", snippet(body)))
 }
 
 fn snippet(v: &Value) -> String {

@@ -122,7 +122,8 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
         download_concurrency: 8,
         out_dir: dir.path().join("out"),
         timing: Timing {
-            initial_estimate: sc.scaled(Duration::from_millis(54_460)),
+            expected: sc.scaled(Duration::from_millis(54_460)),
+            result_lifetime: sc.scaled(Duration::from_secs(3600)),
             min_poll_gap: sc.scaled(Duration::from_secs(1)),
             base_backoff: sc.scaled(Duration::from_secs(1)),
             max_backoff: sc.scaled(Duration::from_secs(60)),
@@ -130,7 +131,8 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
         on_unknown: UnknownPolicy::Resubmit,
         grace: Duration::from_secs(2),
         max_video_bytes: 1 << 30,
-        poll_status_endpoint: false,
+        poll: engine::PollMode::Auto,
+        max_resubmits: 2,
         unreachable_after: Duration::from_secs(120),
         telemetry: Default::default(),
     };
@@ -203,11 +205,12 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
                 .count();
         }
         eprintln!("  jobs at Segmind mid-minute: {at_segmind:?}");
-        if let Some((n, first, spread)) = store.learned_timing("480p|81|true").await? {
+        for (class, mu, sigma, n) in store.timing_models().await? {
+            let m = crate::engine::model::LogNormal { mu, sigma };
             eprintln!(
-                "  learned after {n} videos: first poll {:.1} s after submit, second {:.1} s",
-                first * sc.scale / 1000.0,
-                first * (1.0 + spread) * sc.scale / 1000.0
+                "  learned {class} after {n} videos: median {:.1} s, first poll (80 %) {:.1} s",
+                m.median() * sc.scale / 1000.0,
+                m.quantile(0.8) * sc.scale / 1000.0
             );
         }
     }

@@ -169,8 +169,8 @@ async fn speed(dir: &tempfile::TempDir, n: usize, concurrency: Option<u32>, down
         "--quiet",
         "--rpm",
         "1000000",
-        "--initial-estimate-secs",
-        "0.005",
+        "--expected-duration",
+        "0.005s",
         "--min-poll-gap-ms",
         "0",
     ])
@@ -218,7 +218,7 @@ async fn memory(dir: &tempfile::TempDir, n: usize, secs: f64) -> anyhow::Result<
     let db: PathBuf = dir.path().join("bench.db");
     let import_secs = import(&fake, dir.path(), &db, n)?.as_secs_f64();
     let mut cmd = wanbatch(&fake)?;
-    cmd.args(["run", "--quiet", "--rpm", "600", "--initial-estimate-secs", "1"])
+    cmd.args(["run", "--quiet", "--rpm", "600", "--expected-duration", "1s"])
         .arg("--db")
         .arg(&db)
         .arg("--out")

@@ -42,6 +42,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         db: Some(db.clone()),
         out: Some(out.clone()),
         rpm: Some(600),
+        expected_duration: Some(crate::settings::Span(Duration::from_millis(1500))),
         ..Layer::default()
     }))
     .map_err(Failure::Usage)?;
@@ -64,7 +65,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         fake.cdn_url()
     );
     let tuning = Tuning {
-        initial_estimate_secs: 1.5,
         min_poll_gap_ms: 100,
         backoff_ms: 200,
         grace_secs: 2.0,
@@ -80,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         base_url: fake.api_url(),
         key: ApiKey::new(key.into()).expect("demo key"),
     };
-    let outcome = run::run_with(settings, &[manifest], false, &tuning, display, endpoint).await?;
+    let outcome = run::run_with(settings, &[manifest], &tuning, display, endpoint).await?;
     let stats = fake.stats();
     fake.shutdown().await;
     println!(

@@ -144,15 +144,16 @@ pub async fn gather(db: &Path, rows: &[Row], o: &Opts) -> anyhow::Result<Work> {
         if done >= MIN_LEARNED {
             w.learned_requests = Some(((spent as f64 / done as f64).clamp(2.0, 10.0), done));
         }
+        // As the schedule's `expected_ms`: the mean of the class's learnt model.
+        let models: HashMap<String, f64> = store
+            .timing_models()
+            .await?
+            .into_iter()
+            .filter(|(_, _, _, jobs)| *jobs > 0)
+            .map(|(class, mu, sigma, _)| (class, (mu + sigma * sigma / 2.0).exp()))
+            .collect();
         for c in &classes {
-            if !learned.contains_key(c) {
-                let t = store.learned_timing(c).await?;
-                // As the schedule's expected_ms: the first poll's quantile, a share of the spread.
-                let ms = t
-                    .filter(|(n, _, _)| *n > 0)
-                    .map(|(_, first, spread)| first * (1.0 + spread * 0.3));
-                learned.insert(c.clone(), ms);
-            }
+            learned.entry(c.clone()).or_insert_with(|| models.get(c).copied());
         }
         store.close().await;
     } else {
@@ -260,7 +261,7 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
         price: settings.price,
         concurrency: settings.concurrency,
         resubmit_unknown: settings.on_unknown == crate::engine::UnknownPolicy::Resubmit,
-        prior_duration_ms: args.tuning.initial_estimate_secs * 1000.0,
+        prior_duration_ms: settings.expected_duration.as_secs_f64() * 1000.0,
     };
     print(db, &rows, &opts).await?;
     Ok(Outcome::AllDone)

@@ -59,6 +59,25 @@ pub struct RunFlags {
     /// for this long: 90s, 2m, 1h [default: 2m].
     #[arg(long, env = "WANBATCH_UNREACHABLE_AFTER", value_name = "DURATION")]
     pub unreachable_after: Option<String>,
+    /// Which endpoint polls ask: `status` is the documented flow (status until COMPLETED, then
+    /// the result); `result` polls the result endpoint directly (a request less per video);
+    /// `auto` uses the documented flow unless the result endpoint has been seen answering a
+    /// pending request with 200 on this account [default: auto].
+    #[arg(long, env = "WANBATCH_POLL", value_name = "auto|status|result")]
+    pub poll: Option<String>,
+    /// Paid resubmits of one job (after its result expired, or its submit answer was lost)
+    /// before it ends failed, naming the cause [default: 2].
+    #[arg(long, env = "WANBATCH_MAX_RESUBMITS", value_name = "N")]
+    pub max_resubmits: Option<String>,
+    /// How long Segmind keeps a request's record after submission: a 404 for a younger request
+    /// is never taken for an expiry. Set it for rehearsals against a fake that expires sooner
+    /// [default: 1h].
+    #[arg(long, env = "WANBATCH_RESULT_LIFETIME", value_name = "DURATION")]
+    pub result_lifetime: Option<String>,
+    /// How long a video is expected to take before any is observed (the first poll times;
+    /// learnt per parameter class afterwards) [default: 54.46s].
+    #[arg(long, env = "WANBATCH_EXPECTED_DURATION", value_name = "DURATION")]
+    pub expected_duration: Option<String>,
 }
 
 /// `--rpm` and `--price` for a dry run's estimate (`import --dry-run`).

@@ -30,9 +30,6 @@ pub struct RunArgs {
     /// expected at --rpm, and the cost at --price; submit nothing, write nothing, need no key.
     #[arg(long)]
     pub dry_run: bool,
-    /// Poll the status endpoint (then fetch the result) instead of polling the result endpoint.
-    #[arg(long)]
-    pub poll_status_endpoint: bool,
     /// No progress display (the final summary is still printed).
     #[arg(long, short)]
     pub quiet: bool,
@@ -50,9 +47,6 @@ pub struct Tuning {
     /// The window --rpm counts in, in milliseconds (tests and benchmarks scale time with it).
     #[arg(long, default_value_t = 60_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_window_ms: u64,
-    /// Expected seconds per video before any are observed (learned afterwards).
-    #[arg(long, default_value_t = 54.46, hide = true)]
-    pub initial_estimate_secs: f64,
     /// Shortest gap between two polls of one job, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     pub min_poll_gap_ms: u64,
@@ -71,7 +65,6 @@ impl Default for Tuning {
     fn default() -> Tuning {
         Tuning {
             rate_window_ms: 60_000,
-            initial_estimate_secs: 54.46,
             min_poll_gap_ms: 1000,
             backoff_ms: 1000,
             grace_secs: 5.0,
@@ -128,29 +121,21 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
         quiet: args.quiet,
         progress_interval: args.progress_interval,
     };
-    run_with(
-        settings,
-        &args.manifests,
-        args.poll_status_endpoint,
-        &args.tuning,
-        display,
-        endpoint,
-    )
-    .await
+    run_with(settings, &args.manifests, &args.tuning, display, endpoint).await
 }
 
 /// Runs a campaign with settings already resolved (the demo comes in here too).
 pub async fn run_with(
     settings: RunSettings,
     manifests: &[PathBuf],
-    poll_status_endpoint: bool,
     tuning: &Tuning,
     display: Display,
     endpoint: Endpoint,
 ) -> anyhow::Result<Outcome> {
     // Everything is checked before anything is changed.
     let timing = Timing {
-        initial_estimate: secs("--initial-estimate-secs", tuning.initial_estimate_secs)?,
+        expected: settings.expected_duration,
+        result_lifetime: settings.result_lifetime,
         min_poll_gap: Duration::from_millis(tuning.min_poll_gap_ms),
         base_backoff: Duration::from_millis(tuning.backoff_ms.max(1)),
         max_backoff: Duration::from_secs(60),
@@ -211,7 +196,8 @@ pub async fn run_with(
         on_unknown: settings.on_unknown,
         grace,
         max_video_bytes: settings.max_video_bytes,
-        poll_status_endpoint,
+        poll: settings.poll,
+        max_resubmits: settings.max_resubmits,
         unreachable_after: settings.unreachable_after,
         telemetry: telemetry.clone(),
     };

@@ -90,7 +90,10 @@ impl Agenda {
         self.walked = false;
     }
 
-    pub fn add_poll(&mut self, w: PollWork) {
+    pub fn add_poll(&mut self, mut w: PollWork) {
+        if w.class.is_empty() {
+            w.class = crate::engine::shared::class_of(&w.params);
+        }
         self.polls.insert((w.due_at, w.seq), w);
     }
 
@@ -217,6 +220,28 @@ impl Agenda {
         self.waiting.remove(&seq);
     }
 
+    /// The earliest planned poll (0 if one is due and waiting).
+    pub fn next_poll_due(&self) -> Option<i64> {
+        if !self.ready_polls.is_empty() {
+            return Some(0);
+        }
+        self.polls.first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Takes the job at Segmind, not yet due, that `likely` rates most likely done, among those
+    /// not polled for at least `gap` ms (the next few hundred by planned time: planned times
+    /// follow the likelihood closely enough).
+    pub fn take_early(&mut self, now: i64, gap: i64, likely: impl Fn(&PollWork) -> f64) -> Option<PollWork> {
+        let best = self
+            .polls
+            .iter()
+            .take(256)
+            .filter(|(_, w)| now - w.last_pending_at.unwrap_or(w.submitted_at).max(w.submitted_at) >= gap)
+            .map(|(k, w)| (likely(w), *k))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))?;
+        self.polls.remove(&best.1)
+    }
+
     /// The earliest due time of a poll or a download (0 if one is due and waiting).
     pub fn next_due(&self) -> Option<i64> {
         [
@@ -285,6 +310,10 @@ mod tests {
             attempts: 1,
             polls: 0,
             due_at,
+            resubmits: 0,
+            class: "c".into(),
+            via_status: false,
+            extra_polls: 0,
         }
     }
 
@@ -386,6 +415,7 @@ mod tests {
             output_size: None,
             errors_in_row: 0,
             completed_at: Some(completed),
+            resubmits: 0,
         };
         assert!(!a.hand_back(Next::Download(dl(7, 500), 0)));
         assert!(!a.hand_back(Next::Download(dl(8, 400), 0)));

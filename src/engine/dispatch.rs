@@ -188,7 +188,7 @@ impl Dispatcher {
         }
         let (mut polls, mut submits) = self.plan(now, room).await?;
         if !polls && submits.is_empty() {
-            return Ok(false);
+            return Ok(self.poll_early(now));
         }
         if !self.shared.gate.try_acquire() {
             tokio::select! {
@@ -238,7 +238,7 @@ impl Dispatcher {
             .due_submits(&self.shared.store, &self.busy, now, want)
             .await?;
         if let Some(first) = submits.first() {
-            let free = self.shared.concurrency_cap(&first.params).await - self.agenda.in_flight;
+            let free = self.shared.concurrency_cap(&first.params) - self.agenda.in_flight;
             submits.truncate(free.max(0) as usize);
         }
         Ok((false, submits))
@@ -258,8 +258,41 @@ impl Dispatcher {
                 break;
             };
             self.busy.insert(w.seq, Task::Api);
-            self.api_tasks.spawn(tasks::poll::poll(self.shared.clone(), w));
+            self.api_tasks.spawn(tasks::poll::poll(self.shared.clone(), w, false));
         }
+    }
+
+    /// Nothing is due: if the budget has a permit free now and no planned use for it within one
+    /// permit interval, polls the job at Segmind most likely done by now (requests under the
+    /// budget cost nothing; waiting costs the user time). Every job gets its turn: a job polled
+    /// less than the minimum gap ago waits, and the likelihood grows with the time a job has run.
+    fn poll_early(&mut self, now: i64) -> bool {
+        let s = &self.shared;
+        let permit = s.permit_ms();
+        let next_planned = self.agenda.next_poll_due().unwrap_or(i64::MAX);
+        let submit_soon = self.submitting
+            && self.agenda.first_waiting().is_some_and(|(w, due)| {
+                due <= now + permit as i64
+                    && self.agenda.in_flight < s.concurrency_cap(&w.params)
+                    && self.next_submit_at.max(self.submit_hold_until as f64) <= now as f64 + permit
+            });
+        if submit_soon || (next_planned as f64) <= now as f64 + permit {
+            return false;
+        }
+        let gap = s.cfg.timing.min_poll_gap.as_millis() as i64;
+        let chosen = self.agenda.take_early(now, gap, |w| {
+            s.schedule.done_by(&w.class, w.submitted_at, w.last_pending_at, now)
+        });
+        let Some(w) = chosen else {
+            return false;
+        };
+        if !s.gate.try_acquire() {
+            self.agenda.add_poll(w);
+            return false;
+        }
+        self.busy.insert(w.seq, Task::Api);
+        self.api_tasks.spawn(tasks::poll::poll(self.shared.clone(), w, true));
+        true
     }
 
     /// Sends the chosen submits: one on the permit in hand, more on permits free this instant.
@@ -350,7 +383,7 @@ impl Dispatcher {
         };
         if self.submitting {
             if let Some((w, due)) = self.agenda.first_waiting() {
-                if self.agenda.in_flight < self.shared.concurrency_cap(&w.params).await {
+                if self.agenda.in_flight < self.shared.concurrency_cap(&w.params) {
                     let submit_at = self.submit_hold_until.max(self.next_submit_at.ceil() as i64).max(due);
                     wake = wake.min(submit_at.max(now + 1));
                 }

@@ -23,8 +23,10 @@ mod dispatch;
 pub mod download;
 pub mod durable;
 pub mod gate;
+pub mod model;
 mod reach;
 pub mod recover;
+pub mod route;
 pub mod schedule;
 mod shared;
 pub mod slots;
@@ -41,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::store::Store;
 pub use gate::Gate;
+pub use route::PollMode;
 pub use schedule::{Schedule, Timing};
 pub use spend::{Budget, Spend};
 
@@ -68,8 +71,11 @@ pub struct EngineConfig {
     /// How long in-flight calls may finish after Ctrl-C.
     pub grace: Duration,
     pub max_video_bytes: u64,
-    /// Poll the status endpoint instead of the result endpoint.
-    pub poll_status_endpoint: bool,
+    /// Which endpoint polls ask (`--poll`).
+    pub poll: PollMode,
+    /// Paid resubmits of one job (after an expired result, a lost submit answer) before it
+    /// ends failed instead (`--max-resubmits`).
+    pub max_resubmits: u32,
     /// The run stops when the API host has given no answer at all for this long.
     pub unreachable_after: Duration,
     /// Counters for the progress display.
@@ -86,8 +92,13 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         gate: Gate::new(cfg.rpm, cfg.rate_window, cfg.rate_window / 12),
         spend: Spend::new(cfg.budget.clone()),
         reach: reach::Reach::default(),
+        route: route::Route::load(cfg.poll, &store).await,
         cost: std::sync::Mutex::new(shared::SUBMIT_COST),
-        schedule: Schedule::new(store.clone(), cfg.timing.clone()),
+        schedule: {
+            let schedule = Schedule::new(store.clone(), cfg.timing.clone());
+            schedule.load().await;
+            schedule
+        },
         slots: slots::PollSlots::default(),
         syncer: durable::Syncer::default(),
         tele: cfg.telemetry.clone(),

@@ -1,270 +1,365 @@
-//! When to poll, learned from what we observe, per parameter class, kept across runs; and the
+//! When to poll, learnt from every answer, per parameter class, kept across runs; and the
 //! backoff for transient trouble.
 //!
-//! Polls are throughput (every API request comes out of one budget), so the aim is one poll that
-//! finds the job done, seldom two, and a short delay between completion and our seeing it. Both
-//! the first and the second poll of a job answer a yes/no question exactly — "did it take less
-//! than this?" — so each poll time is a *tracked quantile* of the duration, learnt by stochastic
-//! approximation (`θ ← θ·e^{s(q − done)}` moves θ to where a share q of answers is "done"):
+//! Each class (resolution, frames, go_fast) has a duration model (`model::LogNormal`) fitted to
+//! what the polls of its recent jobs said: a job done between its last "pending" answer and its
+//! "done" answer, or still running past its last "pending" one. Planned polls go where the
+//! model says a poll most likely finds the job done without much delay: the first at its 80 %
+//! point, each next one at the 80 % point of what is still running (about 1.2 polls a video).
+//! Polls the budget has room for in between (`done_by` chooses which job) bracket ends more
+//! narrowly, and so teach faster.
 //!
-//! - **first poll** at `θ₁ = first_ms` after the submit, target q₁ = 75 % done;
-//! - **second poll** at `θ₁·(1 + spread)`, target 90 % of the remaining ones done (so about 97 %
-//!   of all jobs are seen by the second poll): about 1.3 polls per video. The spread is learnt
-//!   relative to θ₁, so a change of θ₁ carries the second poll along;
-//! - **later polls** every half spread (the rare slow tail).
+//! Time in QUEUED is learnt apart, over every class (it follows Segmind's load, not the
+//! parameters), from the answers that tell QUEUED from PROCESSING. A class never seen starts from
+//! the most similar class learnt — its run time scaled by the work (pixels × frames), plus the
+//! current queue time — else from `--expected-duration`.
 //!
-//! Step sizes follow Kesten's rule: they stay at `MAX_STEP` while answers keep going the same way
-//! (a wrong prior is corrected within a few dozen answers) and shrink each time the direction
-//! flips, down to `MIN_STEP` (steady state). A poll teaches if it was *scheduled* within 10 % of
-//! its quantile's current place, whatever it answers: answers to polls scheduled under a slightly
-//! older θ are delayed observations, stable with small steps, while polls far from θ (a
-//! restart's immediate re-polls, backoff retries) would bias it and are left out. The time a poll
-//! waits for the budget is part of what the tracker learns to allow for. Before anything is
-//! learnt the seed page's ~54 s is the prior.
+//! No poll is planned later than `POLL_BEFORE` of the record's lifetime: a result must be
+//! fetched before its record expires. Learnt models are saved (at most once a second per class,
+//! and at the end of the run) and are the next run's priors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::model::{Bracket, LogNormal};
 use crate::store::Store;
 
 #[derive(Clone, Debug)]
 pub struct Timing {
-    /// Expected duration before anything is learned (the seed page's ~54 s).
-    pub initial_estimate: Duration,
+    /// Expected duration of a class before anything is learnt about it or a similar one (the
+    /// seed page's ~54 s; `--expected-duration`).
+    pub expected: Duration,
     /// Never re-poll a job more often than this.
     pub min_poll_gap: Duration,
     /// First backoff step for transient errors; doubles, capped at `max_backoff`, full jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long Segmind keeps a request's record after submission (an hour; less in rehearsals).
+    pub result_lifetime: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
-            initial_estimate: Duration::from_millis(54_460),
+            expected: Duration::from_millis(54_460),
             min_poll_gap: Duration::from_secs(1),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            result_lifetime: Duration::from_secs(3600),
         }
     }
 }
 
-/// Share of jobs the first poll should find done.
-const FIRST_Q: f64 = 0.75;
-/// Share of the jobs still running at the first poll that the second poll should find done.
-const SECOND_Q: f64 = 0.9;
-/// Relative steps of the quantile trackers.
-const MAX_STEP: f64 = 0.12;
-const MIN_STEP: f64 = 0.03;
-/// A flip of direction shrinks the step by this factor.
-const SHRINK: f64 = 0.7;
-/// Bounds of the second poll's spread above the first.
-const SPREAD_MIN: f64 = 0.005;
-const SPREAD_MAX: f64 = 0.5;
-/// The spread's tracker moves up 9× as far as down (target 90 %): it starts with smaller steps
-/// so that a few "pending" answers while θ₁ is still settling cannot inflate it for long.
-const SPREAD_MAX_STEP: f64 = 0.1;
+/// What a poll said about a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Queued,
+    /// Running (or a state we do not know, taken as running).
+    Processing,
+    Done,
+}
 
-#[derive(Clone, Copy, Debug)]
+/// The share of jobs a planned poll should find done: the first poll, and each next one of
+/// those still running.
+const Q_PLANNED: f64 = 0.8;
+/// Planned polls come no later than this share of the record's lifetime after the submit.
+const POLL_BEFORE: f64 = 0.8;
+/// Jobs per class (and for the queue) the fit looks at: recent enough to follow a drifting
+/// service, many enough to be steady.
+const WINDOW: usize = 64;
+/// The log-spread of a prior that knows nothing.
+const PRIOR_SIGMA: f64 = 0.3;
+/// How much a prior weighs, in jobs: one that knows nothing, one from a similar class, one this
+/// class learnt in an earlier run (at most).
+const WEIGHT_DEFAULT: f64 = 0.25;
+const WEIGHT_SIMILAR: f64 = 0.5;
+const WEIGHT_SAVED_MAX: f64 = 16.0;
+/// A class is refitted at most this often from answers that are not completions.
+const REFIT_EVERY: Duration = Duration::from_millis(20);
+/// How often learnt models are saved during a run, per class.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The queue model's name in the saved table.
+pub const QUEUE: &str = "queue";
+
+/// One class's model and the evidence it is fitted to.
 struct Class {
-    samples: i64,
-    first_ms: f64,
-    spread: f64,
-    first: Tracker,
-    second: Tracker,
+    model: LogNormal,
+    prior: LogNormal,
+    prior_weight: f64,
+    /// Recent jobs' brackets of their duration, oldest first.
+    ended: VecDeque<Bracket>,
+    /// Jobs still running: the last time (ms after submit) each was seen pending.
+    running: HashMap<i64, f64>,
+    /// Completions learnt from, in all runs.
+    jobs: i64,
+    refitted: Option<Instant>,
+    saved: Option<Instant>,
+    unsaved: bool,
 }
 
-/// Step state of one quantile tracker (not persisted: a restart starts careful but not slow).
-#[derive(Clone, Copy, Debug)]
-struct Tracker {
-    step: f64,
-    last_done: Option<bool>,
-}
-
-impl Tracker {
-    fn new(samples: i64, max_step: f64) -> Tracker {
-        Tracker {
-            step: if samples >= 20 { MIN_STEP * 2.0 } else { max_step },
-            last_done: None,
+impl Class {
+    fn new(prior: LogNormal, weight: f64, jobs: i64) -> Class {
+        Class {
+            model: prior,
+            prior,
+            prior_weight: weight,
+            ended: VecDeque::new(),
+            running: HashMap::new(),
+            jobs,
+            refitted: None,
+            saved: None,
+            unsaved: false,
         }
     }
 
-    /// The log-factor to apply for an answer, `q` being the target share of "done".
-    fn update(&mut self, q: f64, done: bool) -> f64 {
-        // No growth on runs of one answer: at a 75 % target long runs of "done" are normal,
-        // and growing on them made the tracker oscillate (measured).
-        if self.last_done.is_some_and(|d| d != done) {
-            self.step = (self.step * SHRINK).max(MIN_STEP);
+    fn refit(&mut self) {
+        // Jobs still running count when they are informative: seen pending past the median.
+        let median = self.model.median();
+        let mut brackets: Vec<Bracket> = self.ended.iter().copied().collect();
+        let mut running: Vec<f64> = self.running.values().copied().filter(|lo| *lo > median).collect();
+        running.sort_by(|a, b| b.total_cmp(a));
+        brackets.extend(running.into_iter().take(WINDOW).map(|lo| Bracket { lo, hi: None }));
+        if !brackets.is_empty() {
+            self.model = self.model.fit(&brackets, &self.prior, self.prior_weight);
         }
-        self.last_done = Some(done);
-        self.step * if done { q - 1.0 } else { q }
+        self.refitted = Some(Instant::now());
     }
+
+    fn end(&mut self, b: Bracket) {
+        self.ended.push_back(b);
+        while self.ended.len() > WINDOW {
+            self.ended.pop_front();
+        }
+        self.jobs += 1;
+        self.unsaved = true;
+        self.refit();
+    }
+}
+
+/// What the queue-time model keeps: the jobs' brackets of their time in QUEUED.
+struct Queue {
+    class: Class,
+    /// Per job still queued as far as known: the last time it was seen QUEUED.
+    queued: HashMap<i64, f64>,
+}
+
+struct State {
+    classes: HashMap<String, Class>,
+    queue: Queue,
+    /// Saved models read at start-up, by class: priors for classes met later.
+    saved: HashMap<String, (LogNormal, i64)>,
+    /// A record expired before its result was fetched: polls come no later than this share of
+    /// the lifetime from now on.
+    poll_before: f64,
 }
 
 pub struct Schedule {
     timing: Timing,
     store: Store,
-    learned: Mutex<HashMap<String, Class>>,
-    /// When each class was last saved, and the classes learnt since.
-    saved: Mutex<HashMap<String, std::time::Instant>>,
-    unsaved: Mutex<std::collections::HashSet<String>>,
-    /// First polls planned and not answered yet, per class.
-    awaited: Mutex<HashMap<String, u64>>,
+    state: Mutex<State>,
 }
-
-/// How often learnt timing is saved during a run, per class.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Schedule {
     pub fn new(store: Store, timing: Timing) -> Schedule {
+        let queue_prior = LogNormal::new(timing.expected.as_millis() as f64 * 0.1, PRIOR_SIGMA);
         Schedule {
+            state: Mutex::new(State {
+                classes: HashMap::new(),
+                queue: Queue {
+                    class: Class::new(queue_prior, WEIGHT_DEFAULT, 0),
+                    queued: HashMap::new(),
+                },
+                saved: HashMap::new(),
+                poll_before: POLL_BEFORE,
+            }),
             timing,
             store,
-            learned: Mutex::new(HashMap::new()),
-            saved: Mutex::new(HashMap::new()),
-            unsaved: Mutex::new(Default::default()),
-            awaited: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn class(&self, class: &str) -> Class {
-        if let Some(c) = self.learned.lock().expect("schedule lock").get(class) {
-            return *c;
-        }
-        let loaded = self.store.learned_timing(class).await.ok().flatten();
-        let c = match loaded {
-            Some((samples, first_ms, spread)) => Class {
-                samples,
-                first_ms,
-                spread,
-                first: Tracker::new(samples, MAX_STEP),
-                second: Tracker::new(samples, SPREAD_MAX_STEP),
-            },
-            None => Class {
-                samples: 0,
-                first_ms: self.timing.initial_estimate.as_millis() as f64,
-                spread: 0.08,
-                first: Tracker::new(0, MAX_STEP),
-                second: Tracker::new(0, SPREAD_MAX_STEP),
-            },
+    /// Reads what earlier runs learnt (every class: a class met later may start from a similar
+    /// one). A database error leaves the defaults.
+    pub async fn load(&self) {
+        let saved = match self.store.timing_models().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read learned poll timing");
+                return;
+            }
         };
-        *self
-            .learned
-            .lock()
-            .expect("schedule lock")
-            .entry(class.to_string())
-            .or_insert(c)
-    }
-
-    /// The expected submit-to-completion time for a class, in ms (for estimates).
-    pub async fn expected_ms(&self, class: &str) -> f64 {
-        let c = self.class(class).await;
-        c.first_ms * (1.0 + c.spread * 0.3)
-    }
-
-    /// The first poll after a submit accepted at `submitted_at`.
-    pub async fn first_poll_at(&self, class: &str, submitted_at: i64) -> i64 {
-        let at = submitted_at + self.class(class).await.first_ms.round() as i64;
-        *self
-            .awaited
-            .lock()
-            .expect("schedule lock")
-            .entry(class.to_string())
-            .or_default() += 1;
-        at
-    }
-
-    /// The next poll of a job seen pending `pending_polls` times (≥ 1), the last at `now`.
-    pub async fn next_poll_at(&self, class: &str, submitted_at: i64, pending_polls: i64, now: i64) -> i64 {
-        let c = self.class(class).await;
-        let min = self.timing.min_poll_gap.as_millis() as i64;
-        let at = if pending_polls <= 1 {
-            submitted_at + (c.first_ms * (1.0 + c.spread)).round() as i64
-        } else {
-            now + (c.first_ms * c.spread * 0.5).round() as i64
-        };
-        at.max(now + min)
-    }
-
-    /// Records what a poll learnt: it was the attempt's `nth` poll (1 = first), scheduled
-    /// `scheduled_ms` after the submit, and the job had (`done`) or had not ended.
-    pub async fn observe(&self, class: &str, nth: i64, done: bool, scheduled_ms: i64) {
-        let mut c = self.class(class).await;
-        let at = scheduled_ms as f64;
-        let on_time = |target: f64| at >= target * 0.9 && at <= target * 1.1;
-        let mut changed = false;
-        // Answers teach whichever way they go: accepting only some (say a late "pending" but not
-        // a late "done") would bias the quantile.
-        if nth == 1 && on_time(c.first_ms) {
-            // Answers arrive a whole duration after their poll was planned, many at once: with
-            // n first polls planned and not yet answered, each answer moves the estimate
-            // 1/√n as far. Without this, the first few "pending" answers of a busy run
-            // (the prior is the median) pushed it up 9 % each before any correction could
-            // arrive, and the overshoot took the rest of a 200-video run to unwind (measured:
-            // first poll learnt at 60 s for jobs of at most 59 s).
-            let lag = {
-                let mut awaited = self.awaited.lock().expect("schedule lock");
-                let n = awaited.entry(class.to_string()).or_default();
-                // At most halved: a prior that is too high must still be unlearnt quickly.
-                let lag = (*n).clamp(1, 4);
-                *n = n.saturating_sub(1);
-                lag
-            };
-            c.first_ms *= (c.first.update(FIRST_Q, done) / (lag as f64).sqrt()).exp();
-            changed = true;
-        } else if nth == 2 {
-            let second = c.first_ms * (1.0 + c.spread);
-            if on_time(second) {
-                c.spread = (c.spread * c.second.update(SECOND_Q, done).exp()).clamp(SPREAD_MIN, SPREAD_MAX);
-                changed = true;
+        let mut st = self.lock();
+        for (class, mu, sigma, jobs) in saved {
+            let model = LogNormal { mu, sigma };
+            if class == QUEUE {
+                st.queue.class = Class::new(model, saved_weight(jobs), jobs);
+            } else {
+                st.saved.insert(class, (model, jobs));
             }
         }
-        if done {
-            c.samples += 1;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The class's model, starting it (from what was saved, a similar class, or the default) if
+    /// this run has not met it yet.
+    fn class<'a>(&self, st: &'a mut State, class: &str) -> &'a mut Class {
+        if !st.classes.contains_key(class) {
+            let c = match st.saved.get(class) {
+                Some((model, jobs)) => Class::new(*model, saved_weight(*jobs), *jobs),
+                None => match similar(st, class) {
+                    Some(prior) => Class::new(prior, WEIGHT_SIMILAR, 0),
+                    None => Class::new(
+                        LogNormal::new(self.timing.expected.as_millis() as f64, PRIOR_SIGMA),
+                        WEIGHT_DEFAULT,
+                        0,
+                    ),
+                },
+            };
+            st.classes.insert(class.to_string(), c);
         }
-        if !changed && !done {
-            return;
-        }
-        self.learned.lock().expect("schedule lock").insert(class.to_string(), c);
-        if done {
-            // Saved with the first completions, then at most once a second per class (and at the
-            // end of the run, see `flush`): a crash forgets a second of learning at most, and a
-            // fast run does not pay a database write per video for it.
-            let now = std::time::Instant::now();
-            let save = {
-                let mut saved = self.saved.lock().expect("schedule lock");
-                let due = c.samples <= 10 || saved.get(class).is_none_or(|t| now.duration_since(*t) >= SAVE_EVERY);
-                if due {
-                    saved.insert(class.to_string(), now);
-                } else {
-                    self.unsaved.lock().expect("schedule lock").insert(class.to_string());
+        st.classes.get_mut(class).expect("just inserted")
+    }
+
+    /// The latest a planned poll may come, in ms after the submit.
+    fn latest(&self, st: &State) -> f64 {
+        self.timing.result_lifetime.as_millis() as f64 * st.poll_before
+    }
+
+    /// The first planned poll of a job accepted at `submitted_at`.
+    pub fn first_poll_at(&self, class: &str, submitted_at: i64) -> i64 {
+        let mut st = self.lock();
+        let latest = self.latest(&st);
+        let at = self.class(&mut st, class).model.quantile(Q_PLANNED).min(latest);
+        submitted_at + at.round() as i64
+    }
+
+    /// The next planned poll of a job last seen pending at `pending_at` (epoch ms), answered at `now`.
+    pub fn next_poll_at(&self, class: &str, submitted_at: i64, pending_at: i64, now: i64) -> i64 {
+        let mut st = self.lock();
+        let latest = self.latest(&st);
+        let after = (pending_at - submitted_at).max(0) as f64;
+        let at = self
+            .class(&mut st, class)
+            .model
+            .quantile_after(after, Q_PLANNED)
+            .min(latest.max(after));
+        (submitted_at + at.round() as i64).max(now + self.timing.min_poll_gap.as_millis() as i64)
+    }
+
+    /// How likely a job last seen pending at `pending_at` is done at `now`.
+    pub fn done_by(&self, class: &str, submitted_at: i64, pending_at: Option<i64>, now: i64) -> f64 {
+        let mut st = self.lock();
+        let after = pending_at.map_or(0.0, |p| (p - submitted_at).max(0) as f64);
+        let m = self.class(&mut st, class).model;
+        m.done_by((now - submitted_at).max(0) as f64, after)
+    }
+
+    /// The expected submit-to-completion time of a class, in ms.
+    pub fn expected_ms(&self, class: &str) -> f64 {
+        let mut st = self.lock();
+        self.class(&mut st, class).model.mean()
+    }
+
+    /// Learns from a poll of job `seq` (of `class`, accepted at `submitted_at`) answered at `at`.
+    pub async fn observe(&self, class: &str, seq: i64, submitted_at: i64, at: i64, answer: Answer) {
+        let t = (at - submitted_at).max(0) as f64;
+        let save = {
+            let mut st = self.lock();
+            let first_answer = !self.class(&mut st, class).running.contains_key(&seq);
+            // Queue time: QUEUED at t means longer than t; anything else means no longer. A job
+            // gives one bracket, at its first answer that is not QUEUED.
+            match answer {
+                Answer::Queued => {
+                    st.queue.queued.insert(seq, t);
                 }
-                due
-            };
-            if save {
-                self.unsaved.lock().expect("schedule lock").remove(class);
-                self.save(class, c).await;
+                Answer::Processing | Answer::Done => {
+                    let lo = st.queue.queued.remove(&seq);
+                    if lo.is_some() || first_answer {
+                        st.queue.class.end(Bracket {
+                            lo: lo.unwrap_or(0.0),
+                            hi: Some(t),
+                        });
+                    }
+                }
             }
+            let c = self.class(&mut st, class);
+            match answer {
+                Answer::Done => {
+                    let lo = c.running.remove(&seq).unwrap_or(0.0);
+                    c.end(Bracket { lo, hi: Some(t) });
+                }
+                Answer::Queued | Answer::Processing => {
+                    let lo = c.running.entry(seq).or_insert(0.0);
+                    *lo = lo.max(t);
+                    if t > c.model.median() && c.refitted.is_none_or(|r| r.elapsed() >= REFIT_EVERY) {
+                        c.refit();
+                    }
+                }
+            }
+            let due = c.unsaved && c.saved.is_none_or(|s| s.elapsed() >= SAVE_EVERY);
+            if due {
+                c.saved = Some(Instant::now());
+                c.unsaved = false;
+            }
+            due.then_some((c.model, c.jobs))
+        };
+        if let Some((model, jobs)) = save {
+            self.save(class, model, jobs).await;
         }
     }
 
-    async fn save(&self, class: &str, c: Class) {
-        if let Err(e) = self.store.save_timing(class, c.samples, c.first_ms, c.spread).await {
+    /// Job `seq` left without telling its duration (failed, expired, cancelled by a restart).
+    pub fn forget(&self, class: &str, seq: i64) {
+        let mut st = self.lock();
+        st.queue.queued.remove(&seq);
+        if let Some(c) = st.classes.get_mut(class) {
+            c.running.remove(&seq);
+        }
+    }
+
+    /// A job's record expired before its result was fetched, `age_ms` after the submit: it was
+    /// done by then, and polls must come sooner.
+    pub fn on_expired(&self, class: &str, seq: i64, age_ms: i64) {
+        let mut st = self.lock();
+        st.poll_before = (st.poll_before * 0.75).max(0.25);
+        let c = self.class(&mut st, class);
+        let lo = c.running.remove(&seq).unwrap_or(0.0);
+        c.end(Bracket {
+            lo,
+            hi: Some(age_ms.max(1) as f64),
+        });
+    }
+
+    async fn save(&self, class: &str, m: LogNormal, jobs: i64) {
+        if let Err(e) = self.store.save_timing_model(class, m.mu, m.sigma, jobs).await {
             tracing::warn!(error = %e, "could not save learned poll timing");
         }
     }
 
     /// Saves what was learnt and not saved yet (at the end of a run).
     pub async fn flush(&self) {
-        let classes: Vec<String> = self.unsaved.lock().expect("schedule lock").drain().collect();
-        for class in classes {
-            let c = self.learned.lock().expect("schedule lock").get(&class).copied();
-            if let Some(c) = c {
-                self.save(&class, c).await;
+        let pending: Vec<(String, LogNormal, i64)> = {
+            let mut st = self.lock();
+            let mut v = Vec::new();
+            for (name, c) in st.classes.iter_mut() {
+                if c.unsaved {
+                    c.unsaved = false;
+                    v.push((name.clone(), c.model, c.jobs));
+                }
             }
+            let q = &mut st.queue.class;
+            if q.jobs > 0 {
+                v.push((QUEUE.to_string(), q.model, q.jobs));
+            }
+            v
+        };
+        for (class, m, jobs) in pending {
+            self.save(&class, m, jobs).await;
         }
     }
 
@@ -276,128 +371,69 @@ impl Schedule {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
+/// How much a model learnt in an earlier run weighs as this run's prior.
+fn saved_weight(jobs: i64) -> f64 {
+    (jobs as f64).clamp(WEIGHT_DEFAULT, WEIGHT_SAVED_MAX)
+}
 
-    async fn schedule(prior_ms: u64) -> (tempfile::TempDir, Schedule) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        let timing = Timing {
-            initial_estimate: Duration::from_millis(prior_ms),
-            min_poll_gap: Duration::from_millis(10),
-            ..Timing::default()
-        };
-        (dir, Schedule::new(store, timing))
+/// The prior of a class met for the first time, from the most similar class known (learnt in
+/// this run or saved): its run time (its duration less the queue time) scaled by the work, plus
+/// the current queue time.
+fn similar(st: &State, class: &str) -> Option<LogNormal> {
+    let want = Shape::of(class)?;
+    let known = st
+        .classes
+        .iter()
+        .filter(|(_, c)| c.jobs > 0)
+        .map(|(name, c)| (name.as_str(), c.model))
+        .chain(st.saved.iter().map(|(name, (m, _))| (name.as_str(), *m)));
+    let (_, shape, model) = known
+        .filter_map(|(name, m)| Shape::of(name).map(|s| (name, s, m)))
+        .min_by_key(|(name, s, _)| (want.distance(s), *name))?;
+    let queue = st.queue.class.model.median();
+    let run = (model.median() - queue).max(model.median() * 0.1);
+    let median = queue + run * want.work() / shape.work();
+    Some(LogNormal::new(median, model.sigma))
+}
+
+/// What a class key says about the work: `resolution|num_frames|go_fast`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Shape {
+    pixels: f64,
+    frames: f64,
+    fast: bool,
+    hd: bool,
+}
+
+impl Shape {
+    fn of(class: &str) -> Option<Shape> {
+        let mut parts = class.split('|');
+        let res = parts.next()?;
+        let frames: f64 = parts.next()?.parse().ok()?;
+        let fast = parts.next()? == "true";
+        let hd = res == "720p";
+        let pixels = if hd { 1280.0 * 720.0 } else { 832.0 * 480.0 };
+        Some(Shape {
+            pixels,
+            frames,
+            fast,
+            hd,
+        })
     }
 
-    /// Runs jobs of the given durations through the schedule, one at a time; returns
-    /// (polls per job, mean delay between completion and the poll that saw it).
-    async fn simulate(s: &Schedule, durations: &[f64]) -> (f64, f64) {
-        let (mut polls, mut delay) = (0.0, 0.0);
-        for &d in durations {
-            let mut t = s.first_poll_at("c", 0).await;
-            let mut nth = 1;
-            loop {
-                polls += 1.0;
-                let done = t as f64 >= d;
-                s.observe("c", nth, done, t).await;
-                if done {
-                    delay += t as f64 - d;
-                    break;
-                }
-                t = s.next_poll_at("c", 0, nth, t).await;
-                nth += 1;
-            }
-        }
-        (polls / durations.len() as f64, delay / durations.len() as f64)
+    fn work(&self) -> f64 {
+        self.pixels * self.frames
     }
 
-    #[tokio::test]
-    async fn learns_a_wrong_prior_quickly_and_meets_the_targets() {
-        // Prior 54 s; real jobs 20 s ± 10 %.
-        let (_d, s) = schedule(54_000).await;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut jobs = |n| (0..n).map(|_| 20_000.0 * rng.gen_range(0.9..1.1)).collect::<Vec<f64>>();
-        let (warm_polls, _) = simulate(&s, &jobs(40)).await;
-        assert!(warm_polls < 2.0, "even while learning: {warm_polls}");
-        let (polls, delay) = simulate(&s, &jobs(400)).await;
-        eprintln!("after learning: {polls:.3} polls per job, mean delay {delay:.0} ms");
-        assert!(polls <= 1.5, "polls per job {polls}");
-        assert!(delay <= 2_000.0, "mean delay {delay} ms (10 % of 20 s is 2000)");
-    }
-
-    #[tokio::test]
-    async fn a_few_pending_answers_before_any_completion_do_not_run_away() {
-        let (_d, s) = schedule(10_000).await;
-        for _ in 0..3 {
-            let t = s.first_poll_at("c", 0).await;
-            s.observe("c", 1, false, t).await;
-        }
-        let after = s.first_poll_at("c", 0).await;
-        assert!(after < 20_000, "three pending answers moved θ to {after}");
-        for _ in 0..20 {
-            let t = s.first_poll_at("c", 0).await;
-            s.observe("c", 1, true, t).await;
-        }
-        assert!(s.first_poll_at("c", 0).await < 10_000, "and it comes back down");
-    }
-
-    #[tokio::test]
-    async fn answers_to_many_polls_planned_at_once_move_the_estimate_gently() {
-        // A busy run: 20 first polls planned before any answer, then the first answers say
-        // "pending" (the prior is the median, so half of them will).
-        let (_d, s) = schedule(54_000).await;
-        for _ in 0..20 {
-            s.first_poll_at("c", 0).await;
-        }
-        for _ in 0..5 {
-            s.observe("c", 1, false, 54_000).await;
-        }
-        let after = s.first_poll_at("c", 0).await;
-        // One answer at a time would have moved it 9 % each (+54 %); 20 awaited, ≈ 2 % each.
-        assert!(after < 62_000, "{after}");
-        assert!(after > 54_000, "it still learns: {after}");
-    }
-
-    #[tokio::test]
-    async fn late_or_early_polls_teach_nothing() {
-        let (_d, s) = schedule(10_000).await;
-        s.observe("c", 1, true, 30_000).await; // a poll delayed by the budget
-        s.observe("c", 1, false, 100).await; // a restart's immediate re-poll
-        assert_eq!(s.first_poll_at("c", 0).await, 10_000);
-    }
-
-    #[tokio::test]
-    async fn learned_timing_survives_a_restart() {
-        let (dir, s) = schedule(54_000).await;
-        for _ in 0..30 {
-            let t = s.first_poll_at("c", 0).await;
-            s.observe("c", 1, true, t).await;
-        }
-        let learned = s.first_poll_at("c", 0).await;
-        assert!(learned < 40_000, "{learned}");
-        // Saved as it learns (the first completions at once, then once a second) …
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        let saved = store.learned_timing("c").await.unwrap().expect("saved during the run");
-        assert!(saved.0 >= 10, "{saved:?}");
-        // … and all of it when the run ends.
-        s.flush().await;
-        let again = Schedule::new(store, Timing::default());
-        assert_eq!(again.first_poll_at("c", 0).await, learned);
-    }
-
-    #[tokio::test]
-    async fn backoff_is_capped_full_jitter() {
-        let (_d, s) = schedule(1000).await;
-        for errors in 0..30 {
-            assert!(s.backoff(errors) <= Duration::from_secs(60));
-        }
-        let samples: Vec<Duration> = (0..200).map(|_| s.backoff(3)).collect();
-        assert!(
-            samples.iter().any(|d| *d < Duration::from_secs(2)),
-            "full jitter reaches low values"
-        );
+    /// How unlike another class: speed mode first, then resolution, then frames.
+    fn distance(&self, o: &Shape) -> (u8, u8, u64) {
+        (
+            u8::from(self.fast != o.fast),
+            u8::from(self.hd != o.hd),
+            (self.frames - o.frames).abs() as u64,
+        )
     }
 }
+
+#[cfg(test)]
+mod tests;

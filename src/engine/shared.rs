@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::agenda::Next;
-use super::{durable, reach, slots, EngineConfig, Gate, Schedule, Spend};
+use super::{durable, reach, route, slots, EngineConfig, Gate, Schedule, Spend};
 use crate::api::{AccountStop, ApiClient};
 use crate::store::Store;
 
@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub(super) spend: Spend,
     /// Whether the API host answers at all.
     pub(super) reach: reach::Reach,
+    /// Which endpoint polls ask.
+    pub(super) route: route::Route,
     /// Learned API requests per finished video.
     pub(super) cost: std::sync::Mutex<f64>,
     pub(super) cfg: EngineConfig,
@@ -50,18 +52,14 @@ impl Shared {
     /// How many jobs may be at Segmind at once. The automatic cap is Little's law: the budget
     /// sustains `rate / SUBMIT_COST` videos per window, each staying about the expected
     /// duration, plus 25 % headroom for the spread.
-    pub(super) async fn concurrency_cap(&self, params: &str) -> i64 {
+    pub(super) fn concurrency_cap(&self, params: &str) -> i64 {
         if let Some(c) = self.cfg.concurrency {
             return c as i64;
         }
-        let class = crate::manifest::Params::from_json(params)
-            .map(|p| p.duration_class())
-            .unwrap_or_default();
         // A job stays at least the minimum poll gap, however fast it is.
         let expected = self
             .schedule
-            .expected_ms(&class)
-            .await
+            .expected_ms(&class_of(params))
             .max(self.cfg.timing.min_poll_gap.as_millis() as f64);
         let videos_per_ms = f64::from(self.cfg.rpm) / self.cfg.rate_window.as_millis().max(1) as f64 / SUBMIT_COST;
         (videos_per_ms * expected * 1.25).ceil().max(1.0) as i64
@@ -100,4 +98,26 @@ impl Shared {
         let mut c = self.cost.lock().expect("cost lock");
         *c += 0.05 * ((requests as f64).clamp(2.0, 10.0) - *c);
     }
+}
+
+impl Shared {
+    /// How old a request must be before a 404 can mean its record expired: the record's
+    /// lifetime less a margin for the clocks (ours starts when the submit's answer arrives,
+    /// Segmind's a little earlier) — 5 % of it, at most two minutes.
+    pub(super) fn expiry_age_ms(&self) -> i64 {
+        let life = self.cfg.timing.result_lifetime.as_millis() as i64;
+        life - (life / 20).min(120_000)
+    }
+
+    /// The interval between two permits at the current pace, in ms.
+    pub(super) fn permit_ms(&self) -> f64 {
+        self.cfg.rate_window.as_millis() as f64 / self.gate.pace().max(0.01)
+    }
+}
+
+/// The parameter class of a job (what its duration is learnt by).
+pub(super) fn class_of(params: &str) -> String {
+    crate::manifest::Params::from_json(params)
+        .map(|p| p.duration_class())
+        .unwrap_or_default()
 }

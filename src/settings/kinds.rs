@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use crate::engine::UnknownPolicy;
+use crate::engine::{PollMode, UnknownPolicy};
 
 /// A setting's value type.
 pub trait Kind: Clone + std::fmt::Debug + PartialEq {
@@ -153,6 +153,26 @@ impl Kind for UnknownPolicy {
         Json::from(self.show())
     }
     fn from_json(v: &Json) -> Option<UnknownPolicy> {
+        v.as_str().and_then(Self::from_text)
+    }
+    fn show(&self) -> String {
+        clap::ValueEnum::to_possible_value(self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Kind for PollMode {
+    fn from_text(s: &str) -> Option<PollMode> {
+        <PollMode as clap::ValueEnum>::from_str(s.trim(), true).ok()
+    }
+    fn from_toml(v: &toml::Value) -> Option<PollMode> {
+        v.as_str().and_then(Self::from_text)
+    }
+    fn to_json(&self) -> Json {
+        Json::from(self.show())
+    }
+    fn from_json(v: &Json) -> Option<PollMode> {
         v.as_str().and_then(Self::from_text)
     }
     fn show(&self) -> String {

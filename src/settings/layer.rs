@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde_json::Value as Json;
 
 use super::kinds::{toml_type, Kind, Span};
-use crate::engine::UnknownPolicy;
+use crate::engine::{PollMode, UnknownPolicy};
 
 /// Where a value came from, for messages and for `status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +177,16 @@ settings! {
     max_video_bytes: u64, stored: true, what: "a whole number of bytes ≥ 1", ok: positive;
     /// How long the API host may give no answer at all before the run stops.
     unreachable_after: Span, stored: true, what: "a duration such as 90s, 2m or 1h (more than 0)",
+        ok: |s: &Span| !s.0.is_zero();
+    /// Which endpoint polls ask.
+    poll: PollMode, stored: true, what: "auto, status or result", ok: |_| true;
+    /// Paid resubmits of one job before it ends failed.
+    max_resubmits: u32, stored: true, what: "a whole number of resubmits ≥ 0", ok: |_| true;
+    /// How long Segmind keeps a request's record (an hour; less in a rehearsal).
+    result_lifetime: Span, stored: true, what: "a duration such as 1h or 90s (more than 0)",
+        ok: |s: &Span| !s.0.is_zero();
+    /// The expected duration of a video before any is observed.
+    expected_duration: Span, stored: true, what: "a duration such as 54s or 2m (more than 0)",
         ok: |s: &Span| !s.0.is_zero();
 }
 

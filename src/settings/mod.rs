@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 
-use crate::engine::UnknownPolicy;
+use crate::engine::{PollMode, UnknownPolicy};
 pub use kinds::Span;
 pub use layer::{env_name, Layer, Origin, Origins};
 
@@ -30,6 +30,11 @@ pub const DEFAULT_RPM: u32 = 50;
 pub const DEFAULT_DOWNLOAD_CONCURRENCY: u32 = 4;
 pub const DEFAULT_MAX_VIDEO_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(120);
+pub const DEFAULT_MAX_RESUBMITS: u32 = 2;
+/// Segmind keeps a request's record an hour after submission (API.md).
+pub const DEFAULT_RESULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The seed page's ~54 s per video.
+pub const DEFAULT_EXPECTED_DURATION: Duration = Duration::from_millis(54_460);
 
 /// The settings given on the command line (flags, or their environment variables, which clap
 /// reads) of the subcommand in `matches`.
@@ -145,6 +150,10 @@ pub struct RunSettings {
     pub download_concurrency: u32,
     pub max_video_bytes: u64,
     pub unreachable_after: Duration,
+    pub poll: PollMode,
+    pub max_resubmits: u32,
+    pub result_lifetime: Duration,
+    pub expected_duration: Duration,
     /// What to store in the campaign's database (the values given this time).
     pub to_store: Layer,
 }
@@ -186,6 +195,10 @@ impl RunSettings {
             download_concurrency: m.download_concurrency.unwrap_or(DEFAULT_DOWNLOAD_CONCURRENCY),
             max_video_bytes: m.max_video_bytes.unwrap_or(DEFAULT_MAX_VIDEO_BYTES),
             unreachable_after: m.unreachable_after.map_or(DEFAULT_UNREACHABLE_AFTER, |s| s.0),
+            poll: m.poll.unwrap_or_default(),
+            max_resubmits: m.max_resubmits.unwrap_or(DEFAULT_MAX_RESUBMITS),
+            result_lifetime: m.result_lifetime.map_or(DEFAULT_RESULT_LIFETIME, |s| s.0),
+            expected_duration: m.expected_duration.map_or(DEFAULT_EXPECTED_DURATION, |s| s.0),
             to_store,
         })
     }

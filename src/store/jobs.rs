@@ -18,6 +18,9 @@ pub struct SubmitWork {
     /// API GETs spent on the job so far (earlier attempts).
     pub polls: i64,
     pub due_at: i64,
+    /// Paid resubmits so far (after an expired result, after a lost submit answer): capped by
+    /// `--max-resubmits`.
+    pub resubmits: i64,
 }
 
 /// A job at Segmind, to poll.
@@ -38,6 +41,19 @@ pub struct PollWork {
     pub polls: i64,
     /// When this poll was scheduled.
     pub due_at: i64,
+    /// Paid resubmits so far (see `SubmitWork::resubmits`).
+    pub resubmits: i64,
+    /// The job's parameter class (for the schedule), filled in by the engine.
+    #[sqlx(skip)]
+    pub class: String,
+    /// Poll this job through the status endpoint: its result endpoint answered 404 while it was
+    /// young (in memory: a restart asks again).
+    #[sqlx(skip)]
+    pub via_status: bool,
+    /// Polls the budget had room for that found the job still running: not part of what a
+    /// video costs in planned requests.
+    #[sqlx(skip)]
+    pub extra_polls: i64,
 }
 
 /// A finished job whose video is to be fetched.
@@ -50,6 +66,8 @@ pub struct DownloadWork {
     pub output_size: Option<i64>,
     pub errors_in_row: i64,
     pub completed_at: Option<i64>,
+    /// Paid resubmits so far (see `SubmitWork::resubmits`).
+    pub resubmits: i64,
 }
 
 /// The columns of a `JobRecord`, in a `SELECT` over `jobs`.
@@ -400,7 +418,7 @@ impl Store {
     pub async fn due_polls(&self, now: i64, limit: i64) -> anyhow::Result<Vec<PollWork>> {
         Ok(sqlx::query_as(
             "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, attempt_polls, errors_in_row,
-                    attempts, polls, due_at
+                    attempts, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits
              FROM jobs WHERE state = 'running' AND due_at <= ? ORDER BY submitted_at, seq LIMIT ?",
         )
         .bind(now)
@@ -411,7 +429,7 @@ impl Store {
 
     pub async fn due_submits(&self, now: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, params, polls, due_at FROM jobs INDEXED BY jobs_state_seq
+            "SELECT seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits FROM jobs INDEXED BY jobs_state_seq
              WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
         )
         .bind(now)
@@ -424,7 +442,7 @@ impl Store {
     /// over the queue, one window at a time.
     pub async fn pending_after(&self, seq: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, params, polls, due_at FROM jobs INDEXED BY jobs_state_seq
+            "SELECT seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits FROM jobs INDEXED BY jobs_state_seq
              WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(seq)
@@ -435,7 +453,8 @@ impl Store {
 
     pub async fn due_downloads(&self, now: i64, limit: i64) -> anyhow::Result<Vec<DownloadWork>> {
         Ok(sqlx::query_as(
-            "SELECT seq, id, request_id, output_url, output_size, errors_in_row, completed_at
+            "SELECT seq, id, request_id, output_url, output_size, errors_in_row, completed_at,
+                    resubmits_expired + resubmits_unknown AS resubmits
              FROM jobs WHERE state = 'downloading' AND due_at <= ? ORDER BY completed_at, seq LIMIT ?",
         )
         .bind(now)
@@ -494,32 +513,58 @@ impl Store {
         .await?)
     }
 
-    /// The learned poll timing for a parameter class: (samples, first_poll_ms, second_spread).
-    pub async fn learned_timing(&self, class: &str) -> anyhow::Result<Option<(i64, f64, f64)>> {
-        Ok(
-            sqlx::query_as("SELECT samples, first_poll_ms, second_spread FROM durations WHERE class = ?")
-                .bind(class)
-                .fetch_optional(&self.read)
-                .await?,
+    /// Every learnt duration model: (class, mu, sigma, jobs). A class learnt only by an older
+    /// version (its 75 % point in `durations`) gets a model with that 75 % point.
+    pub async fn timing_models(&self) -> anyhow::Result<Vec<(String, f64, f64, i64)>> {
+        let mut models: Vec<(String, f64, f64, i64)> =
+            sqlx::query_as("SELECT class, mu, sigma, jobs FROM timing_models ORDER BY class")
+                .fetch_all(&self.read)
+                .await?;
+        let legacy: Vec<(String, f64, i64)> = sqlx::query_as(
+            "SELECT class, first_poll_ms, samples FROM durations
+             WHERE first_poll_ms > 0 AND class NOT IN (SELECT class FROM timing_models)",
         )
+        .fetch_all(&self.read)
+        .await?;
+        const SIGMA: f64 = 0.1;
+        for (class, first_poll_ms, samples) in legacy {
+            // ln q75 = mu + 0.674 sigma.
+            models.push((class, first_poll_ms.ln() - 0.674 * SIGMA, SIGMA, samples));
+        }
+        Ok(models)
     }
 
-    pub async fn save_timing(
-        &self,
-        class: &str,
-        samples: i64,
-        first_poll_ms: f64,
-        second_spread: f64,
-    ) -> anyhow::Result<()> {
+    pub async fn save_timing_model(&self, class: &str, mu: f64, sigma: f64, jobs: i64) -> anyhow::Result<()> {
         self.batch
             .exec(
-                "INSERT INTO durations (class, samples, first_poll_ms, second_spread, updated_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT(class) DO UPDATE SET samples = excluded.samples, first_poll_ms = excluded.first_poll_ms,
-                     second_spread = excluded.second_spread, updated_at = excluded.updated_at",
-                sql_args![class.to_owned(), samples, first_poll_ms, second_spread, now_ms()],
+                "INSERT INTO timing_models (class, mu, sigma, jobs, updated_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT(class) DO UPDATE SET mu = excluded.mu, sigma = excluded.sigma, jobs = excluded.jobs,
+                     updated_at = excluded.updated_at",
+                sql_args![class.to_owned(), mu, sigma, jobs, now_ms()],
             )
             .await?;
         Ok(())
+    }
+
+    /// A fact seen of the account's API (see migration 0006), and its detail.
+    pub async fn set_fact(&self, key: &str, value: &str, detail: &str) -> anyhow::Result<()> {
+        self.batch
+            .exec(
+                "INSERT INTO facts (key, value, detail, seen_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, detail = excluded.detail,
+                     seen_at = excluded.seen_at",
+                sql_args![key.to_owned(), value.to_owned(), detail.to_owned(), now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A fact: (value, detail, seen_at).
+    pub async fn fact(&self, key: &str) -> anyhow::Result<Option<(String, String, i64)>> {
+        Ok(sqlx::query_as("SELECT value, detail, seen_at FROM facts WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?)
     }
 }
 
@@ -532,6 +577,18 @@ impl Store {
                      maybe_billed_twice = 1, updated_at = ?
                  WHERE seq = ? AND state = 'unknown' RETURNING 1",
                 sql_args![now_ms(), seq],
+            )
+            .await
+    }
+}
+
+impl Store {
+    /// unknown → failed: its submit answer was lost too many times to submit it again.
+    pub async fn fail_unknown(&self, seq: i64, why: &str) -> anyhow::Result<bool> {
+        self.batch
+            .applied(
+                "UPDATE jobs SET state = 'failed', error = ?, updated_at = ? WHERE seq = ? AND state = 'unknown' RETURNING 1",
+                sql_args![why.to_owned(), now_ms(), seq],
             )
             .await
     }

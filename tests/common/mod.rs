@@ -69,8 +69,8 @@ impl Env {
         cmd.args([
             "--rpm",
             "6000",
-            "--initial-estimate-secs",
-            "0.3",
+            "--expected-duration",
+            "0.3s",
             "--min-poll-gap-ms",
             "30",
             "--backoff-ms",

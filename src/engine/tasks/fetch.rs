@@ -78,6 +78,15 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
             // a host that briefly answers 404 must not cost a second payment.
             let why = format!("the video is gone from its host (HTTP {code})");
             download::remove_part(&s.cfg.out_dir, &w.id, &w.request_id).await;
+            let max = i64::from(s.cfg.max_resubmits);
+            if w.resubmits >= max {
+                let why = format!(
+                    "{why}; it was bought {} times, and --max-resubmits {max} allows no more",
+                    w.resubmits + 1
+                );
+                s.store.record_download_failed(w.seq, &w.request_id, &why).await?;
+                return Ok(Next::Nothing);
+            }
             let applied = s
                 .store
                 .record_expired(w.seq, JobState::Downloading, &w.request_id, &why)

@@ -1,141 +1,266 @@
 //! Polling a job at Segmind: still running, completed (its output URL recorded before anything
 //! fetches it), failed, expired, or a transient error to retry.
+//!
+//! A 404 means "expired" only when it can: for a request younger than the record's lifetime
+//! (less a margin) it is an anomaly — logged, the job polled through the status endpoint from
+//! then on, and never a reason to pay again. An expired job is bought again only up to
+//! `--max-resubmits` times; past that it fails, naming the cause and the count.
 
 use std::sync::Arc;
 
 use super::{finish, note, then};
-use crate::api::{ApiError, Poll};
+use crate::api::{ApiError, Output, Poll};
 use crate::engine::agenda::Next;
+use crate::engine::route::Endpoint;
+use crate::engine::schedule::Answer;
 use crate::engine::shared::{Event, Shared};
-use crate::manifest::Params;
 use crate::state::JobState;
 use crate::store::{now_ms, Completed, DownloadWork, PollWork, SubmitWork};
 
-pub async fn poll(s: Arc<Shared>, w: PollWork) {
-    let r = poll_inner(&s, &w).await;
+/// Polls a job; `early`: on a permit the budget had no planned use for.
+pub async fn poll(s: Arc<Shared>, w: PollWork, early: bool) {
+    let r = poll_inner(&s, &w, early).await;
     finish(&s, w.seq, r).await;
 }
 
 #[tracing::instrument(skip_all, fields(job = %w.id, request_id = %w.request_id))]
-async fn poll_inner(s: &Shared, w: &PollWork) -> anyhow::Result<Next> {
-    let class = Params::from_json(&w.params)
-        .map(|p| p.duration_class())
-        .unwrap_or_default();
+async fn poll_inner(s: &Shared, w: &PollWork, early: bool) -> anyhow::Result<Next> {
+    let endpoint = s.route.endpoint(w.via_status);
     let (rid, status_url, response_url) = (&w.request_id, w.status_url.as_deref(), w.response_url.as_deref());
-    let mut result = if s.cfg.poll_status_endpoint {
-        s.api.status(rid, status_url).await
-    } else {
-        s.api.result(rid, response_url).await
+    let mut result = match endpoint {
+        Endpoint::Status => s.api.status(rid, status_url).await,
+        Endpoint::Result | Endpoint::Probe => s.api.result(rid, response_url).await,
     };
     note(s, &result);
+    let mut asked = endpoint;
     // Status said COMPLETED: fetch the result (one more request, inside the budget).
     if let Ok((Poll::Completed(None), _)) = result {
-        s.gate.acquire().await;
-        result = s.api.result(rid, response_url).await;
-        note(s, &result);
+        if endpoint == Endpoint::Status {
+            s.gate.acquire().await;
+            result = s.api.result(rid, response_url).await;
+            note(s, &result);
+            asked = Endpoint::Result;
+        }
+    }
+    if endpoint == Endpoint::Probe && !matches!(result, Ok((Poll::Pending(_), _)) | Err(ApiError::NotFound(_))) {
+        s.route.probe_inconclusive();
     }
     if let Ok((_, meta)) = &result {
         s.note_meta(meta);
     }
-    let nth = w.attempt_polls + 1;
-    let scheduled = w.due_at - w.submitted_at;
     let now = now_ms();
-    let store = &s.store;
     match result {
-        Ok((Poll::Pending(state), _)) => {
-            if !matches!(state.as_str(), "QUEUED" | "PROCESSING") {
-                tracing::warn!(status = %state, "unknown status from the API; treating it as still running");
-            }
-            s.schedule.observe(&class, nth, false, scheduled).await;
-            let next = s.poll_slot(s.schedule.next_poll_at(&class, w.submitted_at, nth, now).await, now);
-            let applied = store.record_pending(w.seq, &w.request_id, next).await?;
-            Ok(then(applied, || {
-                Next::Poll(PollWork {
-                    due_at: next,
-                    attempt_polls: w.attempt_polls + 1,
-                    polls: w.polls + 1,
-                    errors_in_row: 0,
-                    last_pending_at: Some(now),
-                    ..w.clone()
-                })
-            }))
-        }
-        Ok((Poll::Completed(Some(out)), _)) => {
-            s.observe_cost(w.attempts + w.polls + 1 + i64::from(s.cfg.poll_status_endpoint));
-            s.schedule.observe(&class, nth, true, scheduled).await;
-            let done = Completed {
-                output_url: &out.url,
-                output_size: out.file_size.map(|n| n as i64),
-                cost: out.cost,
-            };
-            let applied = store.record_completed(w.seq, &w.request_id, done).await?;
-            tracing::debug!("completed");
-            Ok(then(applied, || {
-                Next::Download(
-                    DownloadWork {
-                        seq: w.seq,
-                        id: w.id.clone(),
-                        request_id: w.request_id.clone(),
-                        output_url: out.url.clone(),
-                        output_size: out.file_size.map(|n| n as i64),
-                        errors_in_row: 0,
-                        completed_at: Some(now),
-                    },
-                    0,
-                )
-            }))
-        }
+        Ok((Poll::Pending(state), _)) => pending(s, w, endpoint, &state, early, now).await,
+        Ok((Poll::Completed(Some(out)), _)) => completed(s, w, out, endpoint, now).await,
         Ok((Poll::Completed(None), _)) => {
             // COMPLETED but no usable output URL even from the result endpoint: the job was paid
             // for, and waiting would only let the record expire and trigger a resubmit.
             let msg = "Segmind reported COMPLETED but gave no output URL";
             tracing::error!("{msg}");
-            store.record_failed(w.seq, &w.request_id, msg).await?;
+            s.schedule.forget(&w.class, w.seq);
+            s.store.record_failed(w.seq, &w.request_id, msg).await?;
             Ok(Next::Nothing)
         }
         Ok((Poll::Failed(msg), _)) => {
-            s.observe_cost(w.attempts + w.polls + 1);
-            s.schedule.observe(&class, nth, true, scheduled).await;
             tracing::info!(error = %msg, "job failed at Segmind");
             s.tele.error(format_args!("{}: failed at Segmind: {msg}", w.id));
-            store.record_failed(w.seq, &w.request_id, &msg).await?;
+            s.schedule.forget(&w.class, w.seq);
+            s.store.record_failed(w.seq, &w.request_id, &msg).await?;
             Ok(Next::Nothing)
         }
-        Err(ApiError::Expired(msg)) => {
-            tracing::warn!(error = %msg, "result expired before it was fetched; the job will be submitted again");
-            let why = format!("result expired before it was fetched ({msg})");
-            let applied = store
-                .record_expired(w.seq, JobState::Running, &w.request_id, &why)
-                .await?;
-            Ok(then(applied, || resubmit(w, w.polls + 1)))
-        }
+        Err(ApiError::NotFound(msg)) => not_found(s, w, asked, &msg, now).await,
         Err(ApiError::RateLimited { .. }) => {
-            let applied = store
+            let applied = s
+                .store
                 .record_retry_later(w.seq, JobState::Running, &w.request_id, now, false)
                 .await?;
             Ok(then(applied, || repoll(w, now, false)))
         }
-        Err(e) => {
-            if let Some(stop) = e.account_stop() {
-                let _ = s.events.send(Event::Account(stop));
-                // A 406 lets polling go on: do not repoll this job with every permit.
-                let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-                let applied = store
-                    .record_retry_later(w.seq, JobState::Running, &w.request_id, due, false)
-                    .await?;
-                Ok(then(applied, || repoll(w, due, false)))
-            } else {
-                // Transient (5xx, timeout, reset, malformed answer): a GET is always safe to
-                // repeat, so back off and try again; after the hour the API answers 404.
-                tracing::warn!(error = %e, "poll failed; will retry");
-                let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-                let applied = store
-                    .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
-                    .await?;
-                Ok(then(applied, || repoll(w, due, true)))
-            }
+        Err(e @ ApiError::Rejected { .. }) => {
+            // A 4xx that is not FAILED: the request for this job is wrong; asking again the
+            // same way cannot help. Failed with the reason (`retry --ids` resubmits on request).
+            let why = format!("polling the job failed: {e}");
+            tracing::warn!("{why}");
+            s.schedule.forget(&w.class, w.seq);
+            s.store.record_failed(w.seq, &w.request_id, &why).await?;
+            Ok(Next::Nothing)
         }
+        Err(e) => trouble(s, w, asked, e, now).await,
     }
+}
+
+/// Still QUEUED or PROCESSING (or a state we do not know, taken as running).
+async fn pending(
+    s: &Shared,
+    w: &PollWork,
+    endpoint: Endpoint,
+    state: &str,
+    early: bool,
+    now: i64,
+) -> anyhow::Result<Next> {
+    let answer = match state {
+        "QUEUED" => Answer::Queued,
+        "PROCESSING" => Answer::Processing,
+        other => {
+            tracing::warn!(status = %other, "unknown status from the API; treating it as still running");
+            Answer::Processing
+        }
+    };
+    if endpoint != Endpoint::Status {
+        s.route.answered_pending(&s.store, state).await;
+    }
+    s.schedule.observe(&w.class, w.seq, w.submitted_at, now, answer).await;
+    let next = s.poll_slot(s.schedule.next_poll_at(&w.class, w.submitted_at, now, now), now);
+    let applied = s.store.record_pending(w.seq, &w.request_id, next).await?;
+    Ok(then(applied, || {
+        Next::Poll(PollWork {
+            due_at: next,
+            attempt_polls: w.attempt_polls + 1,
+            polls: w.polls + 1,
+            errors_in_row: 0,
+            last_pending_at: Some(now),
+            extra_polls: w.extra_polls + i64::from(early),
+            ..w.clone()
+        })
+    }))
+}
+
+/// COMPLETED with its output: recorded before anything fetches it.
+async fn completed(s: &Shared, w: &PollWork, out: Output, endpoint: Endpoint, now: i64) -> anyhow::Result<Next> {
+    // The requests this video cost as planned: the submits, the planned polls, and the one that
+    // saw it done (two when the status endpoint said so first).
+    let seen_by = if endpoint == Endpoint::Status { 2 } else { 1 };
+    s.observe_cost(w.attempts + w.polls - w.extra_polls + seen_by);
+    s.schedule
+        .observe(&w.class, w.seq, w.submitted_at, now, Answer::Done)
+        .await;
+    let done = Completed {
+        output_url: &out.url,
+        output_size: out.file_size.map(|n| n as i64),
+        cost: out.cost,
+    };
+    let applied = s.store.record_completed(w.seq, &w.request_id, done).await?;
+    tracing::debug!("completed");
+    Ok(then(applied, || {
+        Next::Download(
+            DownloadWork {
+                seq: w.seq,
+                id: w.id.clone(),
+                request_id: w.request_id.clone(),
+                output_url: out.url.clone(),
+                output_size: out.file_size.map(|n| n as i64),
+                errors_in_row: 0,
+                completed_at: Some(now),
+                resubmits: w.resubmits,
+            },
+            0,
+        )
+    }))
+}
+
+/// A 404: expired if the request is old enough, else an anomaly that costs nothing.
+async fn not_found(s: &Shared, w: &PollWork, asked: Endpoint, msg: &str, now: i64) -> anyhow::Result<Next> {
+    let age = now - w.submitted_at;
+    if age >= s.expiry_age_ms() {
+        return expired(s, w, msg, age).await;
+    }
+    let age_s = age as f64 / 1000.0;
+    if asked != Endpoint::Status {
+        // The result endpoint does not serve this request yet: not a lost result. The job is
+        // polled through the status endpoint from now on.
+        tracing::warn!(
+            age_secs = age_s,
+            "the result endpoint answered 404 for a request too young to have expired; polling its status instead"
+        );
+        s.route
+            .contradicted(
+                &s.store,
+                &format!("the result endpoint answered 404 for a request {age_s:.1} s old"),
+            )
+            .await;
+        let applied = s
+            .store
+            .record_retry_later(w.seq, JobState::Running, &w.request_id, now, true)
+            .await?;
+        return Ok(then(applied, || {
+            Next::Poll(PollWork {
+                due_at: now,
+                via_status: true,
+                polls: w.polls + 1,
+                extra_polls: w.extra_polls + 1,
+                ..w.clone()
+            })
+        }));
+    }
+    // The status endpoint itself: a glitch. Asked again later, never bought again for it.
+    tracing::warn!(age_secs = age_s, error = %msg, "404 for a request too young to have expired; asking again later");
+    let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+    let applied = s
+        .store
+        .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
+        .await?;
+    Ok(then(applied, || repoll(w, due, true)))
+}
+
+/// The record expired before the result was fetched: the video must be bought again — at most
+/// `--max-resubmits` times.
+async fn expired(s: &Shared, w: &PollWork, msg: &str, age: i64) -> anyhow::Result<Next> {
+    s.schedule.on_expired(&w.class, w.seq, age);
+    let max = i64::from(s.cfg.max_resubmits);
+    if w.resubmits >= max {
+        let why = format!(
+            "the result expired before it was fetched ({msg}); it was bought {} times, and --max-resubmits {max} \
+             allows no more",
+            w.resubmits + 1
+        );
+        tracing::error!("{why}");
+        s.tele.error(format_args!("{}: {why}", w.id));
+        s.store.record_failed(w.seq, &w.request_id, &why).await?;
+        return Ok(Next::Nothing);
+    }
+    tracing::warn!(error = %msg, "result expired before it was fetched; the job will be submitted again");
+    let why = format!("result expired before it was fetched ({msg})");
+    let applied = s
+        .store
+        .record_expired(w.seq, JobState::Running, &w.request_id, &why)
+        .await?;
+    Ok(then(applied, || {
+        Next::Submit(SubmitWork {
+            seq: w.seq,
+            id: w.id.clone(),
+            params: w.params.clone(),
+            polls: w.polls + 1,
+            due_at: 0,
+            resubmits: w.resubmits + 1,
+        })
+    }))
+}
+
+/// Anything else: an account stop, or trouble to wait out (a GET is always safe to repeat).
+async fn trouble(s: &Shared, w: &PollWork, asked: Endpoint, e: ApiError, now: i64) -> anyhow::Result<Next> {
+    if let Some(stop) = e.account_stop() {
+        let _ = s.events.send(Event::Account(stop));
+        // A 406 lets polling go on: do not repoll this job with every permit.
+        let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+        let applied = s
+            .store
+            .record_retry_later(w.seq, JobState::Running, &w.request_id, due, false)
+            .await?;
+        return Ok(then(applied, || repoll(w, due, false)));
+    }
+    if matches!(e, ApiError::Protocol(_)) && asked != Endpoint::Status {
+        // An answer of a shape nobody documented: the direct way is not to be trusted.
+        s.route
+            .contradicted(&s.store, &format!("the result endpoint gave an unexpected answer: {e}"))
+            .await;
+    }
+    tracing::warn!(error = %e, "poll failed; will retry");
+    let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
+    let applied = s
+        .store
+        .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
+        .await?;
+    Ok(then(applied, || repoll(w, due, true)))
 }
 
 /// A job at Segmind to poll again at `due` after an error (as `record_retry_later` wrote it).
@@ -145,16 +270,5 @@ fn repoll(w: &PollWork, due: i64, counted: bool) -> Next {
         errors_in_row: w.errors_in_row + 1,
         polls: w.polls + i64::from(counted),
         ..w.clone()
-    })
-}
-
-/// A job whose result expired, waiting to be submitted again at once.
-fn resubmit(w: &PollWork, polls: i64) -> Next {
-    Next::Submit(SubmitWork {
-        seq: w.seq,
-        id: w.id.clone(),
-        params: w.params.clone(),
-        polls,
-        due_at: 0,
     })
 }

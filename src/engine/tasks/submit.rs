@@ -6,9 +6,8 @@ use std::sync::Arc;
 use super::{finish, note, then, waiting};
 use crate::api::ApiError;
 use crate::engine::agenda::Next;
-use crate::engine::shared::{Event, Shared};
+use crate::engine::shared::{class_of, Event, Shared};
 use crate::engine::UnknownPolicy;
-use crate::manifest::Params;
 use crate::state::JobState;
 use crate::store::{now_ms, PollWork, SubmitWork};
 
@@ -41,10 +40,8 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
             // Logged (at info) before it is recorded; if recording fails for good, the error that
             // stops the run names the paid request id, so it is never silently lost.
             tracing::info!(request_id = %sub.request_id, "submit accepted");
-            let class = Params::from_json(&w.params)
-                .map(|p| p.duration_class())
-                .unwrap_or_default();
-            let first = s.poll_slot(s.schedule.first_poll_at(&class, now).await, now);
+            let class = class_of(&w.params);
+            let first = s.poll_slot(s.schedule.first_poll_at(&class, now), now);
             // A paid request id must not be lost to a passing database error: try a few times.
             let mut tries = 0;
             let applied = loop {
@@ -92,6 +89,10 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
                     attempts: attempt,
                     polls: w.polls,
                     due_at: first,
+                    resubmits: w.resubmits,
+                    class,
+                    via_status: false,
+                    extra_polls: 0,
                 })
             }))
         }
@@ -110,9 +111,24 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
                 }
                 None => {
                     let mut next = Next::Nothing;
-                    if applied && s.cfg.on_unknown == UnknownPolicy::Resubmit {
+                    let max = i64::from(s.cfg.max_resubmits);
+                    if applied && s.cfg.on_unknown == UnknownPolicy::Resubmit && w.resubmits >= max {
+                        let why = format!(
+                            "its submit answer was lost {} times ({e}); not submitted again (--max-resubmits {max}): \
+                             Segmind may have made it",
+                            w.resubmits + 1
+                        );
+                        tracing::error!("{why}");
+                        s.store.fail_unknown(w.seq, &why).await?;
+                    } else if applied && s.cfg.on_unknown == UnknownPolicy::Resubmit {
                         let back = s.store.resubmit_unknown_job(w.seq).await?;
-                        next = then(back, || waiting(w, w.polls, now));
+                        next = then(back, || {
+                            Next::Submit(SubmitWork {
+                                due_at: now,
+                                resubmits: w.resubmits + 1,
+                                ..w.clone()
+                            })
+                        });
                     }
                     let _ = s.events.send(Event::SubmitTrouble);
                     Ok(next)
