@@ -206,37 +206,33 @@ async fn out_of_credits_collects_what_was_paid_for_then_exits_3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_result_is_submitted_again_and_counted() {
+async fn expired_results_are_bought_again_at_most_max_resubmits_times() {
+    // Records that expire before the job can complete: every attempt is lost. No paid loop: the
+    // job is bought three times (the first and two resubmits) and then fails, saying why.
     let mut cfg = fast_fake();
-    cfg.result_lifetime = std::time::Duration::from_millis(150); // gone before it completes
+    cfg.result_lifetime = std::time::Duration::from_millis(150);
     let env = Env::new(cfg).await;
     let m = env.write("jobs.csv", &manifest(1));
-    let mut cmd = env.run_cmd(&[&m], &[]);
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Let it expire twice, then give the job enough lifetime to finish.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while env.fake.stats().submits.len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "expected resubmits after expiry");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    // Killed and reaped: dropping it only sends the signal, and the next run could still find
-    // the run lock held by the dying process (exit 4).
-    child.kill().await.unwrap();
-    let mut cfg = fast_fake();
-    cfg.api_key = KEY.into();
-    let env2 = Env {
-        dir: env.dir,
-        fake: wanbatch::fake::FakeServer::start(cfg).await.unwrap(),
-    };
-    let out = env2.run(&[], &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let jobs = env2.export().await;
-    assert!(jobs[0]["resubmits_expired"].as_i64().unwrap() >= 2, "{jobs:#?}");
-    env2.assert_videos_match(&jobs);
+    let out = env
+        .run(&[&m], &["--result-lifetime", "150ms", "--max-resubmits", "2"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(env.fake.stats().submits.len(), 3, "{}", text(&out));
+    let jobs = env.export().await;
+    assert_eq!(jobs[0]["state"], "failed");
+    assert_eq!(jobs[0]["resubmits_expired"], 2, "{jobs:#?}");
+    let error = jobs[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the result expired before it was fetched")
+            && error.contains("bought 3 times")
+            && error.contains("--max-resubmits 2"),
+        "{error}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("failed j0: the result expired"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
+use crate::engine::route;
 use crate::exit::Outcome;
 use crate::figures::Money;
 use crate::settings::Layer;
@@ -43,6 +44,8 @@ pub struct Report {
     pub money: Money,
     /// The campaign's stored settings, as (key, value shown).
     pub settings: Vec<(String, String)>,
+    /// What has been seen of the result endpoint: (value, detail, seen_at).
+    pub result_endpoint: Option<(String, String, i64)>,
 }
 
 impl Report {
@@ -67,7 +70,24 @@ impl Report {
                 price: stored.price,
             },
             settings,
+            result_endpoint: store.fact(route::FACT).await?,
         })
+    }
+
+    /// How `run` polls, and why.
+    pub fn polling(&self) -> String {
+        match &self.result_endpoint {
+            Some((v, detail, at)) if v == route::ANSWERS => {
+                format!("the result endpoint directly: it {detail} (seen {})", rfc3339(*at))
+            }
+            Some((_, detail, at)) => format!(
+                "the documented flow (status until COMPLETED, then the result), for good: {detail} (seen {})",
+                rfc3339(*at)
+            ),
+            None => "the documented flow (status until COMPLETED, then the result); the result endpoint has \
+                     not yet been seen answering a pending request on this account"
+                .to_string(),
+        }
     }
 
     pub fn total(&self) -> i64 {
@@ -128,6 +148,9 @@ impl Report {
             "spent": self.money.spent(),
             "at_segmind_cost": self.money.at_segmind(),
             "settings": self.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "result_endpoint": self.result_endpoint.as_ref().map(|(v, detail, at)| json!({
+                "value": v, "detail": detail, "seen_at": rfc3339(*at),
+            })),
             "oldest_waiting": oldest,
             "eta": {
                 "remaining": self.remaining(),
@@ -180,6 +203,7 @@ impl Report {
         }
         out += &self.money.long();
         out += "\n";
+        out += &format!("polling (with --poll auto): {}\n", self.polling());
         if !self.settings.is_empty() {
             let shown: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out += &format!("settings (as `run` was last given them): {}\n", shown.join(", "));

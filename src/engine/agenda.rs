@@ -228,18 +228,28 @@ impl Agenda {
         self.polls.first_key_value().map(|(k, _)| k.0)
     }
 
-    /// Takes the job at Segmind, not yet due, that `likely` rates most likely done, among those
-    /// not polled for at least `gap` ms (the next few hundred by planned time: planned times
-    /// follow the likelihood closely enough).
-    pub fn take_early(&mut self, now: i64, gap: i64, likely: impl Fn(&PollWork) -> f64) -> Option<PollWork> {
+    /// Takes the job at Segmind, not yet due, that `likely` rates most likely done (`None`: not
+    /// worth a poll now), among those not polled for at least `gap` ms (the next few hundred by
+    /// planned time: planned times follow the likelihood closely enough).
+    pub fn take_early(&mut self, now: i64, gap: i64, likely: impl Fn(&PollWork) -> Option<f64>) -> Option<PollWork> {
         let best = self
             .polls
             .iter()
             .take(256)
             .filter(|(_, w)| now - w.last_pending_at.unwrap_or(w.submitted_at).max(w.submitted_at) >= gap)
-            .map(|(k, w)| (likely(w), *k))
+            .filter_map(|(k, w)| likely(w).map(|p| (p, *k)))
             .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))?;
         self.polls.remove(&best.1)
+    }
+
+    /// When the first job at Segmind not polled for `gap` ms will have waited that long (among
+    /// the next few hundred by planned time, as `take_early` looks).
+    pub fn next_early(&self, gap: i64) -> Option<i64> {
+        self.polls
+            .values()
+            .take(256)
+            .map(|w| w.last_pending_at.unwrap_or(w.submitted_at).max(w.submitted_at) + gap)
+            .min()
     }
 
     /// The earliest due time of a poll or a download (0 if one is due and waiting).

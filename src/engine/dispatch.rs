@@ -281,7 +281,7 @@ impl Dispatcher {
         }
         let gap = s.cfg.timing.min_poll_gap.as_millis() as i64;
         let chosen = self.agenda.take_early(now, gap, |w| {
-            s.schedule.done_by(&w.class, w.submitted_at, w.last_pending_at, now)
+            s.schedule.early_poll(&w.class, w.submitted_at, w.last_pending_at, now)
         });
         let Some(w) = chosen else {
             return false;
@@ -388,6 +388,12 @@ impl Dispatcher {
                     wake = wake.min(submit_at.max(now + 1));
                 }
             }
+        }
+        // Polls on idle permits: wake when the next job may be polled again (the budget may
+        // have room then), but not more often than a permit comes.
+        let gap = self.shared.cfg.timing.min_poll_gap.as_millis() as i64;
+        if let Some(at) = self.agenda.next_early(gap) {
+            wake = wake.min(at.max(now + self.shared.permit_ms().ceil() as i64));
         }
         let sleep = Duration::from_millis((wake - now).max(1) as u64);
         // The display shows the limiter's own count (read here, where the loop rests).

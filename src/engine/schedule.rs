@@ -65,6 +65,11 @@ pub enum Answer {
 /// The share of jobs a planned poll should find done: the first poll, and each next one of
 /// those still running.
 const Q_PLANNED: f64 = 0.8;
+/// A class whose model rests on fewer completed jobs than this is still being explored: polls on
+/// idle permits go to its jobs whatever the model says.
+const EXPLORE_UNTIL: i64 = 4;
+/// Once a class is known, a poll on an idle permit goes to a job at least this likely done.
+const EARLY_AT_LEAST: f64 = 0.5;
 /// Planned polls come no later than this share of the record's lifetime after the submit.
 const POLL_BEFORE: f64 = 0.8;
 /// Jobs per class (and for the queue) the fit looks at: recent enough to follow a drifting
@@ -257,6 +262,19 @@ impl Schedule {
         let after = pending_at.map_or(0.0, |p| (p - submitted_at).max(0) as f64);
         let m = self.class(&mut st, class).model;
         m.done_by((now - submitted_at).max(0) as f64, after)
+    }
+
+    /// Whether a poll on an idle permit is worth sending now, and how much (the likelihood the
+    /// job is done). While a class has seen few jobs end, any: its model may be a wrong prior,
+    /// and only polls tell. Once it knows, only a job more likely done than not — an idle permit
+    /// is free, but a poll that finds the job running tells nothing the model did not expect.
+    pub fn early_poll(&self, class: &str, submitted_at: i64, pending_at: Option<i64>, now: i64) -> Option<f64> {
+        let mut st = self.lock();
+        let after = pending_at.map_or(0.0, |p| (p - submitted_at).max(0) as f64);
+        let c = self.class(&mut st, class);
+        let p = c.model.done_by((now - submitted_at).max(0) as f64, after);
+        let exploring = c.jobs < EXPLORE_UNTIL;
+        (exploring || p >= EARLY_AT_LEAST).then_some(p)
     }
 
     /// The expected submit-to-completion time of a class, in ms.

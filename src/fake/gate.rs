@@ -40,6 +40,11 @@ pub(super) async fn log_layer(State(sh): State<Arc<Shared>>, req: Request, next:
             status: 0,
             had_key: key.is_some(),
             key_index,
+            user_agent: req
+                .headers()
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
         });
         g.stats.api_requests.len() - 1
     };

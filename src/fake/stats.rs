@@ -62,6 +62,8 @@ pub struct RequestLog {
     pub had_key: bool,
     /// Which valid key it carried (0 = `api_key`, i = `extra_keys[i-1]`); None = none valid.
     pub key_index: Option<usize>,
+    /// The client's `User-Agent`, if it said.
+    pub user_agent: Option<String>,
 }
 
 /// One job's timeline, in ms since the server started.
