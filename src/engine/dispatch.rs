@@ -262,21 +262,24 @@ impl Dispatcher {
         }
     }
 
-    /// Nothing is due: if the budget has a permit free now and no planned use for it within one
-    /// permit interval, polls the job at Segmind most likely done by now (requests under the
-    /// budget cost nothing; waiting costs the user time). Every job gets its turn: a job polled
-    /// less than the minimum gap ago waits, and the likelihood grows with the time a job has run.
+    /// Nothing is due: if the budget has a permit free now that no planned action needs — the
+    /// next planned one (a poll or a submit) is at least half a permit interval away, so taking
+    /// this permit delays it by half an interval at most — polls the job at Segmind most likely
+    /// done by now (requests under the budget cost nothing; waiting costs the user time). Every
+    /// job gets its turn: a job polled less than the minimum gap ago waits, and the likelihood
+    /// grows with the time a job has run.
     fn poll_early(&mut self, now: i64) -> bool {
         let s = &self.shared;
-        let permit = s.permit_ms();
+        let room = s.permit_ms() / 2.0;
+        let soon = now as f64 + room;
         let next_planned = self.agenda.next_poll_due().unwrap_or(i64::MAX);
         let submit_soon = self.submitting
             && self.agenda.first_waiting().is_some_and(|(w, due)| {
-                due <= now + permit as i64
+                (due as f64) < soon
                     && self.agenda.in_flight < s.concurrency_cap(&w.params)
-                    && self.next_submit_at.max(self.submit_hold_until as f64) <= now as f64 + permit
+                    && self.next_submit_at.max(self.submit_hold_until as f64) < soon
             });
-        if submit_soon || (next_planned as f64) <= now as f64 + permit {
+        if submit_soon || (next_planned as f64) < soon {
             return false;
         }
         let gap = s.cfg.timing.min_poll_gap.as_millis() as i64;
@@ -290,6 +293,7 @@ impl Dispatcher {
             self.agenda.add_poll(w);
             return false;
         }
+        tracing::debug!(job = %w.id, "poll on an idle permit");
         self.busy.insert(w.seq, Task::Api);
         self.api_tasks.spawn(tasks::poll::poll(self.shared.clone(), w, true));
         true

@@ -69,7 +69,7 @@ const Q_PLANNED: f64 = 0.8;
 /// idle permits go to its jobs whatever the model says.
 const EXPLORE_UNTIL: i64 = 4;
 /// Once a class is known, a poll on an idle permit goes to a job at least this likely done.
-const EARLY_AT_LEAST: f64 = 0.5;
+const EARLY_AT_LEAST: f64 = 0.8;
 /// Planned polls come no later than this share of the record's lifetime after the submit.
 const POLL_BEFORE: f64 = 0.8;
 /// Jobs per class (and for the queue) the fit looks at: recent enough to follow a drifting

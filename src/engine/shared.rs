@@ -69,7 +69,7 @@ impl Shared {
     pub(super) fn poll_slot(&self, ideal: i64, now: i64) -> i64 {
         let slot_ms = self.cfg.rate_window.as_millis() as f64 / self.gate.pace().max(0.01);
         let earliest = now + self.cfg.timing.min_poll_gap.as_millis() as i64;
-        let early = ((ideal - now) as f64 * 0.03) as i64;
+        let early = ((ideal - now) as f64 * 0.01) as i64;
         self.slots.reserve(ideal, earliest, early, slot_ms)
     }
 
