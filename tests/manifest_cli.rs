@@ -189,10 +189,10 @@ fn files_that_are_not_utf8_csv_get_one_clear_error_each() {
     );
     assert_eq!(
         errors_about(&out, &local),
-        [
-            ":2: image: is a local file path (\"photos/cat.png\"); local images are not supported yet (a later \
-          version will upload them): for now give a public http(s) URL"
-        ]
+        [format!(
+            ":2: image: no such file: {}/photos/cat.png (relative paths start at the manifest's folder)",
+            local.parent().unwrap().display()
+        )]
     );
     assert!(!db.exists());
 

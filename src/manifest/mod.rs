@@ -28,6 +28,7 @@ mod csv_file;
 mod encoding;
 mod ids;
 mod jsonl;
+pub mod local;
 pub mod params;
 mod urls;
 
@@ -36,13 +37,14 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use columns::Column;
 pub use columns::EXPORT_COLUMNS;
 pub use ids::check_id;
+pub use local::LocalImage;
 pub use params::{Field, Params, FIELDS};
 pub use urls::looks_like_local_path;
 
@@ -182,6 +184,7 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
         .collect();
     scan_with(
         paths,
+        &LoadOptions::default(),
         &mut |row: &RowRef| {
             let key = row.id.to_ascii_lowercase();
             match seen.get(&key) {
@@ -200,6 +203,7 @@ pub fn read_files(paths: &[impl AsRef<Path>], mut on_row: impl FnMut(Row)) -> Ve
         },
         &mut |row: &RowRef| on_row(row.to_row()),
         &mut |file: usize, e: ManifestError| listed[file].push(e),
+        &mut |_| {},
     );
     listed.into_iter().flat_map(Errors::finish).collect()
 }
@@ -216,14 +220,58 @@ pub fn scan_files(
     mut on_row: impl FnMut(&RowRef),
     mut on_error: impl FnMut(usize, ManifestError),
 ) {
-    scan_with(paths, &mut |_: &RowRef| None, &mut on_row, &mut on_error)
+    let opts = LoadOptions::default();
+    scan_with(
+        paths,
+        &opts,
+        &mut |_: &RowRef| None,
+        &mut on_row,
+        &mut on_error,
+        &mut |_| {},
+    )
+}
+
+/// What a manifest may hold beyond its own text.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Largest local image accepted.
+    pub max_image_bytes: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            max_image_bytes: local::DEFAULT_MAX_IMAGE_BYTES,
+        }
+    }
+}
+
+/// `scan_files`, with options, handing each local image file (once, when first checked and
+/// found good) to `on_image`.
+pub fn scan_files_with(
+    paths: &[impl AsRef<Path>],
+    opts: &LoadOptions,
+    mut on_row: impl FnMut(&RowRef),
+    mut on_error: impl FnMut(usize, ManifestError),
+    mut on_image: impl FnMut(LocalImage),
+) {
+    scan_with(
+        paths,
+        opts,
+        &mut |_: &RowRef| None,
+        &mut on_row,
+        &mut on_error,
+        &mut on_image,
+    )
 }
 
 fn scan_with(
     paths: &[impl AsRef<Path>],
+    opts: &LoadOptions,
     check: &mut dyn FnMut(&RowRef) -> Option<String>,
     on_row: &mut dyn FnMut(&RowRef),
     on_error: &mut dyn FnMut(usize, ManifestError),
+    on_image: &mut dyn FnMut(LocalImage),
 ) {
     // Identical rows are counted across all files of one import, in order, so two identical
     // rows are two jobs even when they sit in different files.
@@ -231,9 +279,17 @@ fn scan_with(
     // Reused for every row: the id and `file:line` of the row being handed over.
     let mut id_buf = String::new();
     let mut source_buf = String::new();
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch {
+        local: local::Files::new(opts.max_image_bytes),
+        ..Scratch::default()
+    };
     for (index, path) in paths.iter().enumerate() {
         let path = path.as_ref();
+        // Local images are named relative to their manifest's folder.
+        scratch.local.base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let mut sink = |e: ManifestError| on_error(index, e);
         let mut file_errors = Sink {
             file: path.display().to_string(),
@@ -271,6 +327,9 @@ fn scan_with(
             }
         };
         read_file(path, &mut file_errors, &mut scratch, &mut handle);
+        for img in scratch.local.take_new() {
+            on_image(img);
+        }
     }
 }
 
@@ -374,6 +433,8 @@ impl Errors {
 pub(super) struct Scratch {
     values: Vec<u8>,
     json: Vec<u8>,
+    /// Local image files named so far, checked once each.
+    local: local::Files,
 }
 
 /// Builds a row from (column, cell) pairs; pushes every problem found. For a valid row, leaves
@@ -417,6 +478,16 @@ fn build_row<'a>(
                 let fld = &FIELDS[idx];
                 given[idx] = true;
                 let start = scratch.values.len();
+                if matches!(fld.name, "image" | "last_image") && urls::looks_like_local_path(cell) {
+                    match scratch.local.check(cell) {
+                        Ok(url) => {
+                            params::write_str(&mut scratch.values, url);
+                            ranges[idx] = (start, scratch.values.len());
+                        }
+                        Err(e) => errs.push(line, Some(fld.name), e),
+                    }
+                    continue;
+                }
                 match params::write_cell(fld, cell, &mut scratch.values) {
                     Ok(_) => ranges[idx] = (start, scratch.values.len()),
                     Err(e) => errs.push(line, Some(fld.name), e),

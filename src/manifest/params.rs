@@ -206,7 +206,7 @@ pub fn write_cell(field: &Field, raw: &str, out: &mut Vec<u8>) -> Result<bool, S
 }
 
 /// `s` as a JSON string, escaped as `serde_json` escapes it.
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec");
 }
 

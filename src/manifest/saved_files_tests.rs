@@ -382,23 +382,35 @@ fn replicate_style_input_objects_are_read() {
 }
 
 #[test]
-fn local_image_paths_are_refused_with_their_own_message() {
+fn local_image_paths_are_files_checked_at_import() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("photos")).unwrap();
+    std::fs::write(dir.path().join("photos/cat.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    std::fs::write(dir.path().join("photos/notes.png"), b"just text").unwrap();
     let text = format!(
-        "image,prompt,last_image\nphotos/cat.png,p,\n/home/u/cat.jpg,p,\n\"C:\\pics\\a.png\",p,\n{IMG},p,file:///x.png\n"
+        "image,prompt,last_image\nphotos/cat.png,p,\n/no/such/cat.jpg,p,\nphotos/notes.png,p,\n{IMG},p,file:///no/x.png\n"
     );
     let (rows, errs) = load(&write(&dir, "l.csv", text.as_bytes()));
-    assert!(rows.is_empty());
-    let tail = "local images are not supported yet (a later version will upload them): for now give a public \
-                http(s) URL";
+    assert_eq!(rows.len(), 1, "{errs:?}");
+    let cat = std::fs::canonicalize(dir.path().join("photos/cat.png")).unwrap();
     assert_eq!(
-        shown(&dir, &errs),
-        [
-            format!("l.csv:2: image: is a local file path (\"photos/cat.png\"); {tail}"),
-            format!("l.csv:3: image: is a local file path (\"/home/u/cat.jpg\"); {tail}"),
-            format!("l.csv:4: image: is a local file path (\"C:\\\\pics\\\\a.png\"); {tail}"),
-            format!("l.csv:5: last_image: is a local file path (\"file:///x.png\"); {tail}"),
-        ]
+        rows[0].params.get("image").and_then(|v| v.as_str()),
+        Some(reqwest::Url::from_file_path(&cat).unwrap().as_str()),
+        "a local image is named by its canonical file:// URL"
+    );
+    let shown = shown(&dir, &errs);
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert_eq!(
+        shown[0],
+        "l.csv:3: image: no such file: /no/such/cat.jpg (relative paths start at the manifest's folder)"
+    );
+    assert!(
+        shown[1].starts_with("l.csv:4: image: photos/notes.png is not a PNG, JPEG, WebP, GIF or BMP image"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown[2],
+        "l.csv:5: last_image: no such file: /no/x.png (relative paths start at the manifest's folder)"
     );
 }
 

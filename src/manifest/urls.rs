@@ -1,30 +1,12 @@
-//! URL cells: what the API accepts (a public http(s) URL), and the one mistake worth its own
-//! message — a local file named where an image URL belongs.
-//!
-//! Local images are refused for now: the API fetches the image itself, so it needs a URL it
-//! can reach. A later version will upload local files; the detection lives in
-//! [`looks_like_local_path`] alone so that change replaces one error with an upload.
+//! URL cells: what the API accepts (a public http(s) URL), and how to tell a local file named
+//! where an image belongs ([`looks_like_local_path`]): such a cell in `image` or `last_image`
+//! is a local image (`local.rs`), checked at import and uploaded before the job's first submit.
 
 use super::params::{shorten, Field};
 
 /// Checks a URL cell (already trimmed) of `field`; the error says what was expected.
-pub(super) fn check(field: &Field, cell: &str) -> Result<(), String> {
-    check_url(cell).map_err(|why| {
-        if takes_an_image(field) && looks_like_local_path(cell) {
-            format!(
-                "is a local file path ({:?}); local images are not supported yet (a later version will \
-                 upload them): for now give a public http(s) URL",
-                shorten(cell)
-            )
-        } else {
-            format!("{why}, got {:?}", shorten(cell))
-        }
-    })
-}
-
-/// The fields that name an image the API downloads (the LoRA fields name weights, not images).
-fn takes_an_image(field: &Field) -> bool {
-    matches!(field.name, "image" | "last_image")
+pub(super) fn check(_field: &Field, cell: &str) -> Result<(), String> {
+    check_url(cell).map_err(|why| format!("{why}, got {:?}", shorten(cell)))
 }
 
 fn check_url(s: &str) -> Result<(), &'static str> {
@@ -134,16 +116,9 @@ mod tests {
     }
 
     #[test]
-    fn a_local_image_gets_its_own_message_and_other_bad_urls_the_usual_one() {
+    fn bad_urls_say_what_was_expected() {
+        // (A local path in `image` never gets here: the loader checks it as a file, `local.rs`.)
         let image = field("image").unwrap();
-        assert_eq!(
-            check(image, "photos/cat.png").unwrap_err(),
-            "is a local file path (\"photos/cat.png\"); local images are not supported yet (a later \
-             version will upload them): for now give a public http(s) URL"
-        );
-        assert!(check(field("last_image").unwrap(), "C:\\pics\\a.png")
-            .unwrap_err()
-            .contains("local images are not supported yet"));
         assert_eq!(
             check(image, "ftp://x/y.png").unwrap_err(),
             "expected an http(s) URL, got \"ftp://x/y.png\""
