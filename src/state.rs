@@ -11,6 +11,7 @@
 //!   │            │                                          │ answer lost (timeout,      │ │
 //!   │            │   policy `resubmit` (counted,            │ reset, 5xx) or crash       │ │
 //!   │            └── maybe billed twice) ◀── unknown ◀──────┘                            │ │
+//!   │                   (found in the request history: unknown ──adopted──▶ running)     │ │
 //!   │                              (policy `hold`: stays until `retry`; past             │ │
 //!   │                               --max-resubmits: failed)                             │ │
 //!   └── 404: record expired before its result was fetched (counted) ◀──────────────────┘ │
@@ -19,6 +20,7 @@
 //!                          (a video that cannot be fetched for good: downloading → failed)
 //!
 //!   pending ──`wanbatch cancel`──▶ cancelled ──`retry --ids`──▶ pending
+//!   pending ──its local image changed since import, or was refused by the storage──▶ failed
 //! ```
 //!
 //! Invariants:
@@ -101,6 +103,7 @@ impl JobState {
                 | (Submitting, Failed)
                 | (Unknown, Pending)
                 | (Unknown, Failed)
+                | (Unknown, Running)
                 | (Running, Running)
                 | (Running, Downloading)
                 | (Running, Failed)
@@ -110,6 +113,7 @@ impl JobState {
                 | (Downloading, Failed)
                 | (Failed, Pending)
                 | (Pending, Cancelled)
+                | (Pending, Failed)
                 | (Cancelled, Pending)
         )
     }

@@ -117,6 +117,16 @@ impl ApiClient {
         })
     }
 
+    /// The documented status and result URLs of a request (for one found in the history).
+    pub fn urls_of(&self, request_id: &str) -> (String, String) {
+        let at = |suffix: &str| {
+            join(&self.base, &format!("v2/requests/{request_id}{suffix}"))
+                .map(String::from)
+                .unwrap_or_default()
+        };
+        (at("/status"), at(""))
+    }
+
     /// The API's base URL (no key in it), for messages.
     pub fn base_url(&self) -> &str {
         self.base.as_str().trim_end_matches('/')

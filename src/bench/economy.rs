@@ -153,10 +153,20 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
         poll: sc.poll,
         max_resubmits: 2,
         unreachable_after: Duration::from_secs(120),
+        history_lag: Duration::from_secs(120),
         telemetry: Default::default(),
     };
     let started = Instant::now();
-    let stop = engine::run(store.clone(), api, cfg, CancellationToken::new()).await?;
+    let clients = engine::Clients {
+        api,
+        history: Some(crate::api::history::HistoryClient::new(
+            &format!("{}/inference-request/request-history", fake.api_url()),
+            &ApiKey::new(KEY.into()).expect("key"),
+            Duration::from_secs(30),
+        )?),
+        upload: None,
+    };
+    let stop = engine::run(store.clone(), clients, cfg, CancellationToken::new()).await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         stop == engine::Stop::Finished,

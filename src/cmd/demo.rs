@@ -77,7 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     };
     let started = std::time::Instant::now();
     let endpoint = Endpoint {
-        base_url: fake.api_url(),
+        hosts: crate::api::hosts::resolve(Some(&fake.api_url()), None, None).map_err(Failure::Usage)?,
         key: ApiKey::new(key.into()).expect("demo key"),
     };
     let outcome = run::run_with(settings, &[manifest], &tuning, display, endpoint).await?;

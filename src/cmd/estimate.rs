@@ -21,7 +21,7 @@ use std::path::Path;
 
 use crate::cmd::run::RunArgs;
 use crate::exit::Outcome;
-use crate::manifest::{Params, Row};
+use crate::manifest::{LocalImage, Params, Row};
 use crate::settings::{Resolved, RunSettings};
 use crate::store::Store;
 
@@ -168,12 +168,33 @@ pub async fn gather(db: &Path, rows: &[Row], o: &Opts) -> anyhow::Result<Work> {
     Ok(w)
 }
 
-/// Prints the estimate for these rows and database.
-pub async fn print(db: &Path, rows: &[Row], o: &Opts) -> anyhow::Result<Estimate> {
+/// Prints the estimate for these rows (and the local images they name) and database.
+pub async fn print(db: &Path, rows: &[Row], images: &[LocalImage], o: &Opts) -> anyhow::Result<Estimate> {
     let w = gather(db, rows, o).await?;
     let e = estimate(&w, o);
     for line in render(&w, &e, o) {
         println!("{line}");
+    }
+    if !images.is_empty() {
+        let mut shas: Vec<String> = images.iter().map(|i| i.sha256.clone()).collect();
+        shas.sort();
+        shas.dedup();
+        let missing = if db.exists() {
+            let store = Store::open(db).await?;
+            let n = store.missing_assets(&shas).await;
+            store.close().await;
+            n?
+        } else {
+            shas.len()
+        };
+        println!(
+            "  uploads: {missing} local image(s) to upload ({} file(s), {} distinct, {} already uploaded), \
+             up to {} per request",
+            images.len(),
+            shas.len(),
+            shas.len() - missing,
+            crate::engine::upload::PER_CALL
+        );
     }
     Ok(e)
 }
@@ -231,11 +252,14 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
     let staging = if args.manifests.is_empty() {
         None
     } else {
-        Some(super::import::stage_manifests(&args.manifests, db).await?)
+        let opts = crate::manifest::LoadOptions {
+            max_image_bytes: settings.max_image_bytes,
+        };
+        Some(super::import::stage_manifests(&args.manifests, db, &opts).await?)
     };
-    let staged = staging.as_ref().map_or(0, |s| s.len());
+    let staged = staging.as_ref().map_or(0, |s| s.0.len());
     let (new, unchanged) = match (&staging, db.exists()) {
-        (Some(staging), true) => {
+        (Some((staging, _)), true) => {
             let store = Store::open(db).await?;
             let check = store.check_staged(staging, super::import::ERRORS_SHOWN).await;
             store.close().await;
@@ -245,7 +269,7 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
         }
         _ => (staged, 0),
     };
-    drop(staging);
+    let images = staging.map(|(_, images)| images).unwrap_or_default();
     let rows = if args.manifests.is_empty() {
         Vec::new()
     } else {
@@ -263,7 +287,7 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
         resubmit_unknown: settings.on_unknown == crate::engine::UnknownPolicy::Resubmit,
         prior_duration_ms: settings.expected_duration.as_secs_f64() * 1000.0,
     };
-    print(db, &rows, &opts).await?;
+    print(db, &rows, &images, &opts).await?;
     Ok(Outcome::AllDone)
 }
 

@@ -78,6 +78,21 @@ pub struct RunFlags {
     /// learnt per parameter class afterwards) [default: 54.46s].
     #[arg(long, env = "WANBATCH_EXPECTED_DURATION", value_name = "DURATION")]
     pub expected_duration: Option<String>,
+    /// How long a new request may take to appear in Segmind's request history: a lost submit
+    /// found nowhere in it is resubmitted only once the history is complete past this
+    /// [default: 2m].
+    #[arg(long, env = "WANBATCH_HISTORY_LAG", value_name = "DURATION")]
+    pub history_lag: Option<String>,
+    #[command(flatten)]
+    pub images: ImageFlags,
+}
+
+/// `--max-image-bytes`, for the commands that read manifests.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ImageFlags {
+    /// Refuse local images larger than this many bytes [default: 20971520 (20 MiB)].
+    #[arg(long, env = "WANBATCH_MAX_IMAGE_BYTES", value_name = "BYTES")]
+    pub max_image_bytes: Option<String>,
 }
 
 /// `--rpm` and `--price` for a dry run's estimate (`import --dry-run`).

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::exit::{Failure, Outcome};
-use crate::manifest::{self, ManifestError};
+use crate::manifest::{self, LocalImage, ManifestError};
 use crate::settings::Resolved;
 use crate::store::{Batch, Conflicts, GiveUp, ImportSummary, Staging, Store};
 
@@ -32,15 +32,22 @@ pub struct ImportArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub estimate: super::flags::EstimateFlags,
+    #[command(flatten)]
+    pub images: super::flags::ImageFlags,
 }
 
 pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
     let db = resolved.db.clone();
+    let opts = crate::settings::load_options(&resolved);
     if !args.dry_run {
         // The fast way first: straight into the database, for an import with no problem.
         let existed = db.exists();
         let store = Store::open(&db).await?;
-        let direct = import_direct(&store, &args.manifests).await;
+        let direct = import_direct(&store, &args.manifests, &opts).await;
+        let direct = match direct {
+            Ok(Some((summary, images))) => store.record_local_files(&images).await.map(|()| Some(summary)),
+            other => other.map(|_| None),
+        };
         store.close().await;
         if let Ok(Some(summary)) = direct {
             print_summary(&summary, &db);
@@ -52,7 +59,7 @@ pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome
         }
         direct?;
     }
-    let staging = stage_manifests(&args.manifests, &db).await?;
+    let (staging, images) = stage_manifests(&args.manifests, &db, &opts).await?;
     if args.dry_run {
         let summary = if db.exists() {
             let store = Store::open(&db).await?;
@@ -75,13 +82,15 @@ pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome
             db.display()
         );
         let rows = read_manifests(&args.manifests)?;
-        super::estimate::print(&db, &rows, &super::estimate::Opts::for_import(&resolved)).await?;
+        super::estimate::print(&db, &rows, &images, &super::estimate::Opts::for_import(&resolved)).await?;
         return Ok(Outcome::AllDone);
     }
     let store = Store::open(&db).await?;
     let summary = import_staged(&store, &staging, &db).await;
+    let recorded = store.record_local_files(&images).await;
     store.close().await;
     summary?;
+    recorded?;
     Ok(Outcome::AllDone)
 }
 
@@ -99,10 +108,14 @@ pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<manifest::Row>> {
 /// Imports the manifests straight into the database (see `store::DirectImport`) if nothing at
 /// all is wrong with them. `Ok(None)`: something is (or may be); nothing was written, and the
 /// staged import is to find and report it.
-async fn import_direct(store: &Store, paths: &[PathBuf]) -> anyhow::Result<Option<ImportSummary>> {
+async fn import_direct(
+    store: &Store,
+    paths: &[PathBuf],
+    opts: &manifest::LoadOptions,
+) -> anyhow::Result<Option<(ImportSummary, Vec<LocalImage>)>> {
     let started = std::time::Instant::now();
     let mut import = store.begin_direct_import().await?;
-    let (mut rx, reader) = start_reader(paths, true);
+    let (mut rx, reader) = start_reader(paths, true, opts);
     let mut gave_up = None;
     while let Some(batch) = rx.recv().await {
         match import.add(&batch).await {
@@ -131,7 +144,7 @@ async fn import_direct(store: &Store, paths: &[PathBuf]) -> anyhow::Result<Optio
     tracing::info!(elapsed = ?started.elapsed(), "manifests read and inserted");
     let summary = import.commit().await?;
     tracing::info!(elapsed = ?started.elapsed(), "import committed");
-    Ok(Some(summary))
+    Ok(Some((summary, errors.images)))
 }
 
 /// Removes a database file and its journals.
@@ -148,16 +161,20 @@ fn remove_db(db: &Path) {
 fn start_reader(
     paths: &[PathBuf],
     stop_at_error: bool,
+    opts: &manifest::LoadOptions,
 ) -> (tokio::sync::mpsc::Receiver<Batch>, tokio::task::JoinHandle<ErrorList>) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let owned = paths.to_vec();
+    let opts = *opts;
     let reader = tokio::task::spawn_blocking(move || {
         let mut errors = ErrorList::default();
         let mut batch = Batch::with_capacity(BATCH);
         let mut open = true;
         let failed = std::cell::Cell::new(false);
-        manifest::scan_files(
+        let mut images = Vec::new();
+        manifest::scan_files_with(
             &owned,
+            &opts,
             |row| {
                 if !open {
                     return;
@@ -174,7 +191,9 @@ fn start_reader(
                 failed.set(true);
                 errors.push(file, e)
             },
+            |img| images.push(img),
         );
+        errors.images = images;
         if !batch.is_empty() && open && !(stop_at_error && failed.get()) {
             let _ = tx.blocking_send(batch);
         }
@@ -185,13 +204,17 @@ fn start_reader(
 
 /// Reads, validates and stages every manifest; prints the errors and fails if there is any.
 /// Touches nothing but a private staging file beside `db`.
-pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Staging> {
+pub async fn stage_manifests(
+    paths: &[PathBuf],
+    db: &Path,
+    opts: &manifest::LoadOptions,
+) -> anyhow::Result<(Staging, Vec<LocalImage>)> {
     let near = db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut staging = Staging::create(near).await?;
-    let (mut rx, reader) = start_reader(paths, false);
+    let (mut rx, reader) = start_reader(paths, false, opts);
     let started = std::time::Instant::now();
     let mut staged = Ok(());
     while let Some(batch) = rx.recv().await {
@@ -213,7 +236,7 @@ pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Sta
         errors.push(file, e);
     }
     if errors.total == 0 {
-        return Ok(staging);
+        return Ok((staging, std::mem::take(&mut errors.images)));
     }
     let message = format!(
         "{} error(s) in {}; nothing was imported or submitted",
@@ -232,6 +255,8 @@ pub async fn stage_manifests(paths: &[PathBuf], db: &Path) -> anyhow::Result<Sta
 /// The errors of one import: the first [`ERRORS_SHOWN`] by place, and how many in all.
 #[derive(Default)]
 struct ErrorList {
+    /// The local image files the manifests named (checked and good), once each.
+    images: Vec<LocalImage>,
     listed: Vec<(usize, ManifestError)>,
     total: u64,
     files: BTreeSet<usize>,

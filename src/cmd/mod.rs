@@ -8,6 +8,7 @@ pub mod estimate;
 pub mod export;
 pub mod flags;
 pub mod import;
+pub mod reconcile;
 pub mod report;
 pub mod retry;
 pub mod run;
@@ -68,6 +69,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Write one self-contained HTML page: a summary, then a card per job with its video.
     Report(report::ReportArgs),
+    /// Walk Segmind's request history over the campaign and record every request billed for
+    /// each job: the true cost and the exact double charges.
+    Reconcile(reconcile::ReconcileArgs),
     /// Run jobs.example.csv against an in-process fake Segmind: no key, no network, a few seconds.
     Demo(demo::DemoArgs),
     /// Run the built-in fake Segmind (API + video host) until stopped, for rehearsals.
@@ -162,6 +166,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::Status(args) => status::run(args, resolved).await,
         Command::Export(args) => export::run(args, resolved).await,
         Command::Report(args) => report::run(args, resolved).await,
+        Command::Reconcile(args) => reconcile::run(args, resolved).await,
         Command::FakeServer(args) => {
             crate::fake::cli::run(args, async {
                 let _ = tokio::signal::ctrl_c().await;

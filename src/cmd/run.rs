@@ -9,8 +9,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::flags::{DbFlag, RunFlags};
-use crate::api::{ApiClient, ApiKey, DEFAULT_BASE_URL};
-use crate::engine::{self, recover, Budget, EngineConfig, Stop, Timing};
+use crate::api::history::HistoryClient;
+use crate::api::hosts::{self, Hosts};
+use crate::api::upload::UploadClient;
+use crate::api::{ApiClient, ApiKey};
+use crate::engine::{self, recover, Budget, Clients, EngineConfig, Stop, Timing};
 use crate::exit::{Failure, Left, Outcome};
 use crate::figures::{self, Money};
 use crate::progress::{Budgeting, Mode, Reporter, Telemetry};
@@ -80,9 +83,10 @@ pub struct Display {
     pub progress_interval: f64,
 }
 
-/// Where to reach Segmind and with which key (from the environment, or the demo's fake).
+/// Where to reach Segmind (its API, request history and upload: the only hosts the key goes
+/// to) and with which key — from the environment, or the demo's fake.
 pub struct Endpoint {
-    pub base_url: String,
+    pub hosts: Hosts,
     pub key: ApiKey,
 }
 
@@ -95,11 +99,18 @@ impl Endpoint {
                     .into(),
             )
         })?;
-        let base_url = std::env::var("SEGMIND_BASE_URL")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        Ok(Endpoint { base_url, key })
+        let hosts = hosts::from_env().map_err(Failure::Usage)?;
+        Ok(Endpoint { hosts, key })
+    }
+
+    /// The clients of the three services (checked: a usage error if a URL cannot be used).
+    pub fn clients(&self, timeout: Duration) -> anyhow::Result<Clients> {
+        let usage = |e: anyhow::Error| Failure::Usage(format!("{e:#}"));
+        Ok(Clients {
+            api: ApiClient::new(&self.hosts.api, &self.key, timeout).map_err(usage)?,
+            history: Some(HistoryClient::new(&self.hosts.history, &self.key, timeout).map_err(usage)?),
+            upload: Some(UploadClient::new(&self.hosts.upload, &self.key, timeout).map_err(usage)?),
+        })
     }
 }
 
@@ -142,39 +153,35 @@ pub async fn run_with(
     };
     let grace = secs("--grace-secs", tuning.grace_secs)?;
     let progress_interval = secs("--progress-interval", display.progress_interval)?;
-    let api = ApiClient::new(
-        &endpoint.base_url,
-        &endpoint.key,
-        secs("--request-timeout-secs", tuning.request_timeout_secs)?,
-    )
-    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let clients = endpoint.clients(secs("--request-timeout-secs", tuning.request_timeout_secs)?)?;
     // Manifests are validated before the database is touched.
     let staged = if manifests.is_empty() {
         None
     } else {
-        Some(super::import::stage_manifests(manifests, &settings.db).await?)
+        let opts = crate::manifest::LoadOptions {
+            max_image_bytes: settings.max_image_bytes,
+        };
+        Some(super::import::stage_manifests(manifests, &settings.db, &opts).await?)
     };
     let db = settings.db.clone();
     let store = Store::open(&db).await?;
     let _lock = RunLock::acquire(&db)?;
-    if let Some(staging) = staged {
+    if let Some((staging, images)) = staged {
         super::import::import_staged(&store, &staging, &db).await?;
+        store.record_local_files(&images).await?;
     }
     store.save_settings(&settings.to_store.to_json(true)).await?;
 
     // Recover what an earlier run left behind.
-    let r = recover::recover(&store, &settings.out, settings.on_unknown).await?;
+    let r = recover::recover(&store, &settings.out).await?;
     if r.interrupted > 0 {
         eprintln!(
-            "{} job(s) were being submitted when the last run stopped: Segmind may or may not have created them",
+            "{} job(s) were being submitted when the last run stopped: looking them up in Segmind's request history",
             r.interrupted
         );
     }
-    if r.resubmitted > 0 {
-        eprintln!(
-            "resubmitting {} job(s) whose submit answer was lost (counted; see `status` for possible double charges)",
-            r.resubmitted
-        );
+    if r.uploads_repeated > 0 {
+        tracing::warn!(uploads = r.uploads_repeated, "uploads under way when the last run stopped will be made again");
     }
     if r.repolled > 0 {
         tracing::info!(jobs = r.repolled, "re-polling saved request ids");
@@ -199,6 +206,7 @@ pub async fn run_with(
         poll: settings.poll,
         max_resubmits: settings.max_resubmits,
         unreachable_after: settings.unreachable_after,
+        history_lag: settings.history_lag,
         telemetry: telemetry.clone(),
     };
     let cancel = CancellationToken::new();
@@ -213,7 +221,7 @@ pub async fn run_with(
         },
         Mode::detect(display.quiet, progress_interval),
     );
-    let stop = engine::run(store.clone(), api, cfg, cancel).await;
+    let stop = engine::run(store.clone(), clients, cfg, cancel).await;
     reporter.finish().await;
     signals.abort();
     let stop = stop?;

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use crate::store::{DownloadWork, PollWork, Store, SubmitWork};
+use crate::store::{DownloadWork, PollWork, Store, SubmitWork, UnknownWork};
 
 /// What a task hands back with its job: the job's next step, as recorded in the database.
 #[derive(Debug)]
@@ -32,6 +32,8 @@ pub enum Next {
     Poll(PollWork),
     /// A video to fetch, and when.
     Download(DownloadWork, i64),
+    /// A lost submit to look up in the request history, and when.
+    Resolve(UnknownWork, i64),
 }
 
 /// How many waiting jobs are read from the database at a time.
@@ -60,6 +62,11 @@ pub struct Agenda {
     walked_at: i64,
     /// Jobs at Segmind (submitting or running), here or in a task.
     pub in_flight: i64,
+    /// Lost submits to look up, by (due, seq).
+    resolves: BTreeMap<(i64, i64), UnknownWork>,
+    /// The lost submits of the database were read (at the first load only: one held after a
+    /// lookup stays held, and a later load must not look it up again and again).
+    unknowns_read: bool,
 }
 
 impl Agenda {
@@ -78,6 +85,11 @@ impl Agenda {
         }
         for w in store.due_downloads(i64::MAX, i64::MAX).await? {
             self.add_download(w, 0);
+        }
+        if !std::mem::replace(&mut self.unknowns_read, true) {
+            for w in store.unknown_work().await? {
+                self.resolves.insert((0, w.seq), w);
+            }
         }
         self.rewalk();
         Ok(())
@@ -121,6 +133,10 @@ impl Agenda {
             }
             Next::Download(w, due) => {
                 self.add_download(w, due);
+                false
+            }
+            Next::Resolve(w, due) => {
+                self.resolves.insert((due, w.seq), w);
                 false
             }
         }
@@ -220,6 +236,19 @@ impl Agenda {
         self.waiting.remove(&seq);
     }
 
+    /// Whether a lost submit is due to be looked up.
+    pub fn has_due_resolves(&self, now: i64) -> bool {
+        self.resolves.first_key_value().is_some_and(|(k, _)| k.0 <= now)
+    }
+
+    /// The next lost submit due to be looked up.
+    pub fn take_resolve(&mut self, now: i64) -> Option<UnknownWork> {
+        if !self.has_due_resolves(now) {
+            return None;
+        }
+        self.resolves.pop_first().map(|(_, w)| w)
+    }
+
     /// The earliest planned poll (0 if one is due and waiting).
     pub fn next_poll_due(&self) -> Option<i64> {
         if !self.ready_polls.is_empty() {
@@ -257,6 +286,7 @@ impl Agenda {
         [
             self.polls.first_key_value().map(|(k, _)| k.0),
             self.downloads.first_key_value().map(|(k, _)| k.0),
+            self.resolves.first_key_value().map(|(k, _)| k.0),
             (!self.ready_polls.is_empty() || !self.ready_downloads.is_empty()).then_some(0),
         ]
         .into_iter()
@@ -276,6 +306,7 @@ impl Agenda {
     /// is at its end.
     pub fn is_empty(&self, submits: bool) -> bool {
         self.polls.is_empty()
+            && self.resolves.is_empty()
             && self.ready_polls.is_empty()
             && self.downloads.is_empty()
             && self.ready_downloads.is_empty()

@@ -221,7 +221,7 @@ impl Dispatcher {
     /// What to send now: due polls (true: the agenda has some; oldest submit first), or else, if
     /// submitting is allowed, the submits the pacing and the in-flight cap allow. At most `room`.
     async fn plan(&mut self, now: i64, room: usize) -> anyhow::Result<(bool, Vec<SubmitWork>)> {
-        if self.agenda.has_due_polls(now) {
+        if self.agenda.has_due_polls(now) || self.agenda.has_due_resolves(now) {
             return Ok((true, Vec::new()));
         }
         if !self.may_submit(now) {
@@ -244,10 +244,18 @@ impl Dispatcher {
         Ok((false, submits))
     }
 
-    /// Sends due polls: one on the permit in hand, more on permits free this instant.
+    /// Sends due polls (and lookups of lost submits): one on the permit in hand, more on permits
+    /// free this instant.
     fn send_polls(&mut self, room: usize) {
         let now = now_ms();
         let mut in_hand = true;
+        // A lost submit first: it may be a paid job nobody follows yet. Its task takes permits
+        // of its own for further pages; this one is its first.
+        if let Some(w) = self.agenda.take_resolve(now) {
+            in_hand = false;
+            self.busy.insert(w.seq, Task::Api);
+            self.api_tasks.spawn(tasks::resolve::resolve(self.shared.clone(), w));
+        }
         for _ in 0..room {
             if !self.agenda.has_due_polls(now)
                 || !(std::mem::replace(&mut in_hand, false) || self.shared.gate.try_acquire())

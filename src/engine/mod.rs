@@ -23,12 +23,14 @@ mod dispatch;
 pub mod download;
 pub mod durable;
 pub mod gate;
+mod history;
 pub mod model;
 mod reach;
 pub mod recover;
 pub mod route;
 pub mod schedule;
 mod shared;
+mod upload;
 pub mod slots;
 pub mod spend;
 mod tasks;
@@ -78,14 +80,38 @@ pub struct EngineConfig {
     pub max_resubmits: u32,
     /// The run stops when the API host has given no answer at all for this long.
     pub unreachable_after: Duration,
+    /// How long a new request may take to appear in the request history's list.
+    pub history_lag: Duration,
     /// Counters for the progress display.
     pub telemetry: Arc<crate::progress::Telemetry>,
 }
 
 pub use crate::exit::Stop;
 
+/// The clients of Segmind's services the engine talks to.
+pub struct Clients {
+    pub api: ApiClient,
+    /// The request history (lost submits looked up, expired results recovered); without it the
+    /// engine does what it did before the history existed.
+    pub history: Option<crate::api::history::HistoryClient>,
+    /// The storage upload (local images); without it a job with a local image fails.
+    pub upload: Option<crate::api::upload::UploadClient>,
+}
+
+impl Clients {
+    /// Only the v2 API.
+    pub fn api(api: ApiClient) -> Clients {
+        Clients {
+            api,
+            history: None,
+            upload: None,
+        }
+    }
+}
+
 /// Works every unfinished job in `store` until each is terminal or the run must stop.
-pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: CancellationToken) -> anyhow::Result<Stop> {
+pub async fn run(store: Store, clients: Clients, cfg: EngineConfig, cancel: CancellationToken) -> anyhow::Result<Stop> {
+    let api = clients.api;
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(shared::Shared {
         dl: download::client(5)?,
@@ -93,6 +119,8 @@ pub async fn run(store: Store, api: ApiClient, cfg: EngineConfig, cancel: Cancel
         spend: Spend::new(cfg.budget.clone()),
         reach: reach::Reach::default(),
         route: route::Route::load(cfg.poll, &store).await,
+        history: clients.history,
+        uploader: clients.upload.map(upload::Uploader::new),
         cost: std::sync::Mutex::new(shared::SUBMIT_COST),
         schedule: {
             let schedule = Schedule::new(store.clone(), cfg.timing.clone());

@@ -2,7 +2,9 @@
 //! where the last run ended, from what the database says.
 //!
 //! - A job left in `submitting` died inside the submit window: nobody knows whether Segmind
-//!   created it, so it becomes `unknown` (and, under `--on-unknown resubmit`, is put back).
+//!   created it, so it becomes `unknown`, to be looked up in the request history by the run
+//!   (`tasks::resolve`).
+//! - An upload of a local image under way was perhaps made: it will be made again, counted.
 //! - Every saved request id is due for a poll now: its record may have advanced or expired
 //!   while nothing watched it.
 //! - Partial downloads are removed, except the one a `downloading` job is still fetching for its
@@ -11,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{download, UnknownPolicy};
+use super::download;
 use crate::state::JobState;
 use crate::store::Store;
 
@@ -20,20 +22,16 @@ use crate::store::Store;
 pub struct Recovered {
     /// Jobs that were inside the submit window when the last run stopped.
     pub interrupted: u64,
-    /// Jobs whose submit answer was lost, put back to be submitted again (counted).
-    pub resubmitted: u64,
+    /// Uploads that were under way (they will be made again).
+    pub uploads_repeated: u64,
     /// Saved request ids due for a poll now.
     pub repolled: u64,
 }
 
 /// Recovers what an earlier run left behind in `store` and the videos' folder `out`.
-pub async fn recover(store: &Store, out: &Path, on_unknown: UnknownPolicy) -> anyhow::Result<Recovered> {
+pub async fn recover(store: &Store, out: &Path) -> anyhow::Result<Recovered> {
     let interrupted = store.recover_interrupted_submits().await?;
-    let resubmitted = if on_unknown == UnknownPolicy::Resubmit {
-        store.resubmit_unknown().await?
-    } else {
-        0
-    };
+    let uploads_repeated = store.recover_upload_intents().await?;
     let repolled = store.poll_all_now().await?;
     let keep: HashSet<(String, String)> = store
         .jobs(Some(JobState::Downloading))
@@ -46,7 +44,7 @@ pub async fn recover(store: &Store, out: &Path, on_unknown: UnknownPolicy) -> an
         .ok();
     Ok(Recovered {
         interrupted,
-        resubmitted,
+        uploads_repeated,
         repolled,
     })
 }

@@ -34,6 +34,10 @@ pub(super) struct Shared {
     pub(super) reach: reach::Reach,
     /// Which endpoint polls ask.
     pub(super) route: route::Route,
+    /// Segmind's request history, where one is configured.
+    pub(super) history: Option<crate::api::history::HistoryClient>,
+    /// Uploads of local images, where an upload endpoint is configured.
+    pub(super) uploader: Option<super::upload::Uploader>,
     /// Learned API requests per finished video.
     pub(super) cost: std::sync::Mutex<f64>,
     pub(super) cfg: EngineConfig,

@@ -48,8 +48,12 @@ pub enum FaultKind {
     /// Process normally (the job is created, the assets stored), then break the connection
     /// mid-body.
     AcceptThenDrop,
-    /// Answer normally after this many ms.
+    /// Answer normally after this many ms (nothing is processed before: a client that goes
+    /// away meanwhile leaves no job).
     Delay(u64),
+    /// Process normally at once (the job is created, the assets stored), then hold the answer
+    /// this many ms: a client killed meanwhile paid for a job it never heard of.
+    AcceptThenDelay(u64),
     /// Send the full Content-Length but abort after this many bytes (at most length-1).
     Truncate(u64),
 }

@@ -43,6 +43,11 @@ pub(super) async fn with_fault(fault: Option<FaultKind>, normal: impl Future<Out
             tokio::time::sleep(Duration::from_millis(ms)).await;
             normal.await
         }
+        Some(FaultKind::AcceptThenDelay(ms)) => {
+            let resp = normal.await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            resp
+        }
         Some(FaultKind::Truncate(n)) => cut(normal.await, Some(n as usize)).await,
         Some(FaultKind::AcceptThenStatus(code)) => {
             let resp = normal.await;

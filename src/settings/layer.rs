@@ -185,6 +185,10 @@ settings! {
     /// How long Segmind keeps a request's record (an hour; less in a rehearsal).
     result_lifetime: Span, stored: true, what: "a duration such as 1h or 90s (more than 0)",
         ok: |s: &Span| !s.0.is_zero();
+    /// Largest local image accepted, in bytes.
+    max_image_bytes: u64, stored: true, what: "a whole number of bytes ≥ 1", ok: positive;
+    /// How long a new request may take to appear in the request history's list.
+    history_lag: Span, stored: true, what: "a duration such as 2m or 30s", ok: |_| true;
     /// The expected duration of a video before any is observed.
     expected_duration: Span, stored: true, what: "a duration such as 54s or 2m (more than 0)",
         ok: |s: &Span| !s.0.is_zero();

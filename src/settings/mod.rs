@@ -35,6 +35,18 @@ pub const DEFAULT_MAX_RESUBMITS: u32 = 2;
 pub const DEFAULT_RESULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// The seed page's ~54 s per video.
 pub const DEFAULT_EXPECTED_DURATION: Duration = Duration::from_millis(54_460);
+/// A new request may appear in the request history's list this late (API.md).
+pub const DEFAULT_HISTORY_LAG: Duration = Duration::from_secs(120);
+
+/// What the manifest loader takes from the settings.
+pub fn load_options(r: &Resolved) -> crate::manifest::LoadOptions {
+    crate::manifest::LoadOptions {
+        max_image_bytes: r
+            .merged
+            .max_image_bytes
+            .unwrap_or(crate::manifest::local::DEFAULT_MAX_IMAGE_BYTES),
+    }
+}
 
 /// The settings given on the command line (flags, or their environment variables, which clap
 /// reads) of the subcommand in `matches`.
@@ -154,6 +166,8 @@ pub struct RunSettings {
     pub max_resubmits: u32,
     pub result_lifetime: Duration,
     pub expected_duration: Duration,
+    pub max_image_bytes: u64,
+    pub history_lag: Duration,
     /// What to store in the campaign's database (the values given this time).
     pub to_store: Layer,
 }
@@ -199,6 +213,8 @@ impl RunSettings {
             max_resubmits: m.max_resubmits.unwrap_or(DEFAULT_MAX_RESUBMITS),
             result_lifetime: m.result_lifetime.map_or(DEFAULT_RESULT_LIFETIME, |s| s.0),
             expected_duration: m.expected_duration.map_or(DEFAULT_EXPECTED_DURATION, |s| s.0),
+            max_image_bytes: m.max_image_bytes.unwrap_or(crate::manifest::local::DEFAULT_MAX_IMAGE_BYTES),
+            history_lag: m.history_lag.map_or(DEFAULT_HISTORY_LAG, |s| s.0),
             to_store,
         })
     }

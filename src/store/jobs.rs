@@ -583,6 +583,17 @@ impl Store {
 }
 
 impl Store {
+    /// pending → failed: the job cannot be submitted as imported (its local image changed or was
+    /// refused by the storage).
+    pub async fn fail_pending(&self, seq: i64, why: &str) -> anyhow::Result<bool> {
+        self.batch
+            .applied(
+                "UPDATE jobs SET state = 'failed', error = ?, updated_at = ? WHERE seq = ? AND state = 'pending' RETURNING 1",
+                sql_args![why.to_owned(), now_ms(), seq],
+            )
+            .await
+    }
+
     /// unknown → failed: its submit answer was lost too many times to submit it again.
     pub async fn fail_unknown(&self, seq: i64, why: &str) -> anyhow::Result<bool> {
         self.batch

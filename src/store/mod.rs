@@ -14,15 +14,19 @@
 //! not contend for the SQLite lock. Reads use a small separate pool. No transaction is ever
 //! held across an HTTP call: the engine claims and commits, calls, then records and commits.
 
+mod assets;
 mod batch;
 mod direct;
+mod history;
 mod import;
 mod jobs;
 mod report;
 mod settings;
 mod staging;
 
+pub use assets::{LocalFile, UPLOADS, UPLOADS_REPEATED};
 pub use direct::{DirectImport, GiveUp};
+pub use history::{Charge, UnknownWork};
 pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use jobs::*;
 pub use report::{Histogram, Totals};

@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod poll;
+pub mod resolve;
 pub mod submit;
 
 use super::agenda::Next;

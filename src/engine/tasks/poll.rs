@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::{finish, note, then};
 use crate::api::{ApiError, Output, Poll};
 use crate::engine::agenda::Next;
+use crate::engine::history::{find_expired, Expired};
 use crate::engine::route::Endpoint;
 use crate::engine::schedule::Answer;
 use crate::engine::shared::{Event, Shared};
@@ -202,10 +203,52 @@ async fn not_found(s: &Shared, w: &PollWork, asked: Endpoint, msg: &str, now: i6
     Ok(then(applied, || repoll(w, due, true)))
 }
 
-/// The record expired before the result was fetched: the video must be bought again — at most
-/// `--max-resubmits` times.
+/// The record expired before the result was fetched. The request history may still have its
+/// video (files are kept for days): then it is downloaded, nothing bought again. Otherwise the
+/// video must be bought again — at most `--max-resubmits` times.
 async fn expired(s: &Shared, w: &PollWork, msg: &str, age: i64) -> anyhow::Result<Next> {
     s.schedule.on_expired(&w.class, w.seq, age);
+    let now = now_ms();
+    match find_expired(s, &w.request_id).await {
+        Expired::Video { url, credits } => {
+            tracing::info!("the result's record expired, but the request history has its video: fetching it (nothing bought again)");
+            let applied = s
+                .store
+                .recovered_from_history(w.seq, &w.request_id, &url, credits)
+                .await?;
+            return Ok(then(applied, || {
+                Next::Download(
+                    DownloadWork {
+                        seq: w.seq,
+                        id: w.id.clone(),
+                        request_id: w.request_id.clone(),
+                        output_url: url,
+                        output_size: None,
+                        errors_in_row: 0,
+                        completed_at: Some(now),
+                        resubmits: w.resubmits,
+                    },
+                    0,
+                )
+            }));
+        }
+        Expired::Failed(why) => {
+            tracing::info!(error = %why, "the expired request failed, the request history says");
+            s.store.record_failed(w.seq, &w.request_id, &why).await?;
+            return Ok(Next::Nothing);
+        }
+        Expired::Cannot(why) if w.errors_in_row < HISTORY_TRIES => {
+            // Not a reason to pay again yet: ask again a little later.
+            tracing::warn!(error = %why, "the request history cannot answer for an expired result; asking again later");
+            let due = now + s.schedule.backoff(w.errors_in_row + 2).as_millis() as i64;
+            let applied = s
+                .store
+                .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
+                .await?;
+            return Ok(then(applied, || repoll(w, due, true)));
+        }
+        Expired::Cannot(_) | Expired::Gone => {}
+    }
     let max = i64::from(s.cfg.max_resubmits);
     if w.resubmits >= max {
         let why = format!(
@@ -262,6 +305,9 @@ async fn trouble(s: &Shared, w: &PollWork, asked: Endpoint, e: ApiError, now: i6
         .await?;
     Ok(then(applied, || repoll(w, due, true)))
 }
+
+/// How many times the history is asked about an expired result before it is bought again.
+const HISTORY_TRIES: i64 = 3;
 
 /// A job at Segmind to poll again at `due` after an error (as `record_retry_later` wrote it).
 fn repoll(w: &PollWork, due: i64, counted: bool) -> Next {

@@ -7,14 +7,19 @@ use super::{finish, note, then, waiting};
 use crate::api::{ApiError, Submitted};
 use crate::engine::agenda::Next;
 use crate::engine::shared::{class_of, Event, Shared};
-use crate::engine::UnknownPolicy;
+use crate::engine::upload::UploadError;
 use crate::state::JobState;
-use crate::store::{now_ms, PollWork, SubmitWork};
+use crate::store::{now_ms, PollWork, SubmitWork, UnknownWork};
 
-/// Submits a job: claims it first (the intent committed before the POST leaves) unless the
-/// dispatcher already did (`claimed`, the attempt number).
+/// Submits a job: makes its body (uploading its local images if need be), claims it (the intent
+/// committed before the POST leaves) unless the dispatcher already did (`claimed`, the attempt
+/// number), then sends it.
 pub async fn submit(s: Arc<Shared>, w: SubmitWork, claimed: Option<i64>) {
     let r = async {
+        let body = match body(&s, &w).await {
+            Ok(body) => body,
+            Err(trouble) => return cannot_send(&s, &w, claimed, trouble).await,
+        };
         let attempt = match claimed {
             Some(attempt) => attempt,
             None => match s.store.claim_submit(w.seq).await? {
@@ -23,15 +28,65 @@ pub async fn submit(s: Arc<Shared>, w: SubmitWork, claimed: Option<i64>) {
                 None => return Ok(Next::Nothing),
             },
         };
-        submit_inner(&s, &w, attempt).await
+        submit_inner(&s, &w, attempt, &body).await
     }
     .await;
     finish(&s, w.seq, r).await;
 }
 
+/// The body to send: the parameters, with each local image's uploaded URL.
+async fn body(s: &Shared, w: &SubmitWork) -> Result<String, UploadError> {
+    match &s.uploader {
+        Some(up) => up.body(s, &w.params).await,
+        None if w.params.contains("\"file:") => Err(UploadError::Job(
+            "the job names a local image, and no upload endpoint is configured".into(),
+        )),
+        None => Ok(w.params.clone()),
+    }
+}
+
+/// The body could not be made: the job fails (its image changed or is refused), waits (the
+/// upload could not be made now), or the run stops (an account problem, the database).
+async fn cannot_send(s: &Shared, w: &SubmitWork, claimed: Option<i64>, trouble: UploadError) -> anyhow::Result<Next> {
+    let now = now_ms();
+    let (to, outcome, why, due) = match trouble {
+        UploadError::Local(e) => return Err(e),
+        UploadError::Job(why) => {
+            tracing::error!(error = %why, "the job cannot be submitted as imported");
+            s.tele.error(format_args!("{}: {why}", w.id));
+            (JobState::Failed, "rejected", why, now)
+        }
+        UploadError::Api(e) => {
+            let due = match e.account_stop() {
+                Some(stop) => {
+                    let _ = s.events.send(Event::Account(stop));
+                    now
+                }
+                None => {
+                    tracing::warn!(error = %e, "uploading images failed; will retry");
+                    let _ = s.events.send(Event::SubmitTrouble);
+                    now + s.schedule.backoff(1).as_millis() as i64
+                }
+            };
+            (JobState::Pending, "not_sent", format!("uploading images: {e}"), due)
+        }
+    };
+    let applied = match claimed {
+        Some(attempt) => s.store.record_submit_ended(w.seq, attempt, to, outcome, &why, due).await?,
+        None if to == JobState::Failed => s.store.fail_pending(w.seq, &why).await?,
+        None => true,
+    };
+    Ok(if to == JobState::Pending {
+        then(applied, || waiting(w, w.polls, due))
+    } else {
+        Next::Nothing
+    })
+}
+
 #[tracing::instrument(skip_all, fields(job = %w.id))]
-async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Result<Next> {
-    let result = s.api.submit(&w.params).await;
+async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64, body: &str) -> anyhow::Result<Next> {
+    let sent_at = now_ms();
+    let result = s.api.submit(body).await;
     let now = now_ms();
     note(s, &result);
     match result {
@@ -39,7 +94,7 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64) -> anyhow::Resul
             s.note_meta(&meta);
             accepted(s, w, attempt, sub, now).await
         }
-        Err(e) if e.maybe_arrived() => lost(s, w, attempt, e, now).await,
+        Err(e) if e.maybe_arrived() => lost(s, w, attempt, e, sent_at, now).await,
         Err(ApiError::NotSent(msg)) => {
             // Provably never arrived: retry silently after a pause.
             tracing::warn!(error = %msg, "submit could not connect; will retry");
@@ -124,9 +179,10 @@ async fn accepted(s: &Shared, w: &SubmitWork, attempt: i64, sub: Submitted, now:
     }))
 }
 
-/// The answer was lost: Segmind may or may not have created (and billed) the job.
-async fn lost(s: &Shared, w: &SubmitWork, attempt: i64, e: ApiError, now: i64) -> anyhow::Result<Next> {
-    tracing::warn!(error = %e, "submit answer lost: Segmind may have created the job");
+/// The answer was lost: Segmind may or may not have created (and billed) the job. The request
+/// history tells (`tasks::resolve`), not a guess.
+async fn lost(s: &Shared, w: &SubmitWork, attempt: i64, e: ApiError, sent_at: i64, now: i64) -> anyhow::Result<Next> {
+    tracing::warn!(error = %e, "submit answer lost: Segmind may have created the job; looking it up in the request history");
     let applied = s
         .store
         .record_submit_ended(w.seq, attempt, JobState::Unknown, "unknown", &e.to_string(), now)
@@ -138,27 +194,19 @@ async fn lost(s: &Shared, w: &SubmitWork, attempt: i64, e: ApiError, now: i64) -
         return Ok(Next::Nothing);
     }
     let _ = s.events.send(Event::SubmitTrouble);
-    if !applied || s.cfg.on_unknown != UnknownPolicy::Resubmit {
-        return Ok(Next::Nothing);
-    }
-    let max = i64::from(s.cfg.max_resubmits);
-    if w.resubmits >= max {
-        let why = format!(
-            "its submit answer was lost {} times ({e}); not submitted again (--max-resubmits {max}): \
-             Segmind may have made it",
-            w.resubmits + 1
-        );
-        tracing::error!("{why}");
-        s.store.fail_unknown(w.seq, &why).await?;
-        return Ok(Next::Nothing);
-    }
-    let back = s.store.resubmit_unknown_job(w.seq).await?;
-    Ok(then(back, || {
-        Next::Submit(SubmitWork {
-            due_at: now,
-            resubmits: w.resubmits + 1,
-            ..w.clone()
-        })
+    Ok(then(applied, || {
+        Next::Resolve(
+            UnknownWork {
+                seq: w.seq,
+                id: w.id.clone(),
+                params: w.params.clone(),
+                attempt,
+                started_at: sent_at,
+                finished_at: Some(now),
+                resubmits: w.resubmits,
+            },
+            now,
+        )
     }))
 }
 
