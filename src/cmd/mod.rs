@@ -8,6 +8,7 @@ pub mod estimate;
 pub mod export;
 pub mod flags;
 pub mod import;
+pub mod init;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
@@ -55,6 +56,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Write a manifest from a folder of images: one row per image, its prompt from IMAGE.txt beside it or --prompt.
+    Init(init::InitArgs),
     /// Import manifests (if given) and work every unfinished job until each is done or failed.
     Run(run::RunArgs),
     /// Validate manifests and load them into the database without submitting anything.
@@ -141,6 +144,7 @@ where
     let takes_settings = !matches!(
         cli.command,
         Command::FakeServer(_)
+            | Command::Init(_)
             | Command::Demo(_)
             | Command::Completions(_)
             | Command::Bench(_)
@@ -159,6 +163,7 @@ where
 
 async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcome> {
     match command {
+        Command::Init(args) => init::run(args),
         Command::Run(args) => run::run(args, resolved).await,
         Command::Import(args) => import::run(args, resolved).await,
         Command::Retry(args) => retry::run(args, resolved).await,
