@@ -10,6 +10,7 @@
 //!   by what the caller must do.
 
 pub mod error;
+pub mod history;
 pub mod hosts;
 
 use std::time::Duration;
