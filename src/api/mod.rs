@@ -12,6 +12,7 @@
 pub mod error;
 pub mod history;
 pub mod hosts;
+pub mod upload;
 
 use std::time::Duration;
 
