@@ -1,4 +1,4 @@
-//! The Segmind v2 API client: submit, status, result — and nothing else.
+//! The Segmind v2 API client: submit, status, result.
 //!
 //! - Every call carries `x-api-key` (a sensitive header value, never logged) and POSTs carry
 //!   `Content-Type: application/json`.
@@ -8,8 +8,20 @@
 //!   followed for the same reason.
 //! - Answers are read with a size cap, and every failure comes back as an `ApiError` classified
 //!   by what the caller must do.
+//! - The two side services Segmind also keys, the request history and the storage upload, have
+//!   their own clients (`history`, `upload`); `hosts` decides the three keyed hosts.
 
 pub mod error;
+pub mod history;
+pub mod hosts;
+pub mod upload;
+
+#[cfg(test)]
+mod tests_history;
+#[cfg(test)]
+mod tests_keys;
+#[cfg(test)]
+mod tests_upload;
 
 use std::time::Duration;
 
