@@ -51,3 +51,8 @@ ALTER TABLE jobs ADD COLUMN billed_duplicates  INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN true_cost          REAL;
 ALTER TABLE jobs ADD COLUMN double_charges     INTEGER;
 ALTER TABLE jobs ADD COLUMN reconciled_at      INTEGER;
+
+-- The few jobs the history settled something for: `status` sums them from this index alone.
+CREATE INDEX jobs_history ON jobs (seq)
+    WHERE unknown_adopted + unknown_absent + unknown_unprovable + history_recovered + billed_duplicates > 0
+       OR reconciled_at IS NOT NULL;

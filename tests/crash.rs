@@ -109,42 +109,59 @@ async fn sigkill_at_random_moments_loses_nothing() {
 /// A run killed after submitting, restarted after every result record expired: each job is
 /// submitted again exactly once, counted as expired, and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_after_the_result_lifetime_resubmits_each_expired_job_once() {
-    let mut cfg = fast_fake();
-    cfg.result_lifetime = Duration::from_millis(1200);
-    let env = Env::new(cfg).await;
-    const N: usize = 5;
-    let m = env.write("jobs.csv", &manifest(N));
-    // A long expected duration: the first run will not poll before it is killed. The records
-    // live 1.2 s (told to the runner too: a 404 for a younger request is never an expiry; the
-    // campaign remembers it for the resume).
-    let mut child = env
-        .run_cmd(&[&m], &["--expected-duration", "30s", "--result-lifetime", "1.2s"])
-        .spawn()
-        .unwrap();
-    wait_for("all submits", 20, || env.fake.stats().submits.len() == N).await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // answers recorded
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await; // every record has expired
-    let out = env.run(&[], &[]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let jobs = env.export().await;
-    for j in &jobs {
-        assert_eq!(j["state"], "done");
-        assert_eq!(j["resubmits_expired"], 1, "{j:#}");
-        assert_eq!(j["resubmits_unknown"], 0, "{j:#}");
-        assert_eq!(j["attempts"], 2);
-        assert_eq!(j["history"][0]["outcome"], "expired");
-        assert_eq!(j["history"][1]["outcome"], "completed");
+async fn restart_after_the_records_expired_fetches_every_video_from_the_history_with_no_new_submit() {
+    for history_down in [false, true] {
+        let mut cfg = fast_fake();
+        cfg.result_lifetime = Duration::from_millis(1200);
+        if history_down {
+            cfg.history_mode = wanbatch::fake::HistoryMode::Down;
+        }
+        let env = Env::new(cfg).await;
+        const N: usize = 5;
+        let m = env.write("jobs.csv", &manifest(N));
+        // A long expected duration: the first run will not poll before it is killed. The records
+        // live 1.2 s (told to the runner too: a 404 for a younger request is never an expiry; the
+        // campaign remembers it for the resume).
+        let mut child = env
+            .run_cmd(&[&m], &["--expected-duration", "30s", "--result-lifetime", "1.2s"])
+            .spawn()
+            .unwrap();
+        wait_for("all submits", 20, || env.fake.stats().submits.len() == N).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // answers recorded
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1300)).await; // every record has expired
+        let out = env.run(&[], &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let jobs = env.export().await;
+        for j in &jobs {
+            assert_eq!(j["state"], "done");
+            assert_eq!(j["resubmits_unknown"], 0, "{j:#}");
+            if history_down {
+                // The history cannot answer: bought again, once each, counted.
+                assert_eq!(j["resubmits_expired"], 1, "{j:#}");
+                assert_eq!(j["history"][0]["outcome"], "expired");
+                assert_eq!(j["history"][1]["outcome"], "completed");
+            } else {
+                // Recovered from the request history: nothing bought again.
+                assert_eq!(j["resubmits_expired"], 0, "{j:#}");
+                assert_eq!(j["attempts"], 1);
+                assert_eq!(j["history"][0]["outcome"], "completed");
+                assert_eq!(j["history"][0]["detail"], "recovered from the request history");
+            }
+        }
+        let submits = env.fake.stats().submits.len();
+        if history_down {
+            assert_eq!(submits, 2 * N);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(&format!("{N} after the result expired")),
+                "{}",
+                text(&out)
+            );
+        } else {
+            assert_eq!(submits, N, "zero new submits: {}", text(&out));
+        }
     }
-    env.assert_videos_match(&jobs);
-    assert_eq!(env.fake.stats().submits.len(), 2 * N);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{N} after the result expired")),
-        "{}",
-        text(&out)
-    );
 }
 
 /// SIGINT: stops within a few seconds with exit 130, and the next run finishes with zero extra

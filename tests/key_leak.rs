@@ -1,7 +1,9 @@
-//! The API key must appear nowhere but in the `x-api-key` header sent to the API host: not in
-//! logs at `RUST_LOG=trace` (every target: ours, hyper, reqwest, sqlx), not in stdout, not in
-//! the database and its WAL, not in exports, not in OUT, not at the video host — including on a
-//! run with rate limits, server errors, a lost answer, a broken download and a failed job.
+//! The API key must appear nowhere but in the `x-api-key` header sent to Segmind's own hosts (the
+//! API, the request history, the upload): not in logs at `RUST_LOG=trace` (every target: ours,
+//! hyper, reqwest, sqlx), not in stdout, not in the database and its WAL, not in exports, not in
+//! OUT, not at the video or image host — including on a run with rate limits, server errors, a
+//! lost answer looked up in the history, a local image uploaded, a broken download, a failed
+//! job, and a `reconcile`.
 
 mod common;
 
@@ -47,6 +49,7 @@ async fn the_key_appears_in_no_log_output_database_or_export_at_trace_level() {
             .push_fault(fault(FaultTarget::Download, FaultKind::Truncate(1000), 1));
     };
     let mut logs = Vec::new();
+    std::fs::write(env.path("local.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR local").unwrap();
     for (n, format) in ["text", "json"].into_iter().enumerate() {
         faults();
         // Distinct jobs per run, each with one that fails at Segmind.
@@ -54,7 +57,8 @@ async fn the_key_appears_in_no_log_output_database_or_export_at_trace_level() {
         let m = env.write(
             &format!("jobs{n}.csv"),
             &format!(
-                "id,image,prompt,num_frames,resolution,seed\n{rows}bad{n},https://img.example/f.jpg,[fail] storm {n},81,480p,1\n"
+                "id,image,prompt,num_frames,resolution,seed\n{rows}bad{n},https://img.example/f.jpg,[fail] storm {n},81,480p,1\n\
+                 pic{n},local.png,a local picture {n},81,480p,2\n"
             ),
         );
         // A short rate window: the 429s carry no reset hint, and the default pause is one window.
@@ -74,6 +78,7 @@ async fn the_key_appears_in_no_log_output_database_or_export_at_trace_level() {
         vec!["export", "--format", "csv"],
         vec!["export", "--format", "jsonl"],
         vec!["status"],
+        vec!["reconcile"],
     ] {
         let mut cmd = env.bin();
         cmd.args(&args)
@@ -108,11 +113,13 @@ async fn the_key_appears_in_no_log_output_database_or_export_at_trace_level() {
     for f in &files {
         assert_no_key(&f.display().to_string(), &std::fs::read(f).unwrap());
     }
-    assert_eq!(
-        env.fake.stats().cdn_requests_with_key,
-        0,
-        "the key never reaches the video host"
+    let stats = env.fake.stats();
+    assert_eq!(stats.cdn_requests_with_key, 0, "the key never reaches the video or image host");
+    assert!(stats.history_calls > 0 && stats.uploads > 0, "the history and the upload were used");
+    assert!(
+        stats.api_requests.iter().all(|r| r.had_key),
+        "every call to Segmind's hosts carries the key"
     );
     let jobs = env.export().await;
-    assert_eq!(jobs.iter().filter(|j| j["state"] == "done").count(), 8, "{jobs:#?}");
+    assert_eq!(jobs.iter().filter(|j| j["state"] == "done").count(), 10, "{jobs:#?}");
 }

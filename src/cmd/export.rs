@@ -72,6 +72,7 @@ const PAGE: i64 = 1000;
 /// Writes the rows; returns how many.
 async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> anyhow::Result<u64> {
     let mut rows = 0u64;
+    let mut images = LocalImages::default();
     let jsonl = matches!(args.format, ExportFormat::Jsonl);
     let mut pages = store.job_pages(state, jsonl).await?;
     let out: Box<dyn Write> = match &args.output {
@@ -87,6 +88,7 @@ async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> any
             }
             for (j, attempts) in &page {
                 let mut v = record_json(j);
+                images.add(store, j, &mut v).await?;
                 v["history"] = attempts
                     .iter()
                     .map(|a| {
@@ -114,7 +116,8 @@ async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> any
                 break;
             }
             for (j, _) in &page {
-                let v = record_json(j);
+                let mut v = record_json(j);
+                images.add(store, j, &mut v).await?;
                 w.write_record(header.iter().map(|c| cell(v.get(*c))))?;
                 rows += 1;
             }
@@ -152,6 +155,13 @@ pub fn record_json(j: &JobRecord) -> Value {
         "resubmits_expired": j.resubmits_expired,
         "resubmits_failed": j.resubmits_failed,
         "maybe_billed_twice": j.maybe_billed_twice != 0,
+        "unknown_adopted": j.unknown_adopted,
+        "unknown_absent": j.unknown_absent,
+        "unknown_unprovable": j.unknown_unprovable,
+        "history_recovered": j.history_recovered,
+        "billed_duplicates": j.billed_duplicates,
+        "true_cost": j.true_cost,
+        "double_charges": j.double_charges,
         "source": j.source,
     });
     if let (Value::Object(map), Ok(Value::Object(params))) = (&mut v, serde_json::from_str::<Value>(&j.params)) {
@@ -160,4 +170,42 @@ pub fn record_json(j: &JobRecord) -> Value {
         }
     }
     v
+}
+
+/// The SHA-256 and uploaded URL of the local images jobs name, looked up once per file.
+#[derive(Default)]
+pub struct LocalImages {
+    known: std::collections::HashMap<String, (Option<String>, Option<String>)>,
+}
+
+impl LocalImages {
+    /// Adds `image_sha256`/`image_url` (and `last_image_…`) to a job's row when it names local
+    /// images: the local path stays in `image`, as the manifest gave it.
+    pub async fn add(&mut self, store: &Store, j: &JobRecord, v: &mut Value) -> anyhow::Result<()> {
+        if !j.params.contains("\"file:") {
+            return Ok(());
+        }
+        for field in ["image", "last_image"] {
+            let Some(path) = v
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(crate::manifest::local::file_of)
+            else {
+                continue;
+            };
+            let path = path.to_string_lossy().into_owned();
+            if !self.known.contains_key(&path) {
+                let sha = store.local_file(&path).await?.map(|f| f.sha256);
+                let url = match &sha {
+                    Some(sha) => store.asset(sha).await?,
+                    None => None,
+                };
+                self.known.insert(path.clone(), (sha, url));
+            }
+            let (sha, url) = &self.known[&path];
+            v[format!("{field}_sha256")] = json!(sha);
+            v[format!("{field}_url")] = json!(url);
+        }
+        Ok(())
+    }
 }

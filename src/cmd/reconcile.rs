@@ -188,7 +188,10 @@ fn owner(
         return Some((*seq, "attempt"));
     }
     let body = row.request_body.as_ref()?;
-    by_body.get(&canonical(body)).and_then(|seqs| seqs.first()).map(|seq| (*seq, "found"))
+    by_body
+        .get(&canonical(body))
+        .and_then(|seqs| seqs.first())
+        .map(|seq| (*seq, "found"))
 }
 
 fn charge(row: &HistoryRow, seq: i64, how: &'static str) -> Charge {
@@ -260,6 +263,9 @@ mod tests {
         let a = json!({"prompt": "p", "num_frames": 81, "sample_shift": 7.5});
         let b: Value = serde_json::from_str(r#"{"sample_shift": 7.5, "num_frames": 81.0, "prompt": "p"}"#).unwrap();
         assert_eq!(canonical(&a), canonical(&b));
-        assert_ne!(canonical(&a), canonical(&json!({"prompt": "p", "num_frames": 82, "sample_shift": 7.5})));
+        assert_ne!(
+            canonical(&a),
+            canonical(&json!({"prompt": "p", "num_frames": 82, "sample_shift": 7.5}))
+        );
     }
 }

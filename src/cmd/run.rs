@@ -181,7 +181,10 @@ pub async fn run_with(
         );
     }
     if r.uploads_repeated > 0 {
-        tracing::warn!(uploads = r.uploads_repeated, "uploads under way when the last run stopped will be made again");
+        tracing::warn!(
+            uploads = r.uploads_repeated,
+            "uploads under way when the last run stopped will be made again"
+        );
     }
     if r.repolled > 0 {
         tracing::info!(jobs = r.repolled, "re-polling saved request ids");

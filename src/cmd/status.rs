@@ -14,7 +14,7 @@ use crate::figures::Money;
 use crate::settings::Layer;
 use crate::settings::Resolved;
 use crate::state::JobState;
-use crate::store::{now_ms, Oldest, Store, Tally};
+use crate::store::{now_ms, HistoryTally, Oldest, Store, Tally, UPLOADS, UPLOADS_REPEATED};
 
 /// Completions in this window give the rate behind the ETA.
 pub const ETA_WINDOW_MS: i64 = 10 * 60_000;
@@ -46,6 +46,11 @@ pub struct Report {
     pub settings: Vec<(String, String)>,
     /// What has been seen of the result endpoint: (value, detail, seen_at).
     pub result_endpoint: Option<(String, String, i64)>,
+    /// What the request history settled.
+    pub history: HistoryTally,
+    /// Local images uploaded, and uploads made again after a stop.
+    pub uploads: i64,
+    pub uploads_repeated: i64,
 }
 
 impl Report {
@@ -71,6 +76,9 @@ impl Report {
             },
             settings,
             result_endpoint: store.fact(route::FACT).await?,
+            history: store.history_tally().await?,
+            uploads: store.counter(UPLOADS).await?,
+            uploads_repeated: store.counter(UPLOADS_REPEATED).await?,
         })
     }
 
@@ -148,6 +156,8 @@ impl Report {
             "spent": self.money.spent(),
             "at_segmind_cost": self.money.at_segmind(),
             "settings": self.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "history": self.history,
+            "uploads": {"made": self.uploads, "repeated_after_a_stop": self.uploads_repeated},
             "result_endpoint": self.result_endpoint.as_ref().map(|(v, detail, at)| json!({
                 "value": v, "detail": detail, "seen_at": rfc3339(*at),
             })),
@@ -203,6 +213,38 @@ impl Report {
         }
         out += &self.money.long();
         out += "\n";
+        let h = &self.history;
+        if h.adopted + h.absent + h.unprovable > 0 {
+            out += &format!(
+                "lost submits: {} found in the request history (adopted, not bought again), {} proven never created, \
+                 {} not provable (the history could not answer)\n",
+                h.adopted, h.absent, h.unprovable
+            );
+        }
+        if h.recovered > 0 {
+            out += &format!("expired results recovered from the request history: {}\n", h.recovered);
+        }
+        if h.billed_duplicates > 0 {
+            out += &format!(
+                "requests billed twice for one lost submit (found in the history): {}\n",
+                h.billed_duplicates
+            );
+        }
+        if let Some(at) = h.reconciled_at {
+            out += &format!(
+                "reconciled with the request history ({}): {} job(s), true cost ${:.2}, {} double charge(s)\n",
+                rfc3339(at),
+                h.reconciled_jobs,
+                h.true_cost,
+                h.double_charges
+            );
+        }
+        if self.uploads + self.uploads_repeated > 0 {
+            out += &format!(
+                "local images uploaded: {}; uploaded again after a stop: {}\n",
+                self.uploads, self.uploads_repeated
+            );
+        }
         out += &format!("polling (with --poll auto): {}\n", self.polling());
         if !self.settings.is_empty() {
             let shown: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k} {v}")).collect();

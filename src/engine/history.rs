@@ -29,7 +29,10 @@ const MAX_PAGES: u32 = 20;
 pub enum Lost {
     /// It was created: the earliest matching request, and any others billed for the same body
     /// in the window.
-    Found { adopted: HistoryRow, duplicates: Vec<HistoryRow> },
+    Found {
+        adopted: HistoryRow,
+        duplicates: Vec<HistoryRow>,
+    },
     /// Not there, and the history is complete past its time: it was never created.
     Absent,
     /// Not there yet: the history may still lag.
@@ -137,7 +140,9 @@ pub(super) async fn find_expired(s: &Shared, request_id: &str) -> Expired {
                 url,
                 credits: row.credits,
             },
-            (HistoryStatus::Failed, _) => Expired::Failed(row.error.unwrap_or_else(|| "FAILED (the request history says)".into())),
+            (HistoryStatus::Failed, _) => {
+                Expired::Failed(row.error.unwrap_or_else(|| "FAILED (the request history says)".into()))
+            }
             _ => Expired::Gone,
         },
         Ok(None) => Expired::Gone,
@@ -170,12 +175,19 @@ mod tests {
     #[test]
     fn bodies_are_the_same_json_whatever_the_key_order_and_number_spelling() {
         let a = json!({"image": "https://i/x.png", "prompt": "p", "num_frames": 81, "sample_shift": 12});
-        let b: Value =
-            serde_json::from_str(r#"{"sample_shift": 12.0, "num_frames": 81.0, "prompt": "p", "image": "https://i/x.png"}"#)
-                .unwrap();
+        let b: Value = serde_json::from_str(
+            r#"{"sample_shift": 12.0, "num_frames": 81.0, "prompt": "p", "image": "https://i/x.png"}"#,
+        )
+        .unwrap();
         assert!(same_body(&a, &b));
-        assert!(!same_body(&a, &json!({"image": "https://i/x.png", "prompt": "p", "num_frames": 82, "sample_shift": 12})));
-        assert!(!same_body(&a, &json!({"image": "https://i/x.png", "prompt": "p", "num_frames": 81})));
+        assert!(!same_body(
+            &a,
+            &json!({"image": "https://i/x.png", "prompt": "p", "num_frames": 82, "sample_shift": 12})
+        ));
+        assert!(!same_body(
+            &a,
+            &json!({"image": "https://i/x.png", "prompt": "p", "num_frames": 81})
+        ));
         assert!(!same_body(&json!({"go_fast": true}), &json!({"go_fast": "true"})));
     }
 }

@@ -30,10 +30,10 @@ pub mod recover;
 pub mod route;
 pub mod schedule;
 mod shared;
-mod upload;
 pub mod slots;
 pub mod spend;
 mod tasks;
+pub mod upload;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::shared::Shared;
 use crate::api::upload::{data_url, UploadClient};
 use crate::api::ApiError;
 use crate::manifest::local::file_of;
-use super::shared::Shared;
 use crate::store::Store;
 
 /// Files per upload call, and bytes (before base64) per call at most.
@@ -152,7 +152,7 @@ impl Uploader {
             .map_err(|e| UploadError::Local(e.into()))?;
         let result = match (now, recorded) {
             (Err(e), _) => Err(format!("the image {path} cannot be read: {e}")),
-            (Ok((sha, bytes)), Some(rec)) if sha != rec.sha256 => Err(format!(
+            (Ok((sha, _)), Some(rec)) if sha != rec.sha256 => Err(format!(
                 "the image {path} changed since it was imported (SHA-256 {} then, {} now): import the \
                  manifest again to use the new picture",
                 &rec.sha256[..12],
@@ -161,10 +161,15 @@ impl Uploader {
             (Ok((sha, bytes)), Some(rec)) => Ok((sha, rec.media_type, bytes)),
             (Ok((sha, bytes)), None) => {
                 // Imported, but not recorded (the run stopped in between): this content it is.
-                let head = std::fs::read(path).ok().map(|b| b[..b.len().min(16)].to_vec()).unwrap_or_default();
+                let head = std::fs::read(path)
+                    .ok()
+                    .map(|b| b[..b.len().min(16)].to_vec())
+                    .unwrap_or_default();
                 match crate::manifest::local::image_type(&head) {
                     Some(media) => Ok((sha, media.to_string(), bytes)),
-                    None => Err(format!("the image {path} is no longer a PNG, JPEG, WebP, GIF or BMP image")),
+                    None => Err(format!(
+                        "the image {path} is no longer a PNG, JPEG, WebP, GIF or BMP image"
+                    )),
                 }
             }
         };
@@ -231,8 +236,10 @@ impl Uploader {
                 for (sha, w) in &batch {
                     if refused {
                         // The storage refused the file itself: the jobs naming it fail.
-                        st.failed
-                            .insert(sha.clone(), format!("Segmind's storage refused the image {}: {e}", w.path));
+                        st.failed.insert(
+                            sha.clone(),
+                            format!("Segmind's storage refused the image {}: {e}", w.path),
+                        );
                     }
                 }
                 if refused {

@@ -213,7 +213,9 @@ impl RunSettings {
             max_resubmits: m.max_resubmits.unwrap_or(DEFAULT_MAX_RESUBMITS),
             result_lifetime: m.result_lifetime.map_or(DEFAULT_RESULT_LIFETIME, |s| s.0),
             expected_duration: m.expected_duration.map_or(DEFAULT_EXPECTED_DURATION, |s| s.0),
-            max_image_bytes: m.max_image_bytes.unwrap_or(crate::manifest::local::DEFAULT_MAX_IMAGE_BYTES),
+            max_image_bytes: m
+                .max_image_bytes
+                .unwrap_or(crate::manifest::local::DEFAULT_MAX_IMAGE_BYTES),
             history_lag: m.history_lag.map_or(DEFAULT_HISTORY_LAG, |s| s.0),
             to_store,
         })

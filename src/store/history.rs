@@ -10,6 +10,24 @@ use crate::sql_args;
 
 use super::{now_ms, Store};
 
+/// What the request history settled over the campaign, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, FromRow, serde::Serialize)]
+pub struct HistoryTally {
+    /// Lost submits found in the history (adopted), proven never created, not provable.
+    pub adopted: i64,
+    pub absent: i64,
+    pub unprovable: i64,
+    /// Expired results recovered from the history (downloaded, not bought again).
+    pub recovered: i64,
+    /// Requests found billed beside an adopted one.
+    pub billed_duplicates: i64,
+    /// `reconcile`: jobs reconciled, their true cost, their double charges, and when.
+    pub reconciled_jobs: i64,
+    pub true_cost: f64,
+    pub double_charges: i64,
+    pub reconciled_at: Option<i64>,
+}
+
 /// A job whose submit answer was lost, with its lost attempt.
 #[derive(Clone, Debug, FromRow)]
 pub struct UnknownWork {
@@ -257,5 +275,21 @@ impl Store {
             }
         }
         Ok(ids)
+    }
+
+    /// What the history settled, summed over the few jobs it settled something for.
+    pub async fn history_tally(&self) -> anyhow::Result<HistoryTally> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(SUM(unknown_adopted), 0) AS adopted, COALESCE(SUM(unknown_absent), 0) AS absent,
+                    COALESCE(SUM(unknown_unprovable), 0) AS unprovable, COALESCE(SUM(history_recovered), 0) AS recovered,
+                    COALESCE(SUM(billed_duplicates), 0) AS billed_duplicates, COUNT(reconciled_at) AS reconciled_jobs,
+                    COALESCE(SUM(true_cost), 0.0) AS true_cost, COALESCE(SUM(double_charges), 0) AS double_charges,
+                    MAX(reconciled_at) AS reconciled_at
+             FROM jobs INDEXED BY jobs_history
+             WHERE unknown_adopted + unknown_absent + unknown_unprovable + history_recovered + billed_duplicates > 0
+                OR reconciled_at IS NOT NULL",
+        )
+        .fetch_one(&self.read)
+        .await?)
     }
 }

@@ -74,7 +74,8 @@ pub struct DownloadWork {
 pub(crate) const JOB_COLUMNS: &str =
     "seq, id, state, params, source, attempts, request_id, polls, output_url, output_path,
     bytes, sha256, cost, error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
-    resubmits_failed, maybe_billed_twice";
+    resubmits_failed, maybe_billed_twice, unknown_adopted, unknown_absent, unknown_unprovable, history_recovered,
+    billed_duplicates, true_cost, double_charges";
 
 /// Everything about a job, for `export`, `report`, the provenance sidecars and tests.
 #[derive(Debug, Clone, FromRow, serde::Serialize)]
@@ -100,6 +101,15 @@ pub struct JobRecord {
     pub resubmits_expired: i64,
     pub resubmits_failed: i64,
     pub maybe_billed_twice: i64,
+    /// What the request history settled for the job (see migration 0007).
+    pub unknown_adopted: i64,
+    pub unknown_absent: i64,
+    pub unknown_unprovable: i64,
+    pub history_recovered: i64,
+    pub billed_duplicates: i64,
+    /// `reconcile`'s figures (None until it ran).
+    pub true_cost: Option<f64>,
+    pub double_charges: Option<i64>,
 }
 
 /// One submit attempt of a job.

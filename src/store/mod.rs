@@ -26,7 +26,7 @@ mod staging;
 
 pub use assets::{LocalFile, UPLOADS, UPLOADS_REPEATED};
 pub use direct::{DirectImport, GiveUp};
-pub use history::{Charge, UnknownWork};
+pub use history::{Charge, HistoryTally, UnknownWork};
 pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use jobs::*;
 pub use report::{Histogram, Totals};

@@ -72,7 +72,11 @@ async fn cannot_send(s: &Shared, w: &SubmitWork, claimed: Option<i64>, trouble: 
         }
     };
     let applied = match claimed {
-        Some(attempt) => s.store.record_submit_ended(w.seq, attempt, to, outcome, &why, due).await?,
+        Some(attempt) => {
+            s.store
+                .record_submit_ended(w.seq, attempt, to, outcome, &why, due)
+                .await?
+        }
         None if to == JobState::Failed => s.store.fail_pending(w.seq, &why).await?,
         None => true,
     };
