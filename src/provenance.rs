@@ -166,7 +166,9 @@ pub async fn write_for_download(
         downloaded_at: now_ms(),
     };
     let path = sidecar_path(out, &w.id);
-    let written = write_sidecar_unsynced(out, &w.id, &sidecar(&job, &history, &facts))
+    let mut content = sidecar(&job, &history, &facts);
+    LocalImages::default().add(store, &job, &mut content).await?;
+    let written = write_sidecar_unsynced(out, &w.id, &content)
         .await
         .with_context(|| format!("cannot write the provenance sidecar {}", path.display()))?;
     Ok(Some(written))
@@ -203,7 +205,9 @@ pub async fn restore_missing(store: &Store, out: &Path, job: &JobRecord) -> anyh
         sha256: sha,
         downloaded_at: job.downloaded_at.unwrap_or_else(now_ms),
     };
-    write_sidecar(out, &job.id, &sidecar(job, &history, &facts))
+    let mut content = sidecar(job, &history, &facts);
+    LocalImages::default().add(store, job, &mut content).await?;
+    write_sidecar(out, &job.id, &content)
         .await
         .with_context(|| format!("cannot write {}", sidecar_path(out, &job.id).display()))?;
     Ok(Restore::Written)
@@ -227,3 +231,43 @@ async fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 
 #[cfg(test)]
 mod tests;
+
+/// The SHA-256 and uploaded URL of the local images jobs name, looked up once per file.
+#[derive(Default)]
+pub struct LocalImages {
+    known: std::collections::HashMap<String, (Option<String>, Option<String>)>,
+}
+
+impl LocalImages {
+    /// Adds `image_sha256`/`image_url` (and `last_image_…`) to a job's row when it names local
+    /// images: the local path stays in `image`, as the manifest gave it.
+    pub async fn add(&mut self, store: &Store, j: &JobRecord, v: &mut Value) -> anyhow::Result<()> {
+        // The parameters sit at the top of an export's row, under `parameters` in a sidecar.
+        let params: Value = serde_json::from_str(&j.params).unwrap_or_default();
+        if !j.params.contains("\"file:") {
+            return Ok(());
+        }
+        for field in ["image", "last_image"] {
+            let Some(path) = params
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(crate::manifest::local::file_of)
+            else {
+                continue;
+            };
+            let path = path.to_string_lossy().into_owned();
+            if !self.known.contains_key(&path) {
+                let sha = store.local_file(&path).await?.map(|f| f.sha256);
+                let url = match &sha {
+                    Some(sha) => store.asset(sha).await?,
+                    None => None,
+                };
+                self.known.insert(path.clone(), (sha, url));
+            }
+            let (sha, url) = &self.known[&path];
+            v[format!("{field}_sha256")] = json!(sha);
+            v[format!("{field}_url")] = json!(url);
+        }
+        Ok(())
+    }
+}

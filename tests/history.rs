@@ -206,6 +206,45 @@ async fn a_hundred_rows_over_ten_local_images_upload_ten_files() {
         jobs[0]
     );
     assert_eq!(jobs[0]["image_sha256"].as_str().unwrap().len(), 64);
+    // So does each video's sidecar.
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.out().join("r0.json")).unwrap()).unwrap();
+    assert!(
+        sidecar["parameters"]["image"].as_str().unwrap().ends_with("/img/0.png"),
+        "{sidecar:#}"
+    );
+    assert_eq!(sidecar["image_sha256"], jobs[0]["image_sha256"]);
+    assert_eq!(sidecar["image_url"], jobs[0]["image_url"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_images_becomes_a_campaign() {
+    let env = Env::new(fast_fake()).await;
+    std::fs::create_dir(env.path("shots")).unwrap();
+    for (name, prompt) in [("a.png", Some("a fox in the snow")), ("b.png", None)] {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend(name.as_bytes());
+        std::fs::write(env.path(&format!("shots/{name}")), png).unwrap();
+        if let Some(p) = prompt {
+            std::fs::write(env.path(&format!("shots/{}.txt", &name[..1])), p).unwrap();
+        }
+    }
+    let mut cmd = env.bin();
+    cmd.args(["init", "shots", "--prompt", "slow pan"]);
+    let out = finish(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = env.run(&[&env.path("jobs.csv")], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let prompts: Vec<String> = env
+        .fake
+        .stats()
+        .submits
+        .iter()
+        .map(|s| s.body["prompt"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(prompts.len(), 2);
+    assert!(prompts.contains(&"a fox in the snow".to_string()) && prompts.contains(&"slow pan".to_string()));
+    assert_eq!(env.fake.stats().assets, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,8 +114,14 @@ async fn the_key_appears_in_no_log_output_database_or_export_at_trace_level() {
         assert_no_key(&f.display().to_string(), &std::fs::read(f).unwrap());
     }
     let stats = env.fake.stats();
-    assert_eq!(stats.cdn_requests_with_key, 0, "the key never reaches the video or image host");
-    assert!(stats.history_calls > 0 && stats.uploads > 0, "the history and the upload were used");
+    assert_eq!(
+        stats.cdn_requests_with_key, 0,
+        "the key never reaches the video or image host"
+    );
+    assert!(
+        stats.history_calls > 0 && stats.uploads > 0,
+        "the history and the upload were used"
+    );
     assert!(
         stats.api_requests.iter().all(|r| r.had_key),
         "every call to Segmind's hosts carries the key"

@@ -72,7 +72,7 @@ const PAGE: i64 = 1000;
 /// Writes the rows; returns how many.
 async fn write(store: &Store, state: Option<JobState>, args: &ExportArgs) -> anyhow::Result<u64> {
     let mut rows = 0u64;
-    let mut images = LocalImages::default();
+    let mut images = crate::provenance::LocalImages::default();
     let jsonl = matches!(args.format, ExportFormat::Jsonl);
     let mut pages = store.job_pages(state, jsonl).await?;
     let out: Box<dyn Write> = match &args.output {
@@ -170,42 +170,4 @@ pub fn record_json(j: &JobRecord) -> Value {
         }
     }
     v
-}
-
-/// The SHA-256 and uploaded URL of the local images jobs name, looked up once per file.
-#[derive(Default)]
-pub struct LocalImages {
-    known: std::collections::HashMap<String, (Option<String>, Option<String>)>,
-}
-
-impl LocalImages {
-    /// Adds `image_sha256`/`image_url` (and `last_image_…`) to a job's row when it names local
-    /// images: the local path stays in `image`, as the manifest gave it.
-    pub async fn add(&mut self, store: &Store, j: &JobRecord, v: &mut Value) -> anyhow::Result<()> {
-        if !j.params.contains("\"file:") {
-            return Ok(());
-        }
-        for field in ["image", "last_image"] {
-            let Some(path) = v
-                .get(field)
-                .and_then(Value::as_str)
-                .and_then(crate::manifest::local::file_of)
-            else {
-                continue;
-            };
-            let path = path.to_string_lossy().into_owned();
-            if !self.known.contains_key(&path) {
-                let sha = store.local_file(&path).await?.map(|f| f.sha256);
-                let url = match &sha {
-                    Some(sha) => store.asset(sha).await?,
-                    None => None,
-                };
-                self.known.insert(path.clone(), (sha, url));
-            }
-            let (sha, url) = &self.known[&path];
-            v[format!("{field}_sha256")] = json!(sha);
-            v[format!("{field}_url")] = json!(url);
-        }
-        Ok(())
-    }
 }
