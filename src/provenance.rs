@@ -239,7 +239,7 @@ pub struct LocalImages {
 }
 
 impl LocalImages {
-    /// Adds `image_sha256`/`image_url` (and `last_image_…`) to a job's row when it names local
+    /// Adds `image_sha256`/`image_upload` (and `last_image_…`) to a job's row when it names local
     /// images: the local path stays in `image`, as the manifest gave it.
     pub async fn add(&mut self, store: &Store, j: &JobRecord, v: &mut Value) -> anyhow::Result<()> {
         // The parameters sit at the top of an export's row, under `parameters` in a sidecar.
@@ -266,7 +266,7 @@ impl LocalImages {
             }
             let (sha, url) = &self.known[&path];
             v[format!("{field}_sha256")] = json!(sha);
-            v[format!("{field}_url")] = json!(url);
+            v[format!("{field}_upload")] = json!(url);
         }
         Ok(())
     }

@@ -201,7 +201,7 @@ async fn a_hundred_rows_over_ten_local_images_upload_ten_files() {
         jobs[0]
     );
     assert!(
-        jobs[0]["image_url"].as_str().unwrap().contains("/assets/"),
+        jobs[0]["image_upload"].as_str().unwrap().contains("/assets/"),
         "{:#}",
         jobs[0]
     );
@@ -214,7 +214,7 @@ async fn a_hundred_rows_over_ten_local_images_upload_ten_files() {
         "{sidecar:#}"
     );
     assert_eq!(sidecar["image_sha256"], jobs[0]["image_sha256"]);
-    assert_eq!(sidecar["image_url"], jobs[0]["image_url"]);
+    assert_eq!(sidecar["image_upload"], jobs[0]["image_upload"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,19 +28,28 @@ async fn get(url: &str, out: &Path, expected: Option<u64>, limits: Limits) -> Re
         .expect("the download must end")
 }
 
+/// A real, playable MP4 as the fake's CDN serves it (832x480, 81 frames at 16 fps).
+fn real_video() -> Vec<u8> {
+    wanbatch::fake::video_for(&serde_json::json!({}), RID, 0)
+}
+
 #[tokio::test]
 async fn a_plain_video_downloads_without_any_key() {
-    let server = RawServer::start(|_| Reply::Raw(http(200, &[], &video(5000)))).await;
+    let bytes = real_video();
+    let len = bytes.len() as u64;
+    let server = RawServer::start(move |_| Reply::Raw(http(200, &[], &bytes))).await;
     let dir = tempfile::tempdir().unwrap();
     let f = get(
         &format!("{}/v.mp4", server.url),
         dir.path(),
-        Some(5000),
+        Some(len),
         Limits::new(1 << 20),
     )
     .await
     .unwrap();
-    assert_eq!((f.bytes, f.path.clone()), (5000, dir.path().join("clip.mp4")));
+    assert_eq!((f.bytes, f.path.clone()), (len, dir.path().join("clip.mp4")));
+    let v = &f.video;
+    assert_eq!((v.width, v.height, v.frames), (832, 480, 81));
     let heads = server.heads.lock().unwrap();
     assert!(
         heads.iter().all(|h| !h.to_ascii_lowercase().contains("x-api-key")),
@@ -204,4 +213,45 @@ async fn content_length_lies_are_caught() {
         "{r:?}"
     );
     assert!(files_in(dir.path()).is_empty(), "{:?}", files_in(dir.path()));
+}
+
+/// Files of the right size that are not videos: an MP4 whose `moov` box is missing, and one cut
+/// in the middle of its samples (the length the host announces matches what it sends). Both are
+/// refused as invalid, and neither is left where a video would be.
+#[tokio::test]
+async fn well_sized_files_that_are_not_playable_videos_are_refused() {
+    let good = real_video();
+    // Rename the moov box: same size, every byte present, no movie header to play it by.
+    let mut no_moov = good.clone();
+    let at = no_moov.windows(4).position(|w| w == b"moov").expect("the video has a moov box");
+    no_moov[at..at + 4].copy_from_slice(b"free");
+    // Cut mid-samples: the mdat is where the frames are; keep the first half of the file only.
+    let cut = good[..good.len() / 2].to_vec();
+    // Cut mid-samples with the mdat's own size rewritten to match: every box is whole, the
+    // sample tables point past the end of the data.
+    let mut consistent = cut.clone();
+    let mdat = consistent.windows(4).rposition(|w| w == b"mdat").expect("an mdat box") - 4;
+    let size = (consistent.len() - mdat) as u32;
+    consistent[mdat..mdat + 4].copy_from_slice(&size.to_be_bytes());
+    for (name, bytes, why) in [
+        ("no-moov", no_moov, "moov"),
+        ("cut", cut, ""),
+        ("cut-whole-boxes", consistent, "sample"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let len = bytes.len() as u64;
+        let server = RawServer::start(move |_| Reply::Raw(http(200, &[], &bytes))).await;
+        let r = get(
+            &format!("{}/{name}.mp4", server.url),
+            dir.path(),
+            Some(len),
+            Limits::new(1 << 20),
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(DownloadError::Invalid(m)) if m.contains(why)),
+            "{name}: {r:?}"
+        );
+        assert!(!download::final_path(dir.path(), "clip").exists(), "{name}");
+    }
 }

@@ -253,7 +253,11 @@ async fn transient_server_errors_and_broken_downloads_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_submit_answer_is_resubmitted_and_reported() {
-    let env = Env::new(fast_fake()).await;
+    // With the request history down the lost submit cannot be looked up (tests/history.rs has
+    // it found there and adopted): the default `--on-unknown resubmit` pays once more, flagged.
+    let mut cfg = fast_fake();
+    cfg.history_mode = wanbatch::fake::HistoryMode::Down;
+    let env = Env::new(cfg).await;
     env.fake
         .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenDrop, 1));
     let m = env.write("jobs.csv", &manifest(2));
@@ -277,7 +281,9 @@ async fn a_lost_submit_answer_is_resubmitted_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_submit_answer_can_be_held_instead() {
-    let env = Env::new(fast_fake()).await;
+    let mut cfg = fast_fake();
+    cfg.history_mode = wanbatch::fake::HistoryMode::Down;
+    let env = Env::new(cfg).await;
     env.fake
         .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenStatus(504), 1));
     let m = env.write("jobs.csv", &manifest(2));

@@ -3,8 +3,10 @@
 //! - A separate HTTP client with no API key at all: output URLs are public, and the key must
 //!   never reach the video host. Only http(s) URLs, a bounded number of redirects.
 //! - Written to `OUT/.ID.mp4.part`, checked (size against Content-Length and the API's
-//!   `file_size`, the MP4 `ftyp` signature) and renamed to `OUT/ID.mp4`: a file at `OUT/ID.mp4`
-//!   is always complete. It is not yet durable: the engine makes it so, together with other
+//!   `file_size`, and as a video: `mp4check` reads the MP4 boxes as they stream by — a `moov`
+//!   with a video track, sample tables that fit the file) and renamed to `OUT/ID.mp4`: a file at
+//!   `OUT/ID.mp4` is always a complete video. What it is (size, frames, frame rate, duration,
+//!   codec) comes back with it. It is not yet durable: the engine makes it so, together with other
 //!   downloads (`durable.rs`), before it records the job done.
 //! - A partial left by an earlier attempt is resumed with Range when the server honours it.
 //! - Bounded cost whatever the host does: a body over `--max-video-bytes` (announced or not) is
@@ -19,6 +21,8 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
+
+use crate::mp4check::{Mp4Check, VideoInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ pub struct Fetched {
     pub path: PathBuf,
     pub bytes: u64,
     pub sha256: String,
+    /// What the video is, from its boxes.
+    pub video: VideoInfo,
 }
 
 pub fn client(max_redirects: usize) -> anyhow::Result<reqwest::Client> {
@@ -162,8 +168,9 @@ pub async fn fetch_with(
         )));
     }
     let mut hasher = Sha256::new();
+    let mut check = Mp4Check::new();
     let mut file = if resuming {
-        // Hash what we already have, then append.
+        // Hash (and check) what we already have, then append.
         let mut f = tokio::fs::File::open(&part).await.map_err(local(&part))?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -172,6 +179,7 @@ pub async fn fetch_with(
                 break;
             }
             hasher.update(&buf[..n]);
+            check.update(&buf[..n]);
         }
         tokio::fs::OpenOptions::new()
             .append(true)
@@ -231,6 +239,7 @@ pub async fn fetch_with(
             )));
         }
         hasher.update(&chunk);
+        check.update(&chunk);
         if head.len() < 8 {
             head.extend(chunk.iter().take(8 - head.len()));
         }
@@ -256,12 +265,19 @@ pub async fn fetch_with(
     if !signed {
         return bad("not an MP4 file (no ftyp box at the start)".into()).await;
     }
+    // A well-sized file that is not a whole video (no moov, samples past its end) is fetched
+    // again, never recorded done.
+    let video = match check.finish() {
+        Ok(v) => v,
+        Err(e) => return bad(e.to_string()).await,
+    };
     let dest = final_path(out, id);
     tokio::fs::rename(&part, &dest).await.map_err(local(&dest))?;
     Ok(Fetched {
         path: dest,
         bytes: written,
         sha256: hex::encode(hasher.finalize()),
+        video,
     })
 }
 

@@ -81,11 +81,12 @@ fn serve(sh: &Shared, file: &str, headers: &HeaderMap) -> Response {
     if !video_available(sh, id, Instant::now()) {
         return error_response(404, "Not found");
     }
-    let (video_len, range_support) = {
+    let (video_len, range_support, body) = {
         let g = sh.lock();
-        (g.cfg.video_len, g.cfg.range_support)
+        let body = g.jobs.get(id).map(|j| j.body.clone()).unwrap_or_default();
+        (g.cfg.video_len, g.cfg.range_support, body)
     };
-    let data = video_bytes(id, video_len);
+    let data = video_for(&body, id, video_len);
     let len = data.len();
     let range = if range_support {
         headers
@@ -148,7 +149,15 @@ fn parse_range(value: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
     Some(Ok((start, end.min(len - 1))))
 }
 
-/// Deterministic bytes served for `request_id`: an `ftyp` box (isom), an `mdat`
+/// The video served for a request: a real, playable H.264 MP4 of the size, frames and frame
+/// rate its body asks for (as the model delivers them), moving content derived from the request
+/// id, padded to at least `min_len` bytes. Deterministic: the same request, the same bytes.
+pub fn video_for(body: &serde_json::Value, request_id: &str, min_len: usize) -> Vec<u8> {
+    super::video::render(&super::video::spec_for(body, request_id, min_len))
+}
+
+/// Placeholder bytes for `request_id` (what the fake served before it made real videos): kept
+/// for tests of files that look like an MP4 and are not: an `ftyp` box (isom), an `mdat`
 /// box header, then pseudo-random bytes seeded from the id. Exactly `len` bytes.
 pub fn video_bytes(request_id: &str, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len.max(40));

@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use cdn::video_bytes;
+pub use cdn::{video_bytes, video_for};
 pub use config::*;
 pub use dates::rfc3339_millis;
 pub use fault::{Fault, FaultKind, FaultTarget};

@@ -36,9 +36,9 @@ pub const EXPORT_COLUMNS: &[&str] = &[
     "true_cost",
     "double_charges",
     "image_sha256",
-    "image_url",
+    "image_upload",
     "last_image_sha256",
-    "last_image_url",
+    "last_image_upload",
     "source",
     "history",
 ];

@@ -35,7 +35,7 @@ const FIRST_BOXES: [&[u8; 4]; 9] = [
 ];
 
 /// What a complete video file says about its first video track.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct VideoInfo {
     pub width: u32,
     pub height: u32,

@@ -50,6 +50,7 @@ fn fetched(out: &Path, id: &str, body: &[u8]) -> Fetched {
         path,
         bytes: body.len() as u64,
         sha256: hex::encode(Sha256::digest(body)),
+        video: Default::default(),
     }
 }
 
@@ -157,7 +158,7 @@ async fn missing_sidecars_are_restored_only_for_the_recorded_video() {
     let f = fetched(&out, "a", b"hello");
     let path = f.path.to_string_lossy().to_string();
     assert!(store
-        .record_downloaded(1, &w.request_id, &path, 5, &f.sha256)
+        .record_downloaded(1, &w.request_id, &path, 5, &f.sha256, &f.video, None)
         .await
         .unwrap());
     let job = store.job(1).await.unwrap().unwrap();

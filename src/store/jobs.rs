@@ -75,10 +75,11 @@ pub(crate) const JOB_COLUMNS: &str =
     "seq, id, state, params, source, attempts, request_id, polls, output_url, output_path,
     bytes, sha256, cost, error, submitted_at, completed_at, downloaded_at, resubmits_unknown, resubmits_expired,
     resubmits_failed, maybe_billed_twice, unknown_adopted, unknown_absent, unknown_unprovable, history_recovered,
-    billed_duplicates, true_cost, double_charges";
+    billed_duplicates, true_cost, double_charges, video_width, video_height, video_frames, video_fps, video_duration,
+    video_codec, video_mismatch, review, review_note, resubmits_rejected";
 
 /// Everything about a job, for `export`, `report`, the provenance sidecars and tests.
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[derive(Debug, Clone, Default, FromRow, serde::Serialize)]
 pub struct JobRecord {
     pub seq: i64,
     pub id: String,
@@ -110,6 +111,18 @@ pub struct JobRecord {
     /// `reconcile`'s figures (None until it ran).
     pub true_cost: Option<f64>,
     pub double_charges: Option<i64>,
+    /// What the video is (from its MP4 boxes), and how it differs from its request.
+    pub video_width: Option<i64>,
+    pub video_height: Option<i64>,
+    pub video_frames: Option<i64>,
+    pub video_fps: Option<f64>,
+    pub video_duration: Option<f64>,
+    pub video_codec: Option<String>,
+    pub video_mismatch: Option<String>,
+    /// A reviewer's decision (`keep`/`reject`) and note; rejected videos taken again.
+    pub review: Option<String>,
+    pub review_note: Option<String>,
+    pub resubmits_rejected: i64,
 }
 
 /// One submit attempt of a job.
@@ -361,7 +374,9 @@ impl Store {
             .await
     }
 
-    /// downloading → done: the verified file is at `path`.
+    /// downloading → done: the verified file is at `path`; what it is, and how it differs from
+    /// its request (if it does).
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_downloaded(
         &self,
         seq: i64,
@@ -369,18 +384,28 @@ impl Store {
         path: &str,
         bytes: i64,
         sha256: &str,
+        video: &crate::mp4check::VideoInfo,
+        mismatch: Option<&str>,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
         self.batch
             .applied(
                 "UPDATE jobs SET state = 'done', output_path = ?, bytes = ?, sha256 = ?, downloaded_at = ?,
-                     error = NULL, errors_in_row = 0, updated_at = ?
+                     video_width = ?, video_height = ?, video_frames = ?, video_fps = ?, video_duration = ?,
+                     video_codec = ?, video_mismatch = ?, error = NULL, errors_in_row = 0, updated_at = ?
                  WHERE seq = ? AND state = 'downloading' AND request_id = ? RETURNING 1",
                 sql_args![
                     path.to_owned(),
                     bytes,
                     sha256.to_owned(),
                     now,
+                    i64::from(video.width),
+                    i64::from(video.height),
+                    video.frames as i64,
+                    video.fps,
+                    video.duration_secs,
+                    video.codec.clone(),
+                    mismatch.map(str::to_owned),
                     now,
                     seq,
                     request_id.to_owned()
@@ -499,6 +524,14 @@ impl Store {
     }
 
     /// A job and its attempts in one query (the downloader's sidecar needs both, per video).
+    /// A job's parameters (canonical JSON).
+    pub async fn params_of(&self, seq: i64) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT params FROM jobs WHERE seq = ?")
+            .bind(seq)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
     pub async fn job_with_attempts(&self, seq: i64) -> anyhow::Result<Option<(JobRecord, Vec<AttemptRecord>)>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS}, (SELECT json_group_array(json_object('n', n, 'started_at', started_at,

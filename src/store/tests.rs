@@ -113,7 +113,7 @@ async fn a_job_walks_the_happy_path_and_stale_writes_do_nothing() {
     assert!(store.record_completed(seq, "r1", c).await.unwrap());
     assert!(!store.record_pending(seq, "r1", 0).await.unwrap(), "no longer running");
     assert!(store
-        .record_downloaded(seq, "r1", "out/a.mp4", 10, "abc")
+        .record_downloaded(seq, "r1", "out/a.mp4", 10, "abc", &Default::default(), None)
         .await
         .unwrap());
     let job = store.jobs(Some(JobState::Done)).await.unwrap().remove(0);

@@ -124,8 +124,17 @@ impl Env {
             let path = self.out().join(format!("{id}.mp4"));
             assert_eq!(j["output"].as_str().unwrap(), path.to_str().unwrap());
             let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // The body the fake was sent for this request decides the video it made.
+            let body = self
+                .fake
+                .stats()
+                .submits
+                .into_iter()
+                .find(|s| s.request_id == rid)
+                .map(|s| s.body)
+                .unwrap_or_default();
             assert!(
-                got == wanbatch::fake::video_bytes(rid, len),
+                got == wanbatch::fake::video_for(&body, rid, len),
                 "{id}: bytes differ from what the fake served"
             );
         }
@@ -168,14 +177,39 @@ pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 
 /// Waits for a command with a hard bound.
 pub async fn finish(mut cmd: tokio::process::Command) -> Output {
-    let child = cmd
+    use tokio::io::AsyncReadExt;
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
-        Ok(out) => out.unwrap(),
-        Err(_) => panic!("wanbatch did not finish within 60 s"),
+    let read = |mut pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf).await;
+            buf
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            // Stop it and show what it said: a hang is a bug to read, not only to count.
+            let _ = child.kill().await;
+            let said = Output {
+                status: child.wait().await.unwrap(),
+                stdout: stdout.await.unwrap(),
+                stderr: stderr.await.unwrap(),
+            };
+            panic!("wanbatch did not finish within 60 s\n{}", text(&said));
+        }
+    };
+    Output {
+        status,
+        stdout: stdout.await.unwrap(),
+        stderr: stderr.await.unwrap(),
     }
 }
 

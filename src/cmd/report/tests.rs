@@ -34,6 +34,7 @@ fn job(id: &str, state: &str, prompt: &str) -> JobRecord {
         resubmits_expired: 1,
         resubmits_failed: 0,
         maybe_billed_twice: 0,
+        ..JobRecord::default()
     }
 }
 

@@ -58,8 +58,15 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 return Ok(Next::Nothing);
             }
             let path = f.path.to_string_lossy();
+            let mismatch = match s.store.params_of(w.seq).await? {
+                Some(params) => mismatch(&params, &f.video),
+                None => None,
+            };
+            if let Some(m) = &mismatch {
+                tracing::warn!(video = %m, "the video differs from its request (kept, flagged)");
+            }
             s.store
-                .record_downloaded(w.seq, &w.request_id, &path, f.bytes as i64, &f.sha256)
+                .record_downloaded(w.seq, &w.request_id, &path, f.bytes as i64, &f.sha256, &f.video, mismatch.as_deref())
                 .await?;
             tracing::debug!(bytes = f.bytes, "downloaded");
             Ok(Next::Nothing)
@@ -127,5 +134,58 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 )
             }))
         }
+    }
+}
+
+/// How a video differs from what its request asked for (Wan 2.2 delivers 832×480 for 480p 16:9,
+/// 480×832 for 9:16, 1280×720 and 720×1280 for 720p; `num_frames` frames at
+/// `frames_per_second`), if it does. A flag, not a failure: the service decides what it delivers.
+pub fn mismatch(params: &str, v: &crate::mp4check::VideoInfo) -> Option<String> {
+    let p: serde_json::Value = serde_json::from_str(params).ok()?;
+    let res = p.get("resolution").and_then(|r| r.as_str()).unwrap_or("480p");
+    let portrait = p.get("aspect_ratio").and_then(|a| a.as_str()) == Some("9:16");
+    let (w, h) = match (res, portrait) {
+        ("720p", false) => (1280, 720),
+        ("720p", true) => (720, 1280),
+        (_, false) => (832, 480),
+        (_, true) => (480, 832),
+    };
+    let frames = p.get("num_frames").and_then(|n| n.as_u64()).unwrap_or(81);
+    let fps = p.get("frames_per_second").and_then(|n| n.as_f64()).unwrap_or(16.0);
+    let mut diffs = Vec::new();
+    if (v.width, v.height) != (w, h) {
+        diffs.push(format!("{}×{} instead of {w}×{h}", v.width, v.height));
+    }
+    if v.frames != frames {
+        diffs.push(format!("{} frames instead of {frames}", v.frames));
+    }
+    if (v.fps - fps).abs() > 0.05 * fps {
+        diffs.push(format!("{:.2} fps instead of {fps}", v.fps));
+    }
+    (!diffs.is_empty()).then(|| diffs.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mp4check::VideoInfo;
+
+    #[test]
+    fn a_video_is_compared_with_what_its_request_asked() {
+        let v = VideoInfo {
+            width: 832,
+            height: 480,
+            frames: 81,
+            fps: 16.0,
+            duration_secs: 5.0625,
+            codec: "avc1".into(),
+        };
+        assert_eq!(mismatch(r#"{"prompt":"p"}"#, &v), None, "the defaults");
+        assert_eq!(
+            mismatch(r#"{"resolution":"720p","num_frames":100}"#, &v).unwrap(),
+            "832×480 instead of 1280×720, 81 frames instead of 100"
+        );
+        let portrait = VideoInfo { width: 480, height: 832, fps: 24.0, ..v };
+        assert_eq!(mismatch(r#"{"aspect_ratio":"9:16","frames_per_second":24}"#, &portrait), None);
     }
 }

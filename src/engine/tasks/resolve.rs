@@ -49,8 +49,15 @@ async fn resolve_inner(s: &Shared, w: &UnknownWork) -> anyhow::Result<Next> {
         }
         Lost::NotYet => {
             // Not there yet: once the history is complete past its time.
-            let due = given_up_at + s.cfg.history_lag.as_millis() as i64 + 1000;
-            Ok(Next::Resolve(w.clone(), due.max(now + 1000)))
+            let due = (given_up_at + s.cfg.history_lag.as_millis() as i64 + 1000).max(now + 1000);
+            crate::progress::notice(&format!(
+                "job {}: its lost submit is not in Segmind's request history yet; looking again in {}s \
+                 (the history may lag by up to --history-lag {}s; nothing is submitted again before)",
+                w.id,
+                (due - now + 999) / 1000,
+                s.cfg.history_lag.as_secs()
+            ));
+            Ok(Next::Resolve(w.clone(), due))
         }
         Lost::Cannot(why) => unprovable(s, w, &why).await,
     }
