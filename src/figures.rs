@@ -102,6 +102,15 @@ impl Money {
     }
 }
 
+/// "once" / "twice" / "3 times": a count of repeats for people.
+pub fn times(n: i64) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
+    }
+}
+
 /// "52 min" / "1 h 05 min" / "40 s": a span for people.
 pub fn span(secs: i64) -> String {
     let s = secs.max(0);

@@ -32,7 +32,14 @@ async fn sigkill_at_random_moments_loses_nothing() {
     const N: usize = 24;
     let m = env.write("jobs.csv", &manifest(N));
     // The fake's history has no lag: a kill mid-submit is proven absent (or found) after 1 s.
-    let args = ["--concurrency", "8", "--download-concurrency", "3", "--history-lag", "1s"];
+    let args = [
+        "--concurrency",
+        "8",
+        "--download-concurrency",
+        "3",
+        "--history-lag",
+        "1s",
+    ];
     let mut kills = 0;
     for round in 0..8 {
         let manifests: Vec<&std::path::Path> = if round == 0 { vec![&m] } else { vec![] };

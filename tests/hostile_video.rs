@@ -223,7 +223,10 @@ async fn well_sized_files_that_are_not_playable_videos_are_refused() {
     let good = real_video();
     // Rename the moov box: same size, every byte present, no movie header to play it by.
     let mut no_moov = good.clone();
-    let at = no_moov.windows(4).position(|w| w == b"moov").expect("the video has a moov box");
+    let at = no_moov
+        .windows(4)
+        .position(|w| w == b"moov")
+        .expect("the video has a moov box");
     no_moov[at..at + 4].copy_from_slice(b"free");
     // Cut mid-samples: the mdat is where the frames are; keep the first half of the file only.
     let cut = good[..good.len() / 2].to_vec();

@@ -199,7 +199,10 @@ async fn status_sums_counts_spend_oldest_and_eta_and_reads_beside_a_writer() {
             cost: Some(0.05),
         };
         assert!(store.record_completed(w.seq, &rid, c).await.unwrap());
-        assert!(store.record_downloaded(w.seq, &rid, "o.mp4", 1, "x", &Default::default(), None).await.unwrap());
+        assert!(store
+            .record_downloaded(w.seq, &rid, "o.mp4", 1, "x", &Default::default(), None)
+            .await
+            .unwrap());
     }
     // As seen a minute later: 3 done per minute, 27 left, so 9 minutes.
     let report = Report::gather(&store, now_ms() + 60_000).await.unwrap();

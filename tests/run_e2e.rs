@@ -298,3 +298,30 @@ async fn a_lost_submit_answer_can_be_held_instead() {
     assert_eq!(jobs.iter().filter(|j| j["state"] == "unknown").count(), 1);
     assert_eq!(env.fake.stats().submits.len(), 2);
 }
+
+/// A lost submit that may not be bought again (`--max-resubmits 0`) fails its job, and the
+/// summary still counts the charge it may have made (and the export flags it for reconcile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_submit_past_max_resubmits_fails_and_its_possible_charge_is_counted() {
+    let mut cfg = fast_fake();
+    cfg.history_mode = wanbatch::fake::HistoryMode::Down;
+    let env = Env::new(cfg).await;
+    env.fake
+        .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenDrop, 1));
+    let m = env.write("jobs.csv", &manifest(1));
+    let out = env.run(&[&m], &["--max-resubmits", "0"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("answer was lost once"), "{}", text(&out));
+    assert!(
+        stdout.contains("1 lost-answer submit(s) may also have been billed"),
+        "{}",
+        text(&out)
+    );
+    let jobs = env.export().await;
+    assert_eq!(
+        (jobs[0]["state"].as_str(), &jobs[0]["maybe_billed_twice"]),
+        (Some("failed"), &serde_json::json!(true))
+    );
+    assert_eq!(env.fake.stats().submits.len(), 1, "never bought again");
+}

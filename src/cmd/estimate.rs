@@ -188,12 +188,11 @@ pub async fn print(db: &Path, rows: &[Row], images: &[LocalImage], o: &Opts) -> 
             shas.len()
         };
         println!(
-            "  uploads: {missing} local image(s) to upload ({} file(s), {} distinct, {} already uploaded), \
-             up to {} per request",
+            "  uploads: {missing} local image(s) to upload ({} file(s), {} distinct, {} already uploaded): \
+             about one upload request each, out of the same --rpm budget",
             images.len(),
             shas.len(),
             shas.len() - missing,
-            crate::engine::upload::PER_CALL
         );
     }
     Ok(e)

@@ -31,7 +31,8 @@ use crate::settings::{self, Resolved};
     args_override_self = true,
     about = "Batch runner for Segmind's Wan 2.2 image-to-video API: manifest in, verified MP4s out, nothing lost or paid twice.",
     after_help = "Environment: SEGMIND_API_KEY (required by `run`; never taken on the command line), \
-                  SEGMIND_BASE_URL (default https://api.segmind.com), RUST_LOG (log filter, e.g. wanbatch=debug).\n\
+                  SEGMIND_BASE_URL (default https://api.segmind.com), SEGMIND_HISTORY_URL and SEGMIND_UPLOAD_URL \
+                  (the request history and the storage upload; defaults follow SEGMIND_BASE_URL), RUST_LOG (log filter, e.g. wanbatch=debug).\n\
                   Settings: a flag beats its environment variable (WANBATCH_RPM, … shown as [env: …] in each \
                   command's --help), which beats ./wanbatch.toml (or --config PATH; any setting by its name, e.g. \
                   rpm = 5 — never the API key), which beats what the campaign was last run with (stored in its \

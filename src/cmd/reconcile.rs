@@ -42,6 +42,11 @@ pub async fn run(_args: ReconcileArgs, resolved: Resolved) -> anyhow::Result<Out
     let history = HistoryClient::new(&endpoint.hosts.history, &endpoint.key, Duration::from_secs(60))
         .map_err(|e| Failure::Usage(format!("{e:#}")))?;
     let store = Store::open_existing(&db).await?;
+    if store.attempt_span().await?.is_none() {
+        store.close().await;
+        println!("nothing was ever submitted in this campaign: there is nothing to reconcile");
+        return Ok(Outcome::AllDone);
+    }
     let result = reconcile(&store, &history, rpm).await;
     store.close().await;
     let r = result?;

@@ -307,12 +307,12 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
     }
     let resume = format!("wanbatch run --db {}", settings.db.display());
     if waiting > 0 {
-        // What is left, by what it needs: submitted jobs are paid for and must be collected
-        // within the hour their records live; the others can wait.
+        // What is left, by what it needs: submitted jobs are best collected while their records
+        // live (--result-lifetime); the others can wait.
         let mut left = Vec::new();
         if submitted > 0 {
             let expiry = oldest.map(|t| {
-                let at = t + RECORD_LIFETIME_MS;
+                let at = t + settings.result_lifetime.as_millis() as i64;
                 format!(
                     ", the first result expires in {} (at {} UTC)",
                     figures::span((at - now_ms()) / 1000),
@@ -320,7 +320,8 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
                 )
             });
             left.push(format!(
-                "{submitted} submitted and billed: collect them within the hour{} by running `{resume}`",
+                "{submitted} submitted: collect them by running `{resume}` soon{} (after that they are \
+                 recovered from the request history, or bought again)",
                 expiry.unwrap_or_default()
             ));
         }
@@ -361,9 +362,6 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
         held: unknown,
     }))
 }
-
-/// How long Segmind keeps a request's record (and so its result URL) after submission.
-const RECORD_LIFETIME_MS: i64 = 3_600_000;
 
 /// An exclusive lock beside the database: two runs must never work one database at once (they
 /// would both submit the same pending jobs). The OS releases it if the process dies.

@@ -21,6 +21,12 @@ use crate::api::{ApiError, MODEL_SLUG};
 /// Requests are looked for this long before the intent and after its answer was given up on:
 /// the two clocks need not agree.
 const SKEW_MS: i64 = 120_000;
+/// Within this of the intent's time (our clock against Segmind's, which agree this well on any
+/// machine that keeps time), a matching request is this submit's. Further out, it is more
+/// likely another campaign's identical request (the same rows run again on the same key):
+/// adopted only when nothing matches nearer — one clock may be off — and never counted as a
+/// charge for this job's submit.
+const NEAR_MS: i64 = 30_000;
 /// Pages of 100 requests one lookup reads at most.
 const MAX_PAGES: u32 = 20;
 
@@ -96,8 +102,6 @@ pub(super) async fn find_lost(s: &Shared, body: &Value, started_at: i64, given_u
         Ok(known) => matches.retain(|m| !known.contains(&m.request_id)),
         Err(e) => return Lost::Cannot(format!("{e:#}")),
     }
-    // The earliest is the one the lost answer belonged to (as far as anyone can tell).
-    matches.sort_by_key(|m| (m.created_at_ms.unwrap_or(i64::MAX), m.request_id.clone()));
     if matches.is_empty() {
         let lag = s.cfg.history_lag.as_millis() as i64;
         return if now >= given_up_at + lag {
@@ -106,11 +110,36 @@ pub(super) async fn find_lost(s: &Shared, body: &Value, started_at: i64, given_u
             Lost::NotYet
         };
     }
-    let adopted = matches.remove(0);
-    Lost::Found {
-        adopted,
-        duplicates: matches,
+    let (adopted, duplicates) = pick(matches, started_at, given_up_at);
+    Lost::Found { adopted, duplicates }
+}
+
+/// Which of the matching requests the lost submit created, and which others it paid for.
+/// Near the intent's time (within [`NEAR_MS`]): the earliest is adopted, the rest are billed
+/// duplicates of this submit. Nothing near: the one nearest in time is adopted (a clock may be
+/// off) and nothing is counted as a duplicate — the others are another campaign's.
+fn pick(mut matches: Vec<HistoryRow>, started_at: i64, given_up_at: i64) -> (HistoryRow, Vec<HistoryRow>) {
+    let near = |m: &HistoryRow| {
+        m.created_at_ms
+            .is_some_and(|t| t >= started_at - NEAR_MS && t <= given_up_at + NEAR_MS)
+    };
+    if matches.iter().any(near) {
+        matches.retain(near);
+        matches.sort_by_key(|m| (m.created_at_ms.unwrap_or(i64::MAX), m.request_id.clone()));
+        let adopted = matches.remove(0);
+        return (adopted, matches);
     }
+    let distance = |m: &HistoryRow| {
+        m.created_at_ms.map_or(i64::MAX, |t| {
+            if t < started_at {
+                started_at - t
+            } else {
+                t.saturating_sub(given_up_at).max(0)
+            }
+        })
+    };
+    matches.sort_by_key(|m| (distance(m), m.request_id.clone()));
+    (matches.remove(0), Vec::new())
 }
 
 /// What the history says of a request whose v2 record expired.
@@ -189,5 +218,41 @@ mod tests {
             &json!({"image": "https://i/x.png", "prompt": "p", "num_frames": 81})
         ));
         assert!(!same_body(&json!({"go_fast": true}), &json!({"go_fast": "true"})));
+    }
+
+    fn row(id: &str, t: i64) -> HistoryRow {
+        HistoryRow {
+            request_id: id.into(),
+            model_name: None,
+            status: HistoryStatus::Completed,
+            credits: Some(0.05),
+            request_body: None,
+            generation_url: None,
+            created_at_ms: Some(t),
+            latency_ms: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn an_identical_request_from_an_earlier_campaign_is_neither_adopted_nor_a_duplicate() {
+        // The intent at 100 s, given up at 130 s: another campaign's request 34 s before, this
+        // submit's own at 101 s, and a second one of ours (a repeat) at 120 s.
+        let (adopted, dups) = pick(
+            vec![row("old", 66_000), row("ours", 101_000), row("again", 120_000)],
+            100_000,
+            130_000,
+        );
+        assert_eq!(adopted.request_id, "ours");
+        let dups: Vec<_> = dups.iter().map(|d| d.request_id.as_str()).collect();
+        assert_eq!(dups, ["again"]);
+    }
+
+    #[test]
+    fn with_nothing_near_the_nearest_is_adopted_and_no_charge_is_counted() {
+        // A clock off by a minute: the only match is 70 s early.
+        let (adopted, dups) = pick(vec![row("far", 30_000), row("skewed", 50_000)], 120_000, 125_000);
+        assert_eq!(adopted.request_id, "skewed");
+        assert!(dups.is_empty());
     }
 }

@@ -56,7 +56,8 @@ impl Reach {
 pub fn message(base_url: &str, silent: Duration, last: &str) -> String {
     format!(
         "no answer from the API at {base_url} for {:.0} s (last error: {last}). Check the network \
-         connection, any proxy or firewall, and SEGMIND_BASE_URL (unset, it is https://api.segmind.com); \
+         connection, any proxy or firewall, and SEGMIND_BASE_URL if you set it (the default is \
+         https://api.segmind.com); \
          --unreachable-after sets how long to wait",
         silent.as_secs_f64()
     )

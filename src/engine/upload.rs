@@ -153,8 +153,8 @@ impl Uploader {
         let result = match (now, recorded) {
             (Err(e), _) => Err(format!("the image {path} cannot be read: {e}")),
             (Ok((sha, _)), Some(rec)) if sha != rec.sha256 => Err(format!(
-                "the image {path} changed since it was imported (SHA-256 {} then, {} now): import the \
-                 manifest again to use the new picture",
+                "the image {path} changed since it was imported (SHA-256 {} then, {} now): to use the new \
+                 picture, import the manifest again, then `wanbatch retry --ids` this job",
                 &rec.sha256[..12],
                 &sha[..12]
             )),

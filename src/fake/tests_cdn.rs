@@ -42,13 +42,21 @@ async fn download_full_and_ranges() {
 
     let r = c.get(&url).header("range", "bytes=100-").send().await.unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.headers()["content-range"], format!("bytes 100-{}/{len}", len - 1).as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 100-{}/{len}", len - 1).as_str()
+    );
     assert_eq!(&r.bytes().await.unwrap()[..], &full[100..]);
     let r = c.get(&url).header("range", "bytes=10-19").send().await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], format!("bytes 10-19/{len}").as_str());
     assert_eq!(&r.bytes().await.unwrap()[..], &full[10..20]);
-    let r = c.get(&url).header("range", format!("bytes={len}-")).send().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("range", format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 416);
 
     let missing = format!("{}/videos/nope.mp4", s.cdn_url());
@@ -70,7 +78,10 @@ async fn range_ignored_without_support() {
     let r = client().get(&url).header("range", "bytes=100-").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(!r.headers().contains_key("accept-ranges"));
-    assert_eq!(r.bytes().await.unwrap().len(), video_for(&body("a cat"), &id, 4096).len());
+    assert_eq!(
+        r.bytes().await.unwrap().len(),
+        video_for(&body("a cat"), &id, 4096).len()
+    );
 }
 
 #[tokio::test]

@@ -57,7 +57,13 @@ impl Files {
         // One entry per file, however it is named.
         let path = std::fs::canonicalize(&named).unwrap_or(named);
         if !self.checked.contains_key(&path) {
-            let result = inspect(&path, self.max_bytes);
+            let relative = Path::new(cell.trim()).is_relative()
+                && !cell.trim_start().starts_with('~')
+                && !cell
+                    .trim_start()
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("file:"));
+            let result = inspect(&path, self.max_bytes, relative);
             if let Ok(img) = &result {
                 self.new.push(img.clone());
             }
@@ -97,13 +103,23 @@ fn resolve(base: &Path, cell: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// "2.5 MiB" / "300 KiB" / "100 bytes".
+fn size(n: u64) -> String {
+    match n {
+        0..=9_999 => format!("{n} bytes"),
+        10_000..=1_048_575 => format!("{} KiB", n / 1024),
+        _ => format!("{:.1} MiB", n as f64 / 1048576.0),
+    }
+}
+
 /// Checks one file: exists, regular, an image by its first bytes, within `max_bytes`; hashes it.
-fn inspect(path: &Path, max_bytes: u64) -> Result<LocalImage, String> {
+fn inspect(path: &Path, max_bytes: u64, relative: bool) -> Result<LocalImage, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
+        std::io::ErrorKind::NotFound if relative => {
             format!("no such file: {shown} (relative paths start at the manifest's folder)")
         }
+        std::io::ErrorKind::NotFound => format!("no such file: {shown}"),
         _ => format!("cannot read {shown}: {e}"),
     })?;
     if !meta.is_file() {
@@ -111,9 +127,9 @@ fn inspect(path: &Path, max_bytes: u64) -> Result<LocalImage, String> {
     }
     if meta.len() > max_bytes {
         return Err(format!(
-            "{shown} is {:.1} MiB; images over {:.1} MiB are refused (--max-image-bytes)",
-            meta.len() as f64 / 1048576.0,
-            max_bytes as f64 / 1048576.0
+            "{shown} is {}; images over {} are refused (--max-image-bytes)",
+            size(meta.len()),
+            size(max_bytes)
         ));
     }
     let canonical = std::fs::canonicalize(path).map_err(|e| format!("cannot read {shown}: {e}"))?;

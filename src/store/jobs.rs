@@ -641,7 +641,8 @@ impl Store {
     pub async fn fail_unknown(&self, seq: i64, why: &str) -> anyhow::Result<bool> {
         self.batch
             .applied(
-                "UPDATE jobs SET state = 'failed', error = ?, updated_at = ? WHERE seq = ? AND state = 'unknown' RETURNING 1",
+                "UPDATE jobs SET state = 'failed', error = ?, maybe_billed_twice = 1, updated_at = ?
+                 WHERE seq = ? AND state = 'unknown' RETURNING 1",
                 sql_args![why.to_owned(), now_ms(), seq],
             )
             .await
@@ -729,7 +730,8 @@ pub struct CostSummary {
     pub at_segmind: i64,
     /// Charges beyond one per job: results bought again after they expired (billed)…
     pub expired_attempts: i64,
-    /// … and lost-answer submits that may have created a job (an upper bound until reconciled).
+    /// … and lost-answer submits that may have created a job (an upper bound until reconciled):
+    /// those submitted again, and the last of a job failed with its answer lost.
     pub maybe_attempts: i64,
 }
 
@@ -747,7 +749,9 @@ impl Store {
                     COALESCE(SUM(cost IS NULL AND state IN ('downloading', 'done')), 0) AS unpriced_videos,
                     COALESCE(SUM(state IN ('submitting', 'running')), 0) AS at_segmind,
                     COALESCE(SUM(resubmits_expired), 0) AS expired_attempts,
-                    COALESCE(SUM(resubmits_unknown), 0) AS maybe_attempts
+                    COALESCE(SUM(resubmits_unknown), 0)
+                      + COALESCE(SUM(state = 'failed' AND request_id IS NULL AND maybe_billed_twice <> 0), 0)
+                      AS maybe_attempts
              FROM jobs",
         )
         .fetch_one(&self.read)

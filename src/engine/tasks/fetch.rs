@@ -66,7 +66,15 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 tracing::warn!(video = %m, "the video differs from its request (kept, flagged)");
             }
             s.store
-                .record_downloaded(w.seq, &w.request_id, &path, f.bytes as i64, &f.sha256, &f.video, mismatch.as_deref())
+                .record_downloaded(
+                    w.seq,
+                    &w.request_id,
+                    &path,
+                    f.bytes as i64,
+                    &f.sha256,
+                    &f.video,
+                    mismatch.as_deref(),
+                )
                 .await?;
             tracing::debug!(bytes = f.bytes, "downloaded");
             Ok(Next::Nothing)
@@ -88,8 +96,8 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
             let max = i64::from(s.cfg.max_resubmits);
             if w.resubmits >= max {
                 let why = format!(
-                    "{why}; it was bought {} times, and --max-resubmits {max} allows no more",
-                    w.resubmits + 1
+                    "{why}; it was bought {}, and --max-resubmits {max} allows no more",
+                    crate::figures::times(w.resubmits + 1)
                 );
                 s.store.record_download_failed(w.seq, &w.request_id, &why).await?;
                 return Ok(Next::Nothing);
@@ -185,7 +193,15 @@ mod tests {
             mismatch(r#"{"resolution":"720p","num_frames":100}"#, &v).unwrap(),
             "832×480 instead of 1280×720, 81 frames instead of 100"
         );
-        let portrait = VideoInfo { width: 480, height: 832, fps: 24.0, ..v };
-        assert_eq!(mismatch(r#"{"aspect_ratio":"9:16","frames_per_second":24}"#, &portrait), None);
+        let portrait = VideoInfo {
+            width: 480,
+            height: 832,
+            fps: 24.0,
+            ..v
+        };
+        assert_eq!(
+            mismatch(r#"{"aspect_ratio":"9:16","frames_per_second":24}"#, &portrait),
+            None
+        );
     }
 }

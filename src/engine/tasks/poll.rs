@@ -252,9 +252,9 @@ async fn expired(s: &Shared, w: &PollWork, msg: &str, age: i64) -> anyhow::Resul
     let max = i64::from(s.cfg.max_resubmits);
     if w.resubmits >= max {
         let why = format!(
-            "the result expired before it was fetched ({msg}); it was bought {} times, and --max-resubmits {max} \
+            "the result expired before it was fetched ({msg}); it was bought {}, and --max-resubmits {max} \
              allows no more",
-            w.resubmits + 1
+            crate::figures::times(w.resubmits + 1)
         );
         tracing::error!("{why}");
         s.tele.error(format_args!("{}: {why}", w.id));

@@ -135,9 +135,9 @@ async fn unprovable(s: &Shared, w: &UnknownWork, why: &str) -> anyhow::Result<Ne
     let max = i64::from(s.cfg.max_resubmits);
     if w.resubmits >= max {
         let why = format!(
-            "its submit answer was lost {} times; not submitted again (--max-resubmits {max}): Segmind may have \
-             made it",
-            w.resubmits + 1
+            "its submit answer was lost {}; not submitted again (--max-resubmits {max}): Segmind may have \
+             made it (and billed it): `wanbatch reconcile` tells",
+            crate::figures::times(w.resubmits + 1)
         );
         s.store.fail_unknown(w.seq, &why).await?;
         return Ok(Next::Nothing);
