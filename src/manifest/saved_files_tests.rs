@@ -388,7 +388,7 @@ fn local_image_paths_are_files_checked_at_import() {
     std::fs::write(dir.path().join("photos/cat.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
     std::fs::write(dir.path().join("photos/notes.png"), b"just text").unwrap();
     let text = format!(
-        "image,prompt,last_image\nphotos/cat.png,p,\n/no/such/cat.jpg,p,\nphotos/notes.png,p,\n{IMG},p,file:///no/x.png\n"
+        "image,prompt,last_image\nphotos/cat.png,p,\n/no/such/cat.jpg,p,\nphotos/notes.png,p,\n{IMG},p,file:///no/x.png\n{IMG},p,photos/dog.png\n"
     );
     let (rows, errs) = load(&write(&dir, "l.csv", text.as_bytes()));
     assert_eq!(rows.len(), 1, "{errs:?}");
@@ -399,10 +399,10 @@ fn local_image_paths_are_files_checked_at_import() {
         "a local image is named by its canonical file:// URL"
     );
     let shown = shown(&dir, &errs);
-    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert_eq!(shown.len(), 4, "{shown:?}");
     assert_eq!(
         shown[0],
-        "l.csv:3: image: no such file: /no/such/cat.jpg (relative paths start at the manifest's folder)"
+        "l.csv:3: image: no such file: /no/such/cat.jpg"
     );
     assert!(
         shown[1].starts_with("l.csv:4: image: photos/notes.png is not a PNG, JPEG, WebP, GIF or BMP image"),
@@ -410,7 +410,13 @@ fn local_image_paths_are_files_checked_at_import() {
     );
     assert_eq!(
         shown[2],
-        "l.csv:5: last_image: no such file: /no/x.png (relative paths start at the manifest's folder)"
+        "l.csv:5: last_image: no such file: /no/x.png"
+    );
+    // Only a relative path is told where relative paths start.
+    assert!(
+        shown[3].starts_with("l.csv:6: last_image: no such file: ")
+            && shown[3].ends_with("photos/dog.png (relative paths start at the manifest's folder)"),
+        "{shown:?}"
     );
 }
 
