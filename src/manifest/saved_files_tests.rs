@@ -400,18 +400,12 @@ fn local_image_paths_are_files_checked_at_import() {
     );
     let shown = shown(&dir, &errs);
     assert_eq!(shown.len(), 4, "{shown:?}");
-    assert_eq!(
-        shown[0],
-        "l.csv:3: image: no such file: /no/such/cat.jpg"
-    );
+    assert_eq!(shown[0], "l.csv:3: image: no such file: /no/such/cat.jpg");
     assert!(
         shown[1].starts_with("l.csv:4: image: photos/notes.png is not a PNG, JPEG, WebP, GIF or BMP image"),
         "{shown:?}"
     );
-    assert_eq!(
-        shown[2],
-        "l.csv:5: last_image: no such file: /no/x.png"
-    );
+    assert_eq!(shown[2], "l.csv:5: last_image: no such file: /no/x.png");
     // Only a relative path is told where relative paths start.
     assert!(
         shown[3].starts_with("l.csv:6: last_image: no such file: ")

@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::jobs::JOB_COLUMNS;
+use super::records::JOB_COLUMNS;
 use super::{JobRecord, Store};
 use crate::state::JobState;
 
