@@ -33,8 +33,9 @@
 //!   at start-up means the process died inside the submit window, so it becomes `unknown`.
 //! - `running` and `downloading` always carry the request_id/URLs they act on, committed before
 //!   anything acted on them.
-//! - Every transition in `store` is one SQL statement guarded by the expected current state, so a
-//!   stale worker can never overwrite newer truth.
+//! - Every transition in `store` goes through one door (`store::door`): checked against
+//!   [`JobState::can_move_to`], one SQL statement guarded by the expected current state (bound,
+//!   never spelled in SQL), so a stale worker can never overwrite newer truth.
 
 use std::fmt;
 use std::str::FromStr;
@@ -90,8 +91,9 @@ impl JobState {
         matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
     }
 
-    /// The moves the engine and the commands may make. `store` asserts against this in debug
-    /// builds, and the unit test below pins the diagram above.
+    /// The moves the engine and the commands may make. Every transition in `store` goes through
+    /// one door that refuses any other (a change that keeps the state is always allowed), and
+    /// the unit test below pins the diagram above.
     pub fn can_move_to(self, to: JobState) -> bool {
         use JobState::*;
         matches!(
@@ -132,6 +134,59 @@ impl FromStr for JobState {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// How one submit attempt ended, as its row in `attempts` records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// Segmind accepted it: the attempt has a request id (the answer, or the request history).
+    Accepted,
+    /// It never reached the server (connection refused, DNS, a local upload failed): not billed.
+    NotSent,
+    /// Refused without a job (401/403/406/429): not billed; the job waits.
+    Refused,
+    /// The answer was lost: Segmind may have created (and billed) it.
+    Unknown,
+    /// The request itself is wrong (400 and other 4xx, 422 not FAILED): the job fails.
+    Rejected,
+    /// Its request completed (the video was made).
+    Completed,
+    /// Its request failed at Segmind (FAILED).
+    Failed,
+    /// Its record expired before the result was fetched.
+    Expired,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 8] = [
+        AttemptOutcome::Accepted,
+        AttemptOutcome::NotSent,
+        AttemptOutcome::Refused,
+        AttemptOutcome::Unknown,
+        AttemptOutcome::Rejected,
+        AttemptOutcome::Completed,
+        AttemptOutcome::Failed,
+        AttemptOutcome::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Accepted => "accepted",
+            AttemptOutcome::NotSent => "not_sent",
+            AttemptOutcome::Refused => "refused",
+            AttemptOutcome::Unknown => "unknown",
+            AttemptOutcome::Rejected => "rejected",
+            AttemptOutcome::Completed => "completed",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -192,17 +192,22 @@ async fn status_sums_counts_spend_oldest_and_eta_and_reads_beside_a_writer() {
         let w = store.due_submits(now_ms(), 1).await.unwrap().remove(0);
         let n = store.claim_submit(w.seq).await.unwrap().unwrap();
         let rid = format!("r{}", w.seq);
-        assert!(store.record_accepted(w.seq, n, &rid, "s", "r", 0).await.unwrap());
+        assert!(store
+            .record_accepted(w.seq, n, &rid, "s", "r", 0)
+            .await
+            .unwrap()
+            .is_some());
         let c = Completed {
             output_url: "http://cdn/v.mp4",
             output_size: Some(1),
             cost: Some(0.05),
         };
-        assert!(store.record_completed(w.seq, &rid, c).await.unwrap());
+        assert!(store.record_completed(w.seq, &rid, c).await.unwrap().is_some());
         assert!(store
             .record_downloaded(w.seq, &rid, "o.mp4", 1, "x", &Default::default(), None)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
     }
     // As seen a minute later: 3 done per minute, 27 left, so 9 minutes.
     let report = Report::gather(&store, now_ms() + 60_000).await.unwrap();

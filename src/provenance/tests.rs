@@ -3,6 +3,7 @@
 use super::*;
 use crate::engine::download::clean_stray_parts;
 use crate::manifest;
+use crate::state::AttemptOutcome;
 use crate::store::Completed;
 
 /// A store holding job `a` (`<script>` in its prompt) taken to `downloading`, with one
@@ -24,20 +25,24 @@ async fn downloading_job(dir: &Path) -> (Store, DownloadWork) {
             1,
             first,
             crate::state::JobState::Pending,
-            "not_sent",
+            AttemptOutcome::NotSent,
             "connect refused",
             0,
         )
         .await
         .unwrap();
     let second = store.claim_submit(1).await.unwrap().unwrap();
-    assert!(store.record_accepted(1, second, "req-2", "s", "r", 0).await.unwrap());
+    assert!(store
+        .record_accepted(1, second, "req-2", "s", "r", 0)
+        .await
+        .unwrap()
+        .is_some());
     let done = Completed {
         output_url: "https://user:pw@cdn.example/v/a.mp4?X-Amz-Signature=SECRET#t=1",
         output_size: Some(5),
         cost: Some(0.25),
     };
-    assert!(store.record_completed(1, "req-2", done).await.unwrap());
+    assert!(store.record_completed(1, "req-2", done).await.unwrap().is_some());
     let w = store.due_downloads(i64::MAX, 10).await.unwrap().remove(0);
     (store, w)
 }
@@ -160,7 +165,8 @@ async fn missing_sidecars_are_restored_only_for_the_recorded_video() {
     assert!(store
         .record_downloaded(1, &w.request_id, &path, 5, &f.sha256, &f.video, None)
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let job = store.job(1).await.unwrap().unwrap();
 
     std::fs::write(&f.path, b"HELLO").unwrap();

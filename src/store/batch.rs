@@ -25,21 +25,23 @@ use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
+
+use super::sql::Arg;
 use tokio::sync::oneshot;
 
 /// Most writes in one transaction: enough to amortise the fsync, few enough to keep each
 /// transaction short.
 const MAX_BATCH: usize = 256;
 
-/// A write's arguments, in the order of its statements' `?`s (built by [`sql_args!`]).
-pub type Args = Vec<Value>;
-/// A row a write returned (`RETURNING`), its columns in order.
-pub type Row = Vec<Value>;
+pub use super::sql::{Args, Row};
 
 /// One write: its statements, their arguments in order, and where its answer goes.
 struct Write {
     sql: &'static str,
     args: Args,
+    /// Its statements after the first run only if the first returned a row (a transition and
+    /// what it records beside the job).
+    guarded: bool,
     answer: oneshot::Sender<anyhow::Result<Vec<Row>>>,
 }
 
@@ -60,51 +62,10 @@ pub(super) struct Batcher {
 macro_rules! sql_args {
     ($($v:expr),* $(,)?) => {{
         #[allow(unused_mut)]
-        let mut a: $crate::store::batch::Args = Vec::new();
-        $( a.push($crate::store::batch::Arg::arg($v)); )*
+        let mut a: $crate::store::sql::Args = Vec::new();
+        $( a.push($crate::store::sql::ToArg::arg($v)); )*
         a
     }};
-}
-
-/// A value a write can take as an argument.
-pub trait Arg {
-    fn arg(self) -> Value;
-}
-
-impl Arg for &str {
-    fn arg(self) -> Value {
-        Value::Text(self.to_owned())
-    }
-}
-
-impl Arg for String {
-    fn arg(self) -> Value {
-        Value::Text(self)
-    }
-}
-
-impl Arg for i64 {
-    fn arg(self) -> Value {
-        Value::Integer(self)
-    }
-}
-
-impl Arg for f64 {
-    fn arg(self) -> Value {
-        Value::Real(self)
-    }
-}
-
-impl Arg for bool {
-    fn arg(self) -> Value {
-        Value::Integer(i64::from(self))
-    }
-}
-
-impl<T: Arg> Arg for Option<T> {
-    fn arg(self) -> Value {
-        self.map_or(Value::Null, Arg::arg)
-    }
 }
 
 impl Batcher {
@@ -161,9 +122,24 @@ impl Batcher {
     /// and returns the rows they returned (`RETURNING`) once the batch is committed. If a
     /// statement fails, the write's statements are rolled back, and only they.
     pub(super) async fn exec(&self, sql: &'static str, args: Args) -> anyhow::Result<Vec<Row>> {
+        self.send(sql, args, false).await
+    }
+
+    /// `exec` for a transition: its first statement is the guarded change (`RETURNING` the row
+    /// it wrote), and the statements after it run only if it applied.
+    pub(super) async fn exec_guarded(&self, sql: &'static str, args: Args) -> anyhow::Result<Vec<Row>> {
+        self.send(sql, args, true).await
+    }
+
+    async fn send(&self, sql: &'static str, args: Args, guarded: bool) -> anyhow::Result<Vec<Row>> {
         let (answer, heard) = oneshot::channel();
         self.tx
-            .send(Msg::Write(Write { sql, args, answer }))
+            .send(Msg::Write(Write {
+                sql,
+                args,
+                guarded,
+                answer,
+            }))
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         heard
             .await
@@ -176,11 +152,6 @@ impl Batcher {
         if self.tx.send(Msg::Close(done)).is_ok() {
             let _ = closed.await;
         }
-    }
-
-    /// `exec` for a guarded change that says `RETURNING 1`: whether it applied.
-    pub(super) async fn applied(&self, sql: &'static str, args: Args) -> anyhow::Result<bool> {
-        Ok(!self.exec(sql, args).await?.is_empty())
     }
 }
 
@@ -197,7 +168,7 @@ fn run_batch(conn: &Connection, writes: &mut Vec<Write>, split: &mut HashMap<&'s
         for write in writes.iter() {
             conn.prepare_cached("SAVEPOINT w")?.execute([])?;
             let statements = split.entry(write.sql).or_insert_with(|| statements(write.sql));
-            match run_write(conn, statements, &write.args) {
+            match run_write(conn, statements, &write.args, write.guarded) {
                 Ok(rows) => {
                     conn.prepare_cached("RELEASE w")?.execute([])?;
                     results.push(Ok(rows));
@@ -234,10 +205,14 @@ fn run_batch(conn: &Connection, writes: &mut Vec<Write>, split: &mut HashMap<&'s
 }
 
 /// Runs one write's statements, each with its share of the arguments; returns their rows.
-fn run_write(conn: &Connection, statements: &[&'static str], args: &[Value]) -> anyhow::Result<Vec<Row>> {
+fn run_write(conn: &Connection, statements: &[&'static str], args: &[Arg], guarded: bool) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut used = 0;
-    for sql in statements {
+    for (k, sql) in statements.iter().enumerate() {
+        if guarded && k == 1 && rows.is_empty() {
+            // The guarded change did not apply: nothing else is written.
+            return Ok(rows);
+        }
         let mut stmt = conn.prepare_cached(sql)?;
         let n = stmt.parameter_count();
         let Some(mine) = args.get(used..used + n) else {
@@ -248,8 +223,13 @@ fn run_write(conn: &Connection, statements: &[&'static str], args: &[Value]) -> 
         };
         used += n;
         let columns = stmt.column_count();
-        let mut answer = stmt.query(rusqlite::params_from_iter(mine))?;
+        let mut answer = stmt.query(rusqlite::params_from_iter(mine.iter().map(Arg::to_value)))?;
+        let first = k == 0;
         while let Some(row) = answer.next()? {
+            if guarded && !first {
+                // Only the guarded change's rows are the answer.
+                continue;
+            }
             rows.push(
                 (0..columns)
                     .map(|i| row.get::<_, Value>(i))

@@ -8,7 +8,9 @@ use sqlx::FromRow;
 
 use crate::sql_args;
 
-use super::{now_ms, Store};
+use super::door::{AttemptKey, Guard, Transition};
+use super::{now_ms, JobRow, Store};
+use crate::state::{AttemptOutcome, JobState::*};
 
 /// What the request history settled over the campaign, for `status`.
 #[derive(Debug, Clone, Default, PartialEq, FromRow, serde::Serialize)]
@@ -63,8 +65,9 @@ impl Store {
             "SELECT j.seq, j.id, j.params, a.n AS attempt, a.started_at, a.finished_at,
                     j.resubmits_expired + j.resubmits_unknown AS resubmits
              FROM jobs j JOIN attempts a ON a.job_seq = j.seq AND a.n = j.attempts
-             WHERE j.state = 'unknown' ORDER BY j.seq",
+             WHERE j.state = ? ORDER BY j.seq",
         )
+        .bind(Unknown.as_str())
         .fetch_all(&self.read)
         .await?)
     }
@@ -100,66 +103,51 @@ impl Store {
         response_url: &str,
         submitted_at: i64,
         duplicates: &[Charge],
-    ) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let rid = adopted.request_id.clone();
-        let applied = self
-            .batch
-            .applied(
-                "UPDATE jobs SET state = 'running', request_id = ?, status_url = ?, response_url = ?,
-                     submitted_at = ?, due_at = ?, last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0,
-                     output_url = NULL, output_size = NULL, completed_at = NULL, error = NULL,
-                     unknown_adopted = unknown_adopted + 1, billed_duplicates = billed_duplicates + ?, updated_at = ?
-                 WHERE seq = ? AND state = 'unknown' AND attempts = ? RETURNING 1;
-                 UPDATE attempts SET request_id = ?, outcome = 'accepted', detail = 'found in the request history',
-                     finished_at = ?
-                 WHERE job_seq = ? AND n = ?",
+    ) -> anyhow::Result<Option<JobRow>> {
+        let rid = adopted.request_id.as_str();
+        let t = Transition::new(seq, &[Unknown], Running, Guard::Attempt(attempt))
+            .set(
+                "request_id = ?, status_url = ?, response_url = ?, submitted_at = ?, due_at = ?,
+                 last_pending_at = NULL, attempt_polls = 0, errors_in_row = 0, output_url = NULL,
+                 output_size = NULL, completed_at = NULL, error = NULL, unknown_adopted = unknown_adopted + 1,
+                 billed_duplicates = billed_duplicates + ?",
                 sql_args![
-                    rid.clone(),
-                    status_url.to_owned(),
-                    response_url.to_owned(),
-                    submitted_at,
-                    now,
-                    duplicates.len() as i64,
-                    now,
-                    seq,
-                    attempt,
                     rid,
-                    now,
-                    seq,
-                    attempt
+                    status_url,
+                    response_url,
+                    submitted_at,
+                    now_ms(),
+                    duplicates.len() as i64
                 ],
             )
-            .await?;
-        if applied {
+            .attempt(
+                AttemptKey::N(attempt),
+                AttemptOutcome::Accepted,
+                Some("found in the request history".into()),
+            )
+            .attempt_request(rid);
+        let row = self.transition(t).await?;
+        if row.is_some() {
             self.record_charges(&[adopted.clone()]).await?;
             self.record_charges(duplicates).await?;
         }
-        Ok(applied)
+        Ok(row)
     }
 
     /// unknown → pending: the history is complete past the lost submit's time and holds no such
     /// request — it was never created, so submitting again costs nothing twice.
-    pub async fn proven_absent(&self, seq: i64) -> anyhow::Result<bool> {
-        self.batch
-            .applied(
-                "UPDATE jobs SET state = 'pending', unknown_absent = unknown_absent + 1, due_at = 0, updated_at = ?
-                 WHERE seq = ? AND state = 'unknown' RETURNING 1",
-                sql_args![now_ms(), seq],
-            )
-            .await
+    pub async fn proven_absent(&self, seq: i64) -> anyhow::Result<Option<JobRow>> {
+        let t = Transition::new(seq, &[Unknown], Pending, Guard::State)
+            .set("unknown_absent = unknown_absent + 1, due_at = 0", sql_args![]);
+        self.transition(t).await
     }
 
     /// The history could not answer for a lost submit: counted as not provable (the job then
     /// follows `--on-unknown`).
-    pub async fn unprovable(&self, seq: i64) -> anyhow::Result<bool> {
-        self.batch
-            .applied(
-                "UPDATE jobs SET unknown_unprovable = unknown_unprovable + 1, updated_at = ?
-                 WHERE seq = ? AND state = 'unknown' RETURNING 1",
-                sql_args![now_ms(), seq],
-            )
-            .await
+    pub async fn unprovable(&self, seq: i64) -> anyhow::Result<Option<JobRow>> {
+        let t = Transition::new(seq, &[Unknown], Unknown, Guard::State)
+            .set("unknown_unprovable = unknown_unprovable + 1", sql_args![]);
+        self.transition(t).await
     }
 
     /// running → downloading: the record expired, but the history still had the result's URL.
@@ -169,21 +157,19 @@ impl Store {
         request_id: &str,
         url: &str,
         cost: Option<f64>,
-    ) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let rid = request_id.to_owned();
-        self.batch
-            .applied(
-                "UPDATE jobs SET state = 'downloading', output_url = ?, output_size = NULL, cost = COALESCE(?, cost),
-                     completed_at = ?, polls = polls + 1, due_at = 0, errors_in_row = 0,
-                     history_recovered = history_recovered + 1, updated_at = ?
-                 WHERE seq = ? AND state = 'running' AND request_id = ? RETURNING 1;
-                 UPDATE attempts SET outcome = 'completed', detail = 'recovered from the request history',
-                     finished_at = ?
-                 WHERE job_seq = ? AND request_id = ?",
-                sql_args![url.to_owned(), cost, now, now, seq, rid.clone(), now, seq, rid],
+    ) -> anyhow::Result<Option<JobRow>> {
+        let t = Transition::new(seq, &[Running], Downloading, Guard::Request(request_id))
+            .set(
+                "output_url = ?, output_size = NULL, cost = COALESCE(?, cost), completed_at = ?, polls = polls + 1,
+                 due_at = 0, errors_in_row = 0, history_recovered = history_recovered + 1",
+                sql_args![url, cost, now_ms()],
             )
-            .await
+            .attempt(
+                AttemptKey::Request(request_id),
+                AttemptOutcome::Completed,
+                Some("recovered from the request history".into()),
+            );
+        self.transition(t).await
     }
 
     /// Records requests the history holds (a request already recorded keeps its first `how`).

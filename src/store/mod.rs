@@ -17,6 +17,7 @@
 mod assets;
 mod batch;
 mod direct;
+pub mod door;
 mod history;
 mod import;
 mod learnt;
@@ -26,11 +27,13 @@ mod queue;
 mod records;
 mod report;
 mod settings;
+pub mod sql;
 mod staging;
 mod transitions;
 
 pub use assets::{LocalFile, UPLOADS, UPLOADS_REPEATED};
 pub use direct::{DirectImport, GiveUp};
+pub use door::{AttemptKey, Guard, Transition};
 pub use history::{Charge, HistoryTally, UnknownWork};
 pub use import::{Conflicts, ImportCheck, ImportConflict, ImportSummary};
 pub use money::{CostSummary, Oldest, Tally};

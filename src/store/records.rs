@@ -136,3 +136,120 @@ pub struct Completed<'a> {
     pub output_size: Option<i64>,
     pub cost: Option<f64>,
 }
+
+/// The columns a transition returns (the row it wrote), in [`JobRow`]'s order.
+pub const WORK_COLUMNS: &str = "seq, id, state, params, request_id, status_url, response_url, submitted_at, \
+     last_pending_at, attempt_polls, errors_in_row, attempts, polls, due_at, resubmits_expired + resubmits_unknown, \
+     output_url, output_size, completed_at";
+
+/// The row a transition wrote: what the engine's next step for the job is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub seq: i64,
+    pub id: String,
+    pub state: crate::state::JobState,
+    pub params: String,
+    pub request_id: Option<String>,
+    pub status_url: Option<String>,
+    pub response_url: Option<String>,
+    pub submitted_at: Option<i64>,
+    pub last_pending_at: Option<i64>,
+    pub attempt_polls: i64,
+    pub errors_in_row: i64,
+    pub attempts: i64,
+    pub polls: i64,
+    pub due_at: i64,
+    pub resubmits: i64,
+    pub output_url: Option<String>,
+    pub output_size: Option<i64>,
+    pub completed_at: Option<i64>,
+}
+
+impl JobRow {
+    /// From the values of a `RETURNING {WORK_COLUMNS}`.
+    pub fn from_values(v: &super::sql::Row) -> anyhow::Result<JobRow> {
+        use super::sql::{int, text};
+        anyhow::ensure!(v.len() == 18, "internal: a work row has {} columns, not 18", v.len());
+        let need = |o: Option<i64>, what: &str| o.ok_or_else(|| anyhow::anyhow!("internal: {what} is NULL"));
+        let state: String = text(&v[2])?.unwrap_or_default();
+        Ok(JobRow {
+            seq: need(int(&v[0])?, "seq")?,
+            id: text(&v[1])?.unwrap_or_default(),
+            state: state.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            params: text(&v[3])?.unwrap_or_default(),
+            request_id: text(&v[4])?,
+            status_url: text(&v[5])?,
+            response_url: text(&v[6])?,
+            submitted_at: int(&v[7])?,
+            last_pending_at: int(&v[8])?,
+            attempt_polls: int(&v[9])?.unwrap_or(0),
+            errors_in_row: int(&v[10])?.unwrap_or(0),
+            attempts: int(&v[11])?.unwrap_or(0),
+            polls: int(&v[12])?.unwrap_or(0),
+            due_at: int(&v[13])?.unwrap_or(0),
+            resubmits: int(&v[14])?.unwrap_or(0),
+            output_url: text(&v[15])?,
+            output_size: int(&v[16])?,
+            completed_at: int(&v[17])?,
+        })
+    }
+
+    /// The job, waiting to be submitted.
+    pub fn submit_work(&self) -> SubmitWork {
+        SubmitWork {
+            seq: self.seq,
+            id: self.id.clone(),
+            params: self.params.clone(),
+            polls: self.polls,
+            due_at: self.due_at,
+            resubmits: self.resubmits,
+        }
+    }
+
+    /// The job at Segmind, to poll (the engine's own fields — class, route, extra polls — are
+    /// the caller's to carry over).
+    pub fn poll_work(&self) -> anyhow::Result<PollWork> {
+        Ok(PollWork {
+            seq: self.seq,
+            id: self.id.clone(),
+            params: self.params.clone(),
+            request_id: self
+                .request_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("internal: a job at Segmind without a request id"))?,
+            status_url: self.status_url.clone(),
+            response_url: self.response_url.clone(),
+            submitted_at: self.submitted_at.unwrap_or(0),
+            last_pending_at: self.last_pending_at,
+            attempt_polls: self.attempt_polls,
+            errors_in_row: self.errors_in_row,
+            attempts: self.attempts,
+            polls: self.polls,
+            due_at: self.due_at,
+            resubmits: self.resubmits,
+            class: String::new(),
+            via_status: false,
+            extra_polls: 0,
+        })
+    }
+
+    /// The job's video, to fetch.
+    pub fn download_work(&self) -> anyhow::Result<DownloadWork> {
+        Ok(DownloadWork {
+            seq: self.seq,
+            id: self.id.clone(),
+            request_id: self
+                .request_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("internal: a made video without a request id"))?,
+            output_url: self
+                .output_url
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("internal: a made video without its URL"))?,
+            output_size: self.output_size,
+            errors_in_row: self.errors_in_row,
+            completed_at: self.completed_at,
+            resubmits: self.resubmits,
+        })
+    }
+}

@@ -74,7 +74,11 @@ async fn submit_window_is_recorded_and_recovered_as_unknown() {
     let attempts = store.attempts_of(seq).await.unwrap();
     assert_eq!(attempts[0].outcome.as_deref(), Some("unknown"));
     // A late answer from the dead worker cannot overwrite the recovered state.
-    assert!(!store.record_accepted(seq, n, "rid", "s", "r", 0).await.unwrap());
+    assert!(!store
+        .record_accepted(seq, n, "rid", "s", "r", 0)
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(store.resubmit_unknown().await.unwrap(), 1);
     let job = store.jobs(None).await.unwrap().remove(0);
     assert_eq!(
@@ -92,17 +96,22 @@ async fn a_job_walks_the_happy_path_and_stale_writes_do_nothing() {
     assert!(store
         .record_accepted(seq, n, "r1", "http://x/s", "http://x/r", 0)
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     assert_eq!(store.in_flight().await.unwrap(), 1);
     let polls = store.due_polls(now_ms(), 10).await.unwrap();
     assert_eq!(polls[0].request_id, "r1");
-    assert!(store.record_pending(seq, "r1", now_ms() + 60_000).await.unwrap());
+    assert!(store
+        .record_pending(seq, "r1", now_ms() + 60_000)
+        .await
+        .unwrap()
+        .is_some());
     assert!(
         store.due_polls(now_ms(), 10).await.unwrap().is_empty(),
         "not due before its time"
     );
     assert!(
-        !store.record_failed(seq, "other-request", "x").await.unwrap(),
+        !store.record_failed(seq, "other-request", "x").await.unwrap().is_some(),
         "guarded by request id"
     );
     let c = Completed {
@@ -110,12 +119,16 @@ async fn a_job_walks_the_happy_path_and_stale_writes_do_nothing() {
         output_size: Some(10),
         cost: Some(0.05),
     };
-    assert!(store.record_completed(seq, "r1", c).await.unwrap());
-    assert!(!store.record_pending(seq, "r1", 0).await.unwrap(), "no longer running");
+    assert!(store.record_completed(seq, "r1", c).await.unwrap().is_some());
+    assert!(
+        !store.record_pending(seq, "r1", 0).await.unwrap().is_some(),
+        "no longer running"
+    );
     assert!(store
         .record_downloaded(seq, "r1", "out/a.mp4", 10, "abc", &Default::default(), None)
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let job = store.jobs(Some(JobState::Done)).await.unwrap().remove(0);
     assert_eq!((job.polls, job.bytes, job.cost), (2, Some(10), Some(0.05)));
     assert_eq!(
@@ -134,7 +147,8 @@ async fn expiry_sends_the_job_back_counted() {
     assert!(store
         .record_expired(seq, JobState::Running, "r1", "gone")
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let job = store.jobs(None).await.unwrap().remove(0);
     assert_eq!(
         (job.state.as_str(), job.resubmits_expired, job.attempts),
@@ -165,7 +179,14 @@ async fn retry_moves_failed_and_unknown_back_counted_by_cause() {
     store.record_failed(a, "ra", "boom").await.unwrap();
     let n = store.claim_submit(b).await.unwrap().unwrap();
     store
-        .record_submit_ended(b, n, JobState::Unknown, "unknown", "reset", 0)
+        .record_submit_ended(
+            b,
+            n,
+            JobState::Unknown,
+            crate::state::AttemptOutcome::Unknown,
+            "reset",
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(store.retry(RetryWhich::Id("nope")).await.unwrap(), 0);
@@ -208,7 +229,11 @@ async fn retry_expired_takes_only_failed_jobs_whose_paid_video_was_never_fetched
         cost: None,
     };
     store.record_completed(lost, "r1", c).await.unwrap();
-    assert!(store.record_download_failed(lost, "r1", "gave up").await.unwrap());
+    assert!(store
+        .record_download_failed(lost, "r1", "gave up")
+        .await
+        .unwrap()
+        .is_some());
     // `model`: FAILED at Segmind (no video was ever made).
     let n = store.claim_submit(model).await.unwrap().unwrap();
     store.record_accepted(model, n, "r2", "s", "r", 0).await.unwrap();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{finish, then};
+use super::{fetching, finish, then, waiting};
 use crate::engine::agenda::Next;
 use crate::engine::download::{self, DownloadError};
 use crate::engine::shared::{Event, Shared};
@@ -102,18 +102,11 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 s.store.record_download_failed(w.seq, &w.request_id, &why).await?;
                 return Ok(Next::Nothing);
             }
-            let applied = s
+            let row = s
                 .store
                 .record_expired(w.seq, JobState::Downloading, &w.request_id, &why)
                 .await?;
-            if !applied {
-                return Ok(Next::Nothing);
-            }
-            // The job's parameters and poll count are not part of a download's work: read them.
-            Ok(match s.store.pending_after(w.seq - 1, 1).await?.pop() {
-                Some(job) if job.seq == w.seq => Next::Submit(job),
-                _ => Next::Nothing,
-            })
+            then(row, waiting)
         }
         Err(e) if w.errors_in_row + 1 >= GIVE_UP_TRIES && !matches!(e, DownloadError::Gone(_)) => {
             // A permanent problem (an unusable URL, a file over the limit, a host that keeps
@@ -128,19 +121,11 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
             tracing::warn!(error = %e, "download failed; will retry");
             s.tele.error(format_args!("download: {e}"));
             let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-            let applied = s
+            let row = s
                 .store
                 .record_retry_later(w.seq, JobState::Downloading, &w.request_id, due, false)
                 .await?;
-            Ok(then(applied, || {
-                Next::Download(
-                    DownloadWork {
-                        errors_in_row: w.errors_in_row + 1,
-                        ..w.clone()
-                    },
-                    due,
-                )
-            }))
+            then(row, |row| fetching(row, due))
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod submit;
 use super::agenda::Next;
 use super::shared::{Event, Shared};
 use crate::api::ApiError;
-use crate::store::SubmitWork;
+use crate::store::JobRow;
 
 /// Reports the task's end whatever happens, with the job's next step (what the task recorded),
 /// and turns store errors into a run stop.
@@ -26,22 +26,33 @@ pub(super) async fn finish(s: &Shared, seq: i64, result: anyhow::Result<Next>) {
     let _ = s.events.send(Event::Finished(seq, next));
 }
 
-/// The job's next step if the guarded write applied (else another step owns the job now).
-pub(super) fn then(applied: bool, next: impl FnOnce() -> Next) -> Next {
-    if applied {
-        next()
-    } else {
-        Next::Nothing
+/// The job's next step, made from the row its transition wrote; None (the guard did not hold)
+/// means another step owns the job now.
+pub(super) fn then(row: Option<JobRow>, next: impl FnOnce(JobRow) -> anyhow::Result<Next>) -> anyhow::Result<Next> {
+    match row {
+        Some(row) => next(row),
+        None => Ok(Next::Nothing),
     }
 }
 
-/// The job back in the queue of waiting jobs, due at `due_at`.
-pub(super) fn waiting(w: &SubmitWork, polls: i64, due_at: i64) -> Next {
-    Next::Submit(SubmitWork {
-        polls,
-        due_at,
-        ..w.clone()
-    })
+/// The job back among the waiting ones, as the row says (its polls, its due time).
+pub(super) fn waiting(row: JobRow) -> anyhow::Result<Next> {
+    Ok(Next::Submit(row.submit_work()))
+}
+
+/// The job at Segmind, polled as the row says; what the engine alone keeps of it (its class,
+/// its route, its extra polls) carried over from `was`.
+pub(super) fn polling(row: JobRow, class: &str, via_status: bool, extra_polls: i64) -> anyhow::Result<Next> {
+    let mut w = row.poll_work()?;
+    w.class = class.to_owned();
+    w.via_status = via_status;
+    w.extra_polls = extra_polls;
+    Ok(Next::Poll(w))
+}
+
+/// The job's video, to fetch as the row says, at `due` (0: now).
+pub(super) fn fetching(row: JobRow, due: i64) -> anyhow::Result<Next> {
+    Ok(Next::Download(row.download_work()?, due))
 }
 
 /// Tells the gate how an API call went: a 429 pauses everyone and slows the pace, anything else

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{finish, note, then};
+use super::{fetching, finish, note, polling, then, waiting};
 use crate::api::{ApiError, Output, Poll};
 use crate::engine::agenda::Next;
 use crate::engine::history::{find_expired, Expired};
@@ -16,7 +16,7 @@ use crate::engine::route::Endpoint;
 use crate::engine::schedule::Answer;
 use crate::engine::shared::{Event, Shared};
 use crate::state::JobState;
-use crate::store::{now_ms, Completed, DownloadWork, PollWork, SubmitWork};
+use crate::store::{now_ms, Completed, JobRow, PollWork};
 
 /// Polls a job; `early`: on a permit the budget had no planned use for.
 pub async fn poll(s: Arc<Shared>, w: PollWork, early: bool) {
@@ -71,11 +71,11 @@ async fn poll_inner(s: &Shared, w: &PollWork, early: bool) -> anyhow::Result<Nex
         }
         Err(ApiError::NotFound(msg)) => not_found(s, w, asked, &msg, now).await,
         Err(ApiError::RateLimited { .. }) => {
-            let applied = s
+            let row = s
                 .store
                 .record_retry_later(w.seq, JobState::Running, &w.request_id, now, false)
                 .await?;
-            Ok(then(applied, || repoll(w, now, false)))
+            then(row, repoll(w))
         }
         Err(e @ ApiError::Rejected { .. }) => {
             // A 4xx that is not FAILED: the request for this job is wrong; asking again the
@@ -112,18 +112,10 @@ async fn pending(
     }
     s.schedule.observe(&w.class, w.seq, w.submitted_at, now, answer).await;
     let next = s.poll_slot(s.schedule.next_poll_at(&w.class, w.submitted_at, now, now), now);
-    let applied = s.store.record_pending(w.seq, &w.request_id, next).await?;
-    Ok(then(applied, || {
-        Next::Poll(PollWork {
-            due_at: next,
-            attempt_polls: w.attempt_polls + 1,
-            polls: w.polls + 1,
-            errors_in_row: 0,
-            last_pending_at: Some(now),
-            extra_polls: w.extra_polls + i64::from(early),
-            ..w.clone()
-        })
-    }))
+    let row = s.store.record_pending(w.seq, &w.request_id, next).await?;
+    then(row, |row| {
+        polling(row, &w.class, w.via_status, w.extra_polls + i64::from(early))
+    })
 }
 
 /// COMPLETED with its output: recorded before anything fetches it.
@@ -140,23 +132,9 @@ async fn completed(s: &Shared, w: &PollWork, out: Output, endpoint: Endpoint, no
         output_size: out.file_size.map(|n| n as i64),
         cost: out.cost,
     };
-    let applied = s.store.record_completed(w.seq, &w.request_id, done).await?;
+    let row = s.store.record_completed(w.seq, &w.request_id, done).await?;
     tracing::debug!("completed");
-    Ok(then(applied, || {
-        Next::Download(
-            DownloadWork {
-                seq: w.seq,
-                id: w.id.clone(),
-                request_id: w.request_id.clone(),
-                output_url: out.url.clone(),
-                output_size: out.file_size.map(|n| n as i64),
-                errors_in_row: 0,
-                completed_at: Some(now),
-                resubmits: w.resubmits,
-            },
-            0,
-        )
-    }))
+    then(row, |row| fetching(row, 0))
 }
 
 /// A 404: expired if the request is old enough, else an anomaly that costs nothing.
@@ -179,28 +157,20 @@ async fn not_found(s: &Shared, w: &PollWork, asked: Endpoint, msg: &str, now: i6
                 &format!("the result endpoint answered 404 for a request {age_s:.1} s old"),
             )
             .await;
-        let applied = s
+        let row = s
             .store
             .record_retry_later(w.seq, JobState::Running, &w.request_id, now, true)
             .await?;
-        return Ok(then(applied, || {
-            Next::Poll(PollWork {
-                due_at: now,
-                via_status: true,
-                polls: w.polls + 1,
-                extra_polls: w.extra_polls + 1,
-                ..w.clone()
-            })
-        }));
+        return then(row, |row| polling(row, &w.class, true, w.extra_polls + 1));
     }
     // The status endpoint itself: a glitch. Asked again later, never bought again for it.
     tracing::warn!(age_secs = age_s, error = %msg, "404 for a request too young to have expired; asking again later");
     let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-    let applied = s
+    let row = s
         .store
         .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
         .await?;
-    Ok(then(applied, || repoll(w, due, true)))
+    then(row, repoll(w))
 }
 
 /// The record expired before the result was fetched. The request history may still have its
@@ -212,25 +182,11 @@ async fn expired(s: &Shared, w: &PollWork, msg: &str, age: i64) -> anyhow::Resul
     match find_expired(s, &w.request_id).await {
         Expired::Video { url, credits } => {
             tracing::info!("the result's record expired, but the request history has its video: fetching it (nothing bought again)");
-            let applied = s
+            let row = s
                 .store
                 .recovered_from_history(w.seq, &w.request_id, &url, credits)
                 .await?;
-            return Ok(then(applied, || {
-                Next::Download(
-                    DownloadWork {
-                        seq: w.seq,
-                        id: w.id.clone(),
-                        request_id: w.request_id.clone(),
-                        output_url: url,
-                        output_size: None,
-                        errors_in_row: 0,
-                        completed_at: Some(now),
-                        resubmits: w.resubmits,
-                    },
-                    0,
-                )
-            }));
+            return then(row, |row| fetching(row, 0));
         }
         Expired::Failed(why) => {
             tracing::info!(error = %why, "the expired request failed, the request history says");
@@ -241,11 +197,11 @@ async fn expired(s: &Shared, w: &PollWork, msg: &str, age: i64) -> anyhow::Resul
             // Not a reason to pay again yet: ask again a little later.
             tracing::warn!(error = %why, "the request history cannot answer for an expired result; asking again later");
             let due = now + s.schedule.backoff(w.errors_in_row + 2).as_millis() as i64;
-            let applied = s
+            let row = s
                 .store
                 .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
                 .await?;
-            return Ok(then(applied, || repoll(w, due, true)));
+            return then(row, repoll(w));
         }
         Expired::Cannot(_) | Expired::Gone => {}
     }
@@ -263,20 +219,11 @@ async fn expired(s: &Shared, w: &PollWork, msg: &str, age: i64) -> anyhow::Resul
     }
     tracing::warn!(error = %msg, "result expired before it was fetched; the job will be submitted again");
     let why = format!("result expired before it was fetched ({msg})");
-    let applied = s
+    let row = s
         .store
         .record_expired(w.seq, JobState::Running, &w.request_id, &why)
         .await?;
-    Ok(then(applied, || {
-        Next::Submit(SubmitWork {
-            seq: w.seq,
-            id: w.id.clone(),
-            params: w.params.clone(),
-            polls: w.polls + 1,
-            due_at: 0,
-            resubmits: w.resubmits + 1,
-        })
-    }))
+    then(row, waiting)
 }
 
 /// Anything else: an account stop, or trouble to wait out (a GET is always safe to repeat).
@@ -285,11 +232,11 @@ async fn trouble(s: &Shared, w: &PollWork, asked: Endpoint, e: ApiError, now: i6
         let _ = s.events.send(Event::Account(stop));
         // A 406 lets polling go on: do not repoll this job with every permit.
         let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-        let applied = s
+        let row = s
             .store
             .record_retry_later(w.seq, JobState::Running, &w.request_id, due, false)
             .await?;
-        return Ok(then(applied, || repoll(w, due, false)));
+        return then(row, repoll(w));
     }
     if matches!(e, ApiError::Protocol(_)) && asked != Endpoint::Status {
         // An answer of a shape nobody documented: the direct way is not to be trusted.
@@ -299,22 +246,18 @@ async fn trouble(s: &Shared, w: &PollWork, asked: Endpoint, e: ApiError, now: i6
     }
     tracing::warn!(error = %e, "poll failed; will retry");
     let due = now + s.schedule.backoff(w.errors_in_row).as_millis() as i64;
-    let applied = s
+    let row = s
         .store
         .record_retry_later(w.seq, JobState::Running, &w.request_id, due, true)
         .await?;
-    Ok(then(applied, || repoll(w, due, true)))
+    then(row, repoll(w))
 }
 
 /// How many times the history is asked about an expired result before it is bought again.
 const HISTORY_TRIES: i64 = 3;
 
-/// A job at Segmind to poll again at `due` after an error (as `record_retry_later` wrote it).
-fn repoll(w: &PollWork, due: i64, counted: bool) -> Next {
-    Next::Poll(PollWork {
-        due_at: due,
-        errors_in_row: w.errors_in_row + 1,
-        polls: w.polls + i64::from(counted),
-        ..w.clone()
-    })
+/// The job at Segmind, polled again as its row says (after an error, or when due), keeping what
+/// the engine alone knows of it.
+fn repoll(w: &PollWork) -> impl FnOnce(JobRow) -> anyhow::Result<Next> + '_ {
+    move |row| polling(row, &w.class, w.via_status, w.extra_polls)
 }

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::finish;
+use super::{finish, polling, then, waiting};
 use crate::engine::agenda::Next;
 use crate::engine::history::{find_lost, Lost};
 use crate::engine::shared::{class_of, Shared};
 use crate::engine::UnknownPolicy;
-use crate::store::{now_ms, Charge, PollWork, SubmitWork, UnknownWork};
+use crate::store::{now_ms, Charge, UnknownWork};
 
 /// Looks up one lost submit.
 pub async fn resolve(s: Arc<Shared>, w: UnknownWork) {
@@ -41,11 +41,11 @@ async fn resolve_inner(s: &Shared, w: &UnknownWork) -> anyhow::Result<Next> {
         None => Lost::Cannot("its body could not be rebuilt".into()),
     };
     match found {
-        Lost::Found { adopted, duplicates } => adopt(s, w, adopted, duplicates, now).await,
+        Lost::Found { adopted, duplicates } => adopt(s, w, adopted, duplicates).await,
         Lost::Absent => {
             tracing::info!("the lost submit is not in the request history: it was never created; submitting again");
-            let applied = s.store.proven_absent(w.seq).await?;
-            Ok(super::then(applied, || waiting(w, w.resubmits)))
+            let row = s.store.proven_absent(w.seq).await?;
+            then(row, waiting)
         }
         Lost::NotYet => {
             // Not there yet: once the history is complete past its time.
@@ -69,7 +69,6 @@ async fn adopt(
     w: &UnknownWork,
     adopted: crate::api::history::HistoryRow,
     duplicates: Vec<crate::api::history::HistoryRow>,
-    now: i64,
 ) -> anyhow::Result<Next> {
     let charge = |row: &crate::api::history::HistoryRow, how: &'static str| Charge {
         request_id: row.request_id.clone(),
@@ -89,7 +88,7 @@ async fn adopt(
         duplicates = dups.len(),
         "the lost submit is in the request history: adopting its request (no new submit)"
     );
-    let applied = s
+    let row = s
         .store
         .adopt_request(
             w.seq,
@@ -101,28 +100,7 @@ async fn adopt(
             &dups,
         )
         .await?;
-    let class = class_of(&w.params);
-    Ok(super::then(applied, || {
-        Next::Poll(PollWork {
-            seq: w.seq,
-            id: w.id.clone(),
-            params: w.params.clone(),
-            request_id: rid,
-            status_url: Some(status_url),
-            response_url: Some(response_url),
-            submitted_at,
-            last_pending_at: None,
-            attempt_polls: 0,
-            errors_in_row: 0,
-            attempts: w.attempt,
-            polls: 0,
-            due_at: now,
-            resubmits: w.resubmits,
-            class,
-            via_status: false,
-            extra_polls: 0,
-        })
-    }))
+    then(row, |row| polling(row, &class_of(&w.params), false, 0))
 }
 
 /// The history cannot tell: `--on-unknown` decides, as before it existed.
@@ -142,18 +120,6 @@ async fn unprovable(s: &Shared, w: &UnknownWork, why: &str) -> anyhow::Result<Ne
         s.store.fail_unknown(w.seq, &why).await?;
         return Ok(Next::Nothing);
     }
-    let back = s.store.resubmit_unknown_job(w.seq).await?;
-    Ok(super::then(back, || waiting(w, w.resubmits + 1)))
-}
-
-/// The job back among the waiting ones, at once.
-fn waiting(w: &UnknownWork, resubmits: i64) -> Next {
-    Next::Submit(SubmitWork {
-        seq: w.seq,
-        id: w.id.clone(),
-        params: w.params.clone(),
-        polls: 0,
-        due_at: 0,
-        resubmits,
-    })
+    let row = s.store.resubmit_unknown_job(w.seq).await?;
+    then(row, waiting)
 }

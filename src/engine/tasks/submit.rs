@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use super::{finish, note, then, waiting};
+use super::{finish, note, polling, then, waiting};
 use crate::api::{ApiError, Submitted};
 use crate::engine::agenda::Next;
 use crate::engine::shared::{class_of, Event, Shared};
 use crate::engine::upload::UploadError;
-use crate::state::JobState;
-use crate::store::{now_ms, PollWork, SubmitWork, UnknownWork};
+use crate::state::{AttemptOutcome, JobState};
+use crate::store::{now_ms, SubmitWork, UnknownWork};
 
 /// Submits a job: makes its body (uploading its local images if need be), claims it (the intent
 /// committed before the POST leaves) unless the dispatcher already did (`claimed`, the attempt
@@ -54,7 +54,7 @@ async fn cannot_send(s: &Shared, w: &SubmitWork, claimed: Option<i64>, trouble: 
         UploadError::Job(why) => {
             tracing::error!(error = %why, "the job cannot be submitted as imported");
             s.tele.error(format_args!("{}: {why}", w.id));
-            (JobState::Failed, "rejected", why, now)
+            (JobState::Failed, AttemptOutcome::Rejected, why, now)
         }
         UploadError::Api(e) => {
             let due = match e.account_stop() {
@@ -68,23 +68,34 @@ async fn cannot_send(s: &Shared, w: &SubmitWork, claimed: Option<i64>, trouble: 
                     now + s.schedule.backoff(1).as_millis() as i64
                 }
             };
-            (JobState::Pending, "not_sent", format!("uploading images: {e}"), due)
+            (
+                JobState::Pending,
+                AttemptOutcome::NotSent,
+                format!("uploading images: {e}"),
+                due,
+            )
         }
     };
-    let applied = match claimed {
+    let row = match claimed {
         Some(attempt) => {
             s.store
                 .record_submit_ended(w.seq, attempt, to, outcome, &why, due)
                 .await?
         }
         None if to == JobState::Failed => s.store.fail_pending(w.seq, &why).await?,
-        None => true,
+        // Never claimed: it waits as it was, due later.
+        None => {
+            return Ok(Next::Submit(SubmitWork {
+                due_at: due,
+                ..w.clone()
+            }))
+        }
     };
-    Ok(if to == JobState::Pending {
-        then(applied, || waiting(w, w.polls, due))
+    if to == JobState::Pending {
+        then(row, waiting)
     } else {
-        Next::Nothing
-    })
+        Ok(Next::Nothing)
+    }
 }
 
 #[tracing::instrument(skip_all, fields(job = %w.id))]
@@ -103,19 +114,26 @@ async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64, body: &str) -> a
             // Provably never arrived: retry silently after a pause.
             tracing::warn!(error = %msg, "submit could not connect; will retry");
             let due = now + s.schedule.backoff(1).as_millis() as i64;
-            let applied = s
+            let row = s
                 .store
-                .record_submit_ended(w.seq, attempt, JobState::Pending, "not_sent", &msg, due)
+                .record_submit_ended(w.seq, attempt, JobState::Pending, AttemptOutcome::NotSent, &msg, due)
                 .await?;
             let _ = s.events.send(Event::SubmitTrouble);
-            Ok(then(applied, || waiting(w, w.polls, due)))
+            then(row, waiting)
         }
         Err(ApiError::RateLimited { .. }) => {
-            let applied = s
+            let row = s
                 .store
-                .record_submit_ended(w.seq, attempt, JobState::Pending, "refused", "429 rate limited", now)
+                .record_submit_ended(
+                    w.seq,
+                    attempt,
+                    JobState::Pending,
+                    AttemptOutcome::Refused,
+                    "429 rate limited",
+                    now,
+                )
                 .await?;
-            Ok(then(applied, || waiting(w, w.polls, now)))
+            then(row, waiting)
         }
         Err(e) => refused(s, w, attempt, e, now).await,
     }
@@ -130,7 +148,7 @@ async fn accepted(s: &Shared, w: &SubmitWork, attempt: i64, sub: Submitted, now:
     let first = s.poll_slot(s.schedule.first_poll_at(&class, now), now);
     // A paid request id must not be lost to a passing database error: try a few times.
     let mut tries = 0;
-    let applied = loop {
+    let row = loop {
         let r = s
             .store
             .record_accepted_at(
@@ -144,7 +162,7 @@ async fn accepted(s: &Shared, w: &SubmitWork, attempt: i64, sub: Submitted, now:
             )
             .await;
         match r {
-            Ok(applied) => break applied,
+            Ok(row) => break row,
             Err(e) if tries < 5 => {
                 tries += 1;
                 tracing::warn!(request_id = %sub.request_id, error = %e, "cannot record an accepted submit; retrying");
@@ -160,36 +178,23 @@ async fn accepted(s: &Shared, w: &SubmitWork, attempt: i64, sub: Submitted, now:
     };
     tracing::debug!(request_id = %sub.request_id, "submitted");
     let _ = s.events.send(Event::SubmitOk);
-    Ok(then(applied, || {
-        Next::Poll(PollWork {
-            seq: w.seq,
-            id: w.id.clone(),
-            params: w.params.clone(),
-            request_id: sub.request_id.clone(),
-            status_url: Some(sub.status_url.clone()),
-            response_url: Some(sub.response_url.clone()),
-            submitted_at: now,
-            last_pending_at: None,
-            attempt_polls: 0,
-            errors_in_row: 0,
-            attempts: attempt,
-            polls: w.polls,
-            due_at: first,
-            resubmits: w.resubmits,
-            class,
-            via_status: false,
-            extra_polls: 0,
-        })
-    }))
+    then(row, |row| polling(row, &class, false, 0))
 }
 
 /// The answer was lost: Segmind may or may not have created (and billed) the job. The request
 /// history tells (`tasks::resolve`), not a guess.
 async fn lost(s: &Shared, w: &SubmitWork, attempt: i64, e: ApiError, sent_at: i64, now: i64) -> anyhow::Result<Next> {
     tracing::warn!(error = %e, "submit answer lost: Segmind may have created the job; looking it up in the request history");
-    let applied = s
+    let row = s
         .store
-        .record_submit_ended(w.seq, attempt, JobState::Unknown, "unknown", &e.to_string(), now)
+        .record_submit_ended(
+            w.seq,
+            attempt,
+            JobState::Unknown,
+            AttemptOutcome::Unknown,
+            &e.to_string(),
+            now,
+        )
         .await?;
     // A 2xx we cannot follow or a redirect would recur on every submit, each maybe billed: hold
     // the job and stop instead of resubmitting.
@@ -198,36 +203,50 @@ async fn lost(s: &Shared, w: &SubmitWork, attempt: i64, e: ApiError, sent_at: i6
         return Ok(Next::Nothing);
     }
     let _ = s.events.send(Event::SubmitTrouble);
-    Ok(then(applied, || {
-        Next::Resolve(
+    then(row, |row| {
+        Ok(Next::Resolve(
             UnknownWork {
-                seq: w.seq,
-                id: w.id.clone(),
-                params: w.params.clone(),
+                seq: row.seq,
+                id: row.id,
+                params: row.params,
                 attempt,
                 started_at: sent_at,
                 finished_at: Some(now),
-                resubmits: w.resubmits,
+                resubmits: row.resubmits,
             },
             now,
-        )
-    }))
+        ))
+    })
 }
 
 /// Refused without a job: an account stop (the job waits), or a request that is itself wrong.
 async fn refused(s: &Shared, w: &SubmitWork, attempt: i64, e: ApiError, now: i64) -> anyhow::Result<Next> {
     if let Some(stop) = e.account_stop() {
-        let applied = s
+        let row = s
             .store
-            .record_submit_ended(w.seq, attempt, JobState::Pending, "refused", &e.to_string(), now)
+            .record_submit_ended(
+                w.seq,
+                attempt,
+                JobState::Pending,
+                AttemptOutcome::Refused,
+                &e.to_string(),
+                now,
+            )
             .await?;
         let _ = s.events.send(Event::Account(stop));
-        return Ok(then(applied, || waiting(w, w.polls, now)));
+        return then(row, waiting);
     }
     // 400 and other 4xx: the body itself is wrong; submitting it again cannot help.
     tracing::warn!(error = %e, "submit rejected");
     s.store
-        .record_submit_ended(w.seq, attempt, JobState::Failed, "rejected", &e.to_string(), now)
+        .record_submit_ended(
+            w.seq,
+            attempt,
+            JobState::Failed,
+            AttemptOutcome::Rejected,
+            &e.to_string(),
+            now,
+        )
         .await?;
     Ok(Next::Nothing)
 }
