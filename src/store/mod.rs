@@ -21,6 +21,7 @@ pub mod door;
 mod history;
 mod import;
 mod learnt;
+mod migrate;
 mod money;
 mod pages;
 mod queue;
@@ -90,8 +91,7 @@ impl Store {
             .connect_with(opts.clone())
             .await
             .with_context(|| format!("cannot open the database {}", path.display()))?;
-        sqlx::migrate!("./migrations")
-            .run(&write)
+        migrate::run(&write)
             .await
             .with_context(|| format!("cannot prepare the database {}", path.display()))?;
         let read = SqlitePoolOptions::new()
