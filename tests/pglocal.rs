@@ -3,7 +3,9 @@
 //! (stop, drop on panic, and the owning process killed with SIGKILL). Skipped with a message when
 //! PostgreSQL is not installed, unless `WANBATCH_REQUIRE_PG=1`.
 
+use std::fs::Permissions;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,6 +186,52 @@ async fn a_panicking_owner_still_stops_the_server() {
 
     assert!(!process_alive(pid), "postmaster {pid} still running after the panic");
     assert!(!dir.exists(), "{} still exists", dir.display());
+}
+
+/// Runs one test of this binary in a child process with `env`; returns (passed, its output).
+fn run_child_test(test: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    cmd.env_remove(pglocal::URL_ENV)
+        .env_remove(pglocal::REQUIRE_ENV)
+        .envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The policy end to end, whatever is installed here: absent → skip (or fail when required),
+/// present but broken → fail.
+#[test]
+fn missing_postgres_skips_unless_required_and_broken_postgres_fails() {
+    let test = "starts_and_answers_queries_on_loopback";
+    let absent = [(pglocal::BIN_ENV, "/nonexistent/pglocal-bin")];
+    let (passed, out) = run_child_test(test, &absent);
+    assert!(passed, "absent PostgreSQL should skip:\n{out}");
+    assert!(
+        out.contains(&format!("PostgreSQL not installed: skipping {test}")),
+        "{out}"
+    );
+
+    let required = [absent[0], (pglocal::REQUIRE_ENV, "1")];
+    let (passed, out) = run_child_test(test, &required);
+    assert!(!passed, "WANBATCH_REQUIRE_PG=1 should fail:\n{out}");
+    assert!(out.contains("PostgreSQL tests are mandatory here"), "{out}");
+
+    // Binaries that exist but cannot run a server: a failure, never a skip.
+    let broken = tempfile::tempdir().unwrap();
+    for name in ["initdb", "pg_ctl", "postgres"] {
+        std::fs::write(broken.path().join(name), "#!/bin/sh\necho broken >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(broken.path().join(name), Permissions::from_mode(0o755)).unwrap();
+    }
+    // Readable by the `postgres` user too, which runs them when the tests run as root.
+    std::fs::set_permissions(broken.path(), Permissions::from_mode(0o755)).unwrap();
+    let (passed, out) = run_child_test(test, &[(pglocal::BIN_ENV, broken.path().to_str().unwrap())]);
+    assert!(!passed, "a broken PostgreSQL should fail:\n{out}");
+    assert!(
+        out.contains("the test server is not usable") && out.contains("initdb failed"),
+        "{out}"
+    );
 }
 
 /// The owning process is killed with SIGKILL (no Drop runs): the watchdog must clean up.

@@ -1,24 +1,6 @@
-//! A private PostgreSQL server for tests and benchmarks (not used by the `wanbatch` binary itself).
-//!
-//! `PgServer::start` finds the server binaries (`initdb`, `pg_ctl`, `postgres`: PATH first, then
-//! `/usr/lib/postgresql/<version>/bin`, newest first), runs `initdb` into a temporary folder and
-//! starts the server with `pg_ctl` on a free loopback port. When `WANBATCH_TEST_PG_URL` is set, no
-//! server is started: databases are made on that server instead. `for_tests` applies the skip
-//! policy: no PostgreSQL and no URL → skip with a message, unless `WANBATCH_REQUIRE_PG=1`.
-//!
-//! Owns: the temporary folder (`data/` = the cluster, `server.log`, the unix socket) and the
-//! server's processes. Invariants:
-//! - the server listens on 127.0.0.1 only, with `trust` authentication for the superuser
-//!   `wanbatch`: any local user can connect while it runs, which is acceptable for a test server;
-//! - durability is traded for speed (`fsync`, `synchronous_commit`, `full_page_writes` off): data
-//!   survives `restart` (a clean shutdown) but not a machine crash, and the folder is deleted anyway;
-//! - no process outlives its owner: `stop` and `Drop` stop the server and remove the folder (also
-//!   on panic), and a watchdog (`sh`, holding the read end of a pipe only this process writes)
-//!   does the same when the owning process dies without dropping (SIGKILL, `process::exit`, a
-//!   `static` server in a test binary);
-//! - as root (CI containers), `initdb`/`pg_ctl` refuse to run, so every PostgreSQL process runs as
-//!   the `postgres` system user (created by the Debian/Ubuntu package) via `setuid`/`setgid` on
-//!   the spawned command, with the folder chowned to it. No `sudo`/`runuser` needed.
+//! The private server's processes: finding the binaries, `initdb`, `pg_ctl start`/`stop`, the
+//! watchdog, and running them as an unprivileged user when we are root. Blocking parts are
+//! plain `std::process`, so that `Drop` can use them; async callers go through tokio.
 
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
@@ -29,14 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sqlx::Connection;
 
-/// The superuser `initdb` creates; URLs of the private server use it (no password).
-pub const SUPERUSER: &str = "wanbatch";
-/// The database `start` creates and `url()` names.
-pub const DATABASE: &str = "wanbatch";
-/// When set, tests use this server (a URL whose user may `CREATE DATABASE`) instead of their own.
-pub const URL_ENV: &str = "WANBATCH_TEST_PG_URL";
-/// When `1`, a missing PostgreSQL fails the tests instead of skipping them (CI sets it).
-pub const REQUIRE_ENV: &str = "WANBATCH_REQUIRE_PG";
+use super::{PgConnection, BIN_ENV, DATABASE, SUPERUSER};
 
 /// Enough for several runners × their pool, plus the tests' own connections.
 const MAX_CONNECTIONS: u32 = 200;
@@ -47,19 +22,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Another process may take the free port between our probe and the server's bind.
 const PORT_ATTEMPTS: usize = 5;
 
-/// A running PostgreSQL for tests: private (ours to stop and restart) or external (from the URL).
-pub struct PgServer {
-    inner: Inner,
-}
-
-enum Inner {
-    External(String),
-    Private(Private),
-    /// After `stop`: nothing left to do on drop.
-    Stopped,
-}
-
-struct Private {
+pub(super) struct Private {
     ctl: Ctl,
     port: u16,
     /// Removed on drop; `None` once removed by `shutdown`.
@@ -77,188 +40,22 @@ struct Ctl {
     run_as: Option<(u32, u32)>,
 }
 
-impl PgServer {
-    /// Starts a private server, or uses `WANBATCH_TEST_PG_URL` when it is set (after checking
-    /// that it accepts connections).
-    pub async fn start() -> Result<PgServer> {
-        if let Some(url) = external_url() {
-            let conn = PgConnection::connect(&url).await;
-            conn.with_context(|| format!("{URL_ENV} is set but its server does not accept connections"))?
-                .close()
-                .await?;
-            return Ok(PgServer {
-                inner: Inner::External(url),
-            });
-        }
-        let bin = find_bin_dir().context(
-            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in PATH or /usr/lib/postgresql/*/bin",
-        )?;
-        Ok(PgServer {
-            inner: Inner::Private(Private::create(bin).await?),
-        })
-    }
-
-    /// `postgres://wanbatch@127.0.0.1:PORT/wanbatch` (the private server), or the external URL.
-    pub fn url(&self) -> String {
-        match &self.inner {
-            Inner::External(url) => url.clone(),
-            Inner::Private(p) => p.url(DATABASE),
-            Inner::Stopped => unreachable!("a stopped PgServer is consumed"),
-        }
-    }
-
-    /// Makes an empty database called `name` (dropping any earlier one of that name, so a test
-    /// re-run on an external server starts clean) and returns its URL. `name`: lowercase ASCII
-    /// letters, digits and `_`, not starting with a digit, at most 63 bytes.
-    pub async fn fresh_database(&self, name: &str) -> Result<String> {
-        check_db_name(name)?;
-        let admin = match &self.inner {
-            Inner::External(url) => url.clone(),
-            Inner::Private(p) => p.url("postgres"),
-            Inner::Stopped => unreachable!("a stopped PgServer is consumed"),
-        };
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .context("connecting to create a database")?;
-        // WITH (FORCE) (PostgreSQL 13+) ends sessions a killed test left behind.
-        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        sqlx::query(&drop)
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("dropping database {name}"))?;
-        let create = format!("CREATE DATABASE \"{name}\"");
-        sqlx::query(&create)
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("creating database {name}"))?;
-        conn.close().await?;
-        with_database(&admin, name)
-    }
-
-    /// Stops the server (fast shutdown: sessions are ended) and starts it again on the same port
-    /// and data. Unavailable with `WANBATCH_TEST_PG_URL`.
-    pub async fn restart(&mut self) -> Result<()> {
-        let p = match &mut self.inner {
-            Inner::Private(p) => p,
-            _ => bail!("restart is unavailable: the server is external ({URL_ENV} is set)"),
-        };
-        let ctl = p.ctl.clone();
-        tokio::task::spawn_blocking(move || ctl.stop_blocking("fast")).await??;
-        match p.ctl.start_server(p.port).await {
-            Ok(()) => p.wait_ready().await,
-            Err(StartFailure::PortTaken(e)) => Err(e.context(format!("port {} was taken while stopped", p.port))),
-            Err(StartFailure::Other(e)) => Err(e),
-        }
-    }
-
-    /// Stops the server (fast shutdown), waits until the postmaster is gone and removes the
-    /// folder, reporting any failure (`Drop` does the same silently). External: does nothing.
-    pub async fn stop(mut self) -> Result<()> {
-        match std::mem::replace(&mut self.inner, Inner::Stopped) {
-            Inner::Private(mut p) => tokio::task::spawn_blocking(move || p.shutdown("fast")).await?,
-            _ => Ok(()),
-        }
-    }
-
-    /// The postmaster's process id (from `postmaster.pid`), while the private server runs.
-    pub fn postmaster_pid(&self) -> Option<u32> {
-        match &self.inner {
-            Inner::Private(p) => p.ctl.pid(),
-            _ => None,
-        }
-    }
-
-    /// The temporary folder holding the cluster (`data/`), `server.log` and the socket; `None`
-    /// for an external server.
-    pub fn dir(&self) -> Option<&Path> {
-        match &self.inner {
-            Inner::Private(p) => Some(&p.ctl.root),
-            _ => None,
-        }
-    }
+enum StartFailure {
+    PortTaken(anyhow::Error),
+    Other(anyhow::Error),
 }
 
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if let Inner::Private(p) = &mut self.inner {
-            // Immediate: the data is about to be deleted, a checkpoint would be wasted time.
-            if let Err(e) = p.shutdown("immediate") {
-                eprintln!("pglocal: stopping the test PostgreSQL: {e:#}");
-            }
-        }
-    }
-}
-
-/// A server for a test, or `None` (after printing why) when the test must be skipped: no
-/// PostgreSQL binaries and no `WANBATCH_TEST_PG_URL`. Panics (fails the test) if
-/// `WANBATCH_REQUIRE_PG=1` and PostgreSQL is missing, or if it is installed but cannot start.
-pub async fn for_tests(test: &str) -> Option<PgServer> {
-    if skip(test) {
-        return None;
-    }
-    Some(start_or_fail(test).await)
-}
-
-/// One server shared by every test of this test binary (each takes a `fresh_database`); same
-/// policy as `for_tests`. It is never dropped: the watchdog stops it when the binary exits.
-pub async fn shared_for_tests(test: &str) -> Option<&'static PgServer> {
-    static SHARED: tokio::sync::OnceCell<PgServer> = tokio::sync::OnceCell::const_new();
-    if skip(test) {
-        return None;
-    }
-    Some(SHARED.get_or_init(|| start_or_fail(test)).await)
-}
-
-/// PostgreSQL is there (binaries or URL) but unusable: that is a failure, never a skip.
-async fn start_or_fail(test: &str) -> PgServer {
-    let started = PgServer::start().await;
-    started.unwrap_or_else(|e| panic!("{test}: PostgreSQL is available but the test server is not usable: {e:#}"))
-}
-
-/// The skip policy, printing the reason when it skips.
-fn skip(test: &str) -> bool {
-    let require = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
-    let available = external_url().is_some() || find_bin_dir().is_some();
-    match policy(test, available, require) {
-        Policy::Run => false,
-        Policy::Skip(msg) => {
-            eprintln!("{msg}");
-            true
-        }
-        Policy::Fail(msg) => panic!("{msg}"),
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum Policy {
-    Run,
-    Skip(String),
-    Fail(String),
-}
-
-/// Skip only when PostgreSQL is truly absent and not required; a server that is installed but
-/// fails to start is a failure, decided later by the caller.
-fn policy(test: &str, available: bool, required: bool) -> Policy {
-    let msg = format!("PostgreSQL not installed: skipping {test}; install postgresql or set {URL_ENV}");
-    match (available, required) {
-        (true, _) => Policy::Run,
-        (false, false) => Policy::Skip(msg),
-        (false, true) => Policy::Fail(format!("{msg} ({REQUIRE_ENV}=1: PostgreSQL tests are mandatory here)")),
-    }
-}
-
-fn external_url() -> Option<String> {
-    std::env::var(URL_ENV).ok().filter(|u| !u.trim().is_empty())
-}
-
-/// The first folder holding `initdb`, `pg_ctl` and `postgres`: PATH, then
-/// `/usr/lib/postgresql/*/bin` (Debian/Ubuntu keep them off PATH), newest major version first.
+/// The first folder holding `initdb`, `pg_ctl` and `postgres`: `WANBATCH_PG_BIN` alone when set,
+/// else PATH, then `/usr/lib/postgresql/*/bin` (Debian/Ubuntu keep them off PATH), newest first.
 pub fn find_bin_dir() -> Option<PathBuf> {
     let has_all = |d: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| is_executable(&d.join(b)))
     };
+    if let Some(dir) = std::env::var_os(BIN_ENV) {
+        return Some(PathBuf::from(dir)).filter(|d| has_all(d));
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     if let Some(d) = std::env::split_paths(&path).find(|d| has_all(d)) {
         return Some(d);
@@ -295,15 +92,8 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-type PgConnection = sqlx::postgres::PgConnection;
-
-enum StartFailure {
-    PortTaken(anyhow::Error),
-    Other(anyhow::Error),
-}
-
 impl Private {
-    async fn create(bin: PathBuf) -> Result<Private> {
+    pub(super) async fn create(bin: PathBuf) -> Result<Private> {
         let run_as = if unsafe { libc::geteuid() } == 0 {
             Some(unprivileged_user()?)
         } else {
@@ -346,8 +136,27 @@ impl Private {
         Ok(private)
     }
 
-    fn url(&self, db: &str) -> String {
+    pub(super) fn url(&self, db: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Fast shutdown (sessions are ended), then a start on the same port and data.
+    pub(super) async fn restart(&mut self) -> Result<()> {
+        let ctl = self.ctl.clone();
+        tokio::task::spawn_blocking(move || ctl.stop_blocking("fast")).await??;
+        match self.ctl.start_server(self.port).await {
+            Ok(()) => self.wait_ready().await,
+            Err(StartFailure::PortTaken(e)) => Err(e.context(format!("port {} was taken while stopped", self.port))),
+            Err(StartFailure::Other(e)) => Err(e),
+        }
+    }
+
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.ctl.pid()
+    }
+
+    pub(super) fn root(&self) -> &Path {
+        &self.ctl.root
     }
 
     /// `pg_ctl -w` already waited for "ready"; this proves it over TCP, as clients will connect.
@@ -365,7 +174,7 @@ impl Private {
     }
 
     /// Stops the server, waits until the postmaster is gone, removes the folder (blocking).
-    fn shutdown(&mut self, mode: &str) -> Result<()> {
+    pub(super) fn shutdown(&mut self, mode: &str) -> Result<()> {
         // The watchdog goes first, so that it cannot race us for the same folder.
         if let Some(mut w) = self.watchdog.take() {
             let _ = w.kill();
@@ -537,66 +346,9 @@ fn free_port() -> Result<u16> {
     Ok(probe.local_addr()?.port())
 }
 
-fn check_db_name(name: &str) -> Result<()> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
-    let starts_ok = name.chars().next().is_some_and(|c| !c.is_ascii_digit());
-    if name.is_empty() || name.len() > 63 || !starts_ok || !name.chars().all(ok_char) {
-        bail!("database name {name:?}: use 1–63 of a-z, 0-9 and _, not starting with a digit");
-    }
-    Ok(())
-}
-
-/// `url` with its database (the path) replaced by `db`, keeping user, host and query.
-fn with_database(url: &str, db: &str) -> Result<String> {
-    let (base, query) = url.split_at(url.find('?').unwrap_or(url.len()));
-    let authority = base.find("://").with_context(|| format!("not a URL: {url}"))? + 3;
-    let path = base[authority..].find('/').map_or(base.len(), |i| authority + i);
-    Ok(format!("{}/{db}{query}", &base[..path]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn with_database_replaces_only_the_path() {
-        let f = |u| with_database(u, "t1").unwrap();
-        assert_eq!(f("postgres://u@h:5432/db"), "postgres://u@h:5432/t1");
-        assert_eq!(
-            f("postgres://u:p@h/db?sslmode=require"),
-            "postgres://u:p@h/t1?sslmode=require"
-        );
-        assert_eq!(f("postgres://u@h:5432"), "postgres://u@h:5432/t1");
-        assert_eq!(f("postgresql://h?x=1"), "postgresql://h/t1?x=1");
-        assert!(with_database("nonsense", "t1").is_err());
-    }
-
-    #[test]
-    fn database_names_that_need_no_quoting_rules() {
-        for ok in ["a", "run_1", "_x", &"a".repeat(63)] {
-            assert!(check_db_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "1a", "A", "a-b", "a\"b", "a b", &"a".repeat(64)] {
-            assert!(check_db_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn skips_only_when_absent_and_not_required() {
-        assert_eq!(policy("t", true, false), Policy::Run);
-        assert_eq!(policy("t", true, true), Policy::Run);
-        let Policy::Skip(msg) = policy("t", false, false) else {
-            panic!("should skip")
-        };
-        assert!(
-            msg.contains("PostgreSQL not installed: skipping t") && msg.contains(URL_ENV),
-            "{msg}"
-        );
-        let Policy::Fail(msg) = policy("t", false, true) else {
-            panic!("should fail")
-        };
-        assert!(msg.contains(REQUIRE_ENV), "{msg}");
-    }
 
     #[cfg(target_os = "linux")]
     #[test]
