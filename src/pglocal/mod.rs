@@ -49,11 +49,10 @@ pub struct PgServer {
     inner: Inner,
 }
 
+/// Dropping a `Private` stops its server and removes its folder.
 enum Inner {
     External(String),
     Private(Private),
-    /// After `stop`: nothing left to do on drop.
-    Stopped,
 }
 
 impl PgServer {
@@ -83,7 +82,6 @@ impl PgServer {
         match &self.inner {
             Inner::External(url) => url.clone(),
             Inner::Private(p) => p.url(DATABASE),
-            Inner::Stopped => unreachable!("a stopped PgServer is consumed"),
         }
     }
 
@@ -95,7 +93,6 @@ impl PgServer {
         let admin = match &self.inner {
             Inner::External(url) => url.clone(),
             Inner::Private(p) => p.url("postgres"),
-            Inner::Stopped => unreachable!("a stopped PgServer is consumed"),
         };
         let mut conn = PgConnection::connect(&admin)
             .await
@@ -127,10 +124,10 @@ impl PgServer {
 
     /// Stops the server (fast shutdown), waits until the postmaster is gone and removes the
     /// folder, reporting any failure (`Drop` does the same silently). External: does nothing.
-    pub async fn stop(mut self) -> Result<()> {
-        match std::mem::replace(&mut self.inner, Inner::Stopped) {
+    pub async fn stop(self) -> Result<()> {
+        match self.inner {
             Inner::Private(mut p) => tokio::task::spawn_blocking(move || p.shutdown("fast")).await?,
-            _ => Ok(()),
+            Inner::External(_) => Ok(()),
         }
     }
 
@@ -148,17 +145,6 @@ impl PgServer {
         match &self.inner {
             Inner::Private(p) => Some(p.root()),
             _ => None,
-        }
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if let Inner::Private(p) = &mut self.inner {
-            // Immediate: the data is about to be deleted, a checkpoint would be wasted time.
-            if let Err(e) = p.shutdown("immediate") {
-                eprintln!("pglocal: stopping the test PostgreSQL: {e:#}");
-            }
         }
     }
 }

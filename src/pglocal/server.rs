@@ -173,7 +173,8 @@ impl Private {
         }
     }
 
-    /// Stops the server, waits until the postmaster is gone, removes the folder (blocking).
+    /// Stops the server, waits until the postmaster is gone, removes the folder (blocking; a
+    /// second call does nothing).
     pub(super) fn shutdown(&mut self, mode: &str) -> Result<()> {
         // The watchdog goes first, so that it cannot race us for the same folder.
         if let Some(mut w) = self.watchdog.take() {
@@ -186,6 +187,16 @@ impl Private {
             None => Ok(()),
         };
         stopped.and(removed)
+    }
+}
+
+impl Drop for Private {
+    /// Also on panic, and on an error half-way through `create`. Does nothing after `shutdown`.
+    fn drop(&mut self) {
+        // Immediate: the data is about to be deleted, a checkpoint would be wasted time.
+        if let Err(e) = self.shutdown("immediate") {
+            eprintln!("pglocal: stopping the test PostgreSQL: {e:#}");
+        }
     }
 }
 
