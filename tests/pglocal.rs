@@ -93,14 +93,14 @@ async fn each_fresh_database_is_its_own_and_starts_empty() {
         .unwrap();
     assert_eq!(name, "pglocal_iso_a");
 
-    let tables_in_b = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'jobs'";
-    assert_eq!(scalar(&b, tables_in_b).await, 0, "b sees a's table");
+    let has_jobs_table = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'jobs'";
+    assert_eq!(scalar(&b, has_jobs_table).await, 0, "b sees a's table");
     assert_eq!(scalar(&a, "SELECT count(*) FROM jobs").await, 2);
 
     // A second fresh_database of a name replaces it, even with a session still open on it.
     let again = pg.fresh_database("pglocal_iso_a").await.unwrap();
     assert_eq!(again, a);
-    assert_eq!(scalar(&a, tables_in_b).await, 0, "re-made database is not empty");
+    assert_eq!(scalar(&a, has_jobs_table).await, 0, "re-made database is not empty");
     assert!(
         sqlx::query("SELECT 1").execute(&mut conn).await.is_err(),
         "old session survived the drop"
@@ -138,6 +138,7 @@ async fn restart_keeps_data_and_port() {
         sqlx::query("SELECT 1").execute(&mut conn).await.is_err(),
         "a session survived the restart"
     );
+    // The URL taken before the restart still works: same port, same data.
     assert_eq!(scalar(&url, "SELECT sum(n)::bigint FROM t").await, 500_500);
     assert_eq!(
         pg.url(),
