@@ -12,7 +12,8 @@
 //!   exit code; `logging`: the log set-up;
 //! - `settings`: flags, environment, wanbatch.toml and the campaign's stored settings, resolved
 //!   in one place;
-//! - `bench`: the benchmarks (hidden subcommands).
+//! - `bench`: the benchmarks (hidden subcommands); `pglocal`: a private PostgreSQL server for
+//!   tests and benchmarks.
 
 pub mod api;
 pub mod bench;
@@ -25,6 +26,7 @@ pub mod figures;
 pub mod logging;
 pub mod manifest;
 pub mod mp4check;
+pub mod pglocal;
 pub mod progress;
 pub mod provenance;
 pub mod settings;
