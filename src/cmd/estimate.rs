@@ -187,9 +187,16 @@ pub async fn print(db: &Path, rows: &[Row], images: &[LocalImage], o: &Opts) -> 
         } else {
             shas.len()
         };
+        let per_call = crate::engine::upload::PER_CALL;
+        let fewest = missing.div_ceil(per_call);
+        let calls = if fewest == missing {
+            format!("{missing} upload request(s)")
+        } else {
+            format!("{fewest} to {missing} upload requests (up to {per_call} files a call when jobs need them at once)")
+        };
         println!(
             "  uploads: {missing} local image(s) to upload ({} file(s), {} distinct, {} already uploaded): \
-             about one upload request each, out of the same --rpm budget",
+             {calls}, out of the same --rpm budget",
             images.len(),
             shas.len(),
             shas.len() - missing,
