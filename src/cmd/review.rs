@@ -83,15 +83,19 @@ struct Summary {
 async fn apply(args: ApplyArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
     let db = resolved.db.clone();
     let file = &args.file;
-    let rows = match read_decisions(file) {
-        Ok(rows) => rows,
-        Err(errors) => return Err(refuse(file, errors)),
-    };
+    let (rows, mut errors) = read_decisions(file);
+    if rows.is_empty() && !errors.is_empty() {
+        return Err(refuse(file, errors));
+    }
     let store = Store::open_existing(&db).await?;
-    let checked = check(&store, file, &rows).await;
-    let result = match checked {
+    // The rows that read are checked against the jobs too, so one pass names every problem.
+    let result = match check(&store, file, &rows).await {
+        Ok(Ok(_)) if !errors.is_empty() => Err(refuse(file, errors)),
         Ok(Ok((changes, summary))) => store.record_reviews(&changes).await.map(|_| summary),
-        Ok(Err(errors)) => Err(refuse(file, errors)),
+        Ok(Err(more)) => {
+            errors.extend(more);
+            Err(refuse(file, errors))
+        }
         Err(e) => Err(e),
     };
     store.close().await;
@@ -192,9 +196,9 @@ async fn check(
     })
 }
 
-/// Reads a decisions file: its rows (an id given twice the same way counts once), or every
-/// problem found in it.
-pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRow>, Vec<ManifestError>> {
+/// Reads a decisions file: the rows that read (an id given twice the same way counts once), and
+/// every problem found in it (with a problem in the header, no rows).
+pub fn read_decisions(path: &Path) -> (Vec<DecisionRow>, Vec<ManifestError>) {
     let name = path.display().to_string();
     let err = |line: u64, field: Option<&str>, message: String| ManifestError {
         file: name.clone(),
@@ -204,7 +208,7 @@ pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRow>, Vec<ManifestError
     };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => return Err(vec![err(1, None, format!("cannot read: {e}"))]),
+        Err(e) => return (Vec::new(), vec![err(1, None, format!("cannot read: {e}"))]),
     };
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut records = Records::new(text, delimiter(text));
@@ -213,13 +217,10 @@ pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRow>, Vec<ManifestError
     let header_line = match records.next() {
         Ok(Some(line)) => line,
         Ok(None) => {
-            return Err(vec![err(
-                1,
-                None,
-                "the file is empty: a decisions file starts with the header id,decision,note".into(),
-            )])
+            let empty = "the file is empty: a decisions file starts with the header id,decision,note";
+            return (Vec::new(), vec![err(1, None, empty.into())]);
         }
-        Err((line, stop)) => return Err(vec![err(line, None, stop.message())]),
+        Err((line, stop)) => return (Vec::new(), vec![err(line, None, stop.message())]),
     };
     let mut at: [Option<usize>; 3] = [None; 3];
     for i in 0..records.len() {
@@ -253,7 +254,7 @@ pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRow>, Vec<ManifestError
         }
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return (Vec::new(), errors);
     }
     let width = records.len();
     let [Some(id_at), Some(decision_at), Some(note_at)] = at else {
@@ -364,11 +365,7 @@ pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRow>, Vec<ManifestError
             }
         }
     }
-    if errors.is_empty() {
-        Ok(rows)
-    } else {
-        Err(errors)
-    }
+    (rows, errors)
 }
 
 /// The current record's cells joined by commas, for a message (cut short).
@@ -410,11 +407,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.csv");
         std::fs::write(&p, text).unwrap();
-        read_decisions(&p).map_err(|es| {
-            es.into_iter()
+        match read_decisions(&p) {
+            (rows, es) if es.is_empty() => Ok(rows),
+            (_, es) => Err(es
+                .into_iter()
                 .map(|e| e.to_string().replace(&p.display().to_string(), "d.csv"))
-                .collect()
-        })
+                .collect()),
+        }
     }
 
     #[test]
