@@ -362,3 +362,112 @@ async fn the_demo_writes_its_report_and_its_decisions_apply() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stdout(&out).contains("review: 0 keep, 1 reject"), "{}", text(&out));
 }
+
+/// A job taken to done by hand, as a run leaves it, with its video and sidecar in `out`.
+async fn done_by_hand(store: &wanbatch::store::Store, out: &std::path::Path, mismatch: Option<&str>) -> String {
+    let w = store.due_submits(i64::MAX, 1).await.unwrap().remove(0);
+    let n = store.claim_submit(w.seq).await.unwrap().unwrap();
+    let rid = format!("rq-{}", w.id);
+    store
+        .record_accepted(w.seq, n, &rid, "s", "r", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let c = wanbatch::store::Completed {
+        output_url: "http://cdn.example/v.mp4",
+        output_size: None,
+        cost: Some(0.05),
+    };
+    store.record_completed(w.seq, &rid, c).await.unwrap().unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let video = out.join(format!("{}.mp4", w.id));
+    std::fs::write(&video, format!("take one of {}", w.id)).unwrap();
+    std::fs::write(out.join(format!("{}.json", w.id)), format!("{{\"id\": \"{}\"}}", w.id)).unwrap();
+    let info = wanbatch::mp4check::VideoInfo {
+        width: 832,
+        height: 480,
+        frames: 81,
+        fps: 16.0,
+        duration_secs: 5.0625,
+        codec: "avc1".into(),
+    };
+    store
+        .record_downloaded(w.seq, &rid, video.to_str().unwrap(), 20, "x", &info, mismatch)
+        .await
+        .unwrap()
+        .unwrap();
+    w.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_video_is_counted_and_setting_a_take_aside_never_overwrites_a_file() {
+    let env = Env::new(fast_fake()).await;
+    let m = env.write("jobs.csv", &manifest(2));
+    let db = env.db();
+    assert_eq!(
+        cmd(&env, &["import", m.to_str().unwrap(), "--db", db.to_str().unwrap()])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    let store = wanbatch::store::Store::open(&db).await.unwrap();
+    let flagged = done_by_hand(&store, &env.out(), Some("832×480 instead of 1280×720")).await;
+    let plain = done_by_hand(&store, &env.out(), None).await;
+    store.close().await;
+    let db = db.to_str().unwrap();
+
+    let st = status_json(&env).await;
+    assert_eq!(st["videos_mismatched"], 1, "{st:#}");
+    let out = cmd(&env, &["status", "--db", db]).await;
+    assert!(
+        stdout(&out).contains("videos that differ from their request (kept, flagged): 1"),
+        "{}",
+        text(&out)
+    );
+    let jobs = env.export().await;
+    assert_eq!(job(&jobs, &flagged)["video_mismatch"], "832×480 instead of 1280×720");
+    assert_eq!(job(&jobs, &plain)["video_mismatch"], Value::Null);
+
+    // A file of the user's where the earlier take would go: left alone, the take goes to -2.
+    let theirs = env.out().join(format!("{flagged}.rejected-1.mp4"));
+    std::fs::write(&theirs, "mine").unwrap();
+    let d = env.write(
+        "d.csv",
+        &format!("id,decision,note\n{flagged},reject,wrong size\n{plain},keep,\n"),
+    );
+    let out = cmd(&env, &["review", "apply", d.to_str().unwrap(), "--db", db]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cmd(&env, &["retry", "--rejected", "--db", db]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "mine");
+    let kept = env.out().join(format!("{flagged}.rejected-2.mp4"));
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        format!("take one of {flagged}")
+    );
+    let side: Value =
+        serde_json::from_slice(&std::fs::read(env.out().join(format!("{flagged}.rejected-2.json"))).unwrap()).unwrap();
+    assert_eq!(side["id"], flagged.as_str());
+    assert_eq!(
+        (&side["review"]["note"], &side["review"]["take"]),
+        (&Value::from("wrong size"), &Value::from(2))
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.out().join(format!("{plain}.mp4"))).unwrap(),
+        format!("take one of {plain}"),
+        "a kept video stays where it is"
+    );
+    let jobs = env.export().await;
+    let j = job(&jobs, &flagged);
+    assert_eq!(
+        (&j["state"], &j["video_mismatch"], &j["output"]),
+        (&Value::from("pending"), &Value::Null, &Value::Null)
+    );
+    let st = status_json(&env).await;
+    assert_eq!(
+        (&st["videos_mismatched"], &st["resubmits"]["rejected"]),
+        (&Value::from(0), &Value::from(1)),
+        "{st:#}"
+    );
+}
