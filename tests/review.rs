@@ -213,6 +213,13 @@ async fn decisions_round_trip_and_only_rejected_videos_are_made_again_with_the_e
     assert!(t.contains("1 rejected take(s) made again"), "{t}");
     assert!(t.contains("reviewed: 1 keep, 0 reject"), "{t}");
 
+    // The request history holds both takes of j1: bought on purpose, so no double charge.
+    let out = cmd(&env, &["reconcile", "--db", db]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).contains("against 5 request(s)"), "{}", text(&out));
+    assert!(stdout(&out).contains("no double charges"), "{}", text(&out));
+    assert_eq!(job(&env.export().await, "j1")["double_charges"], 0);
+
     // Nothing rejected is left: a second retry moves nothing.
     let out = cmd(&env, &["retry", "--rejected", "--db", db]).await;
     assert!(stdout(&out).contains("nothing to retry"), "{}", text(&out));

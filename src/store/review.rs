@@ -148,6 +148,22 @@ impl Store {
         .await?)
     }
 
+    /// Rejected takes made again (`resubmits_rejected`) of each of these jobs that has any: bought
+    /// on purpose, so `reconcile` does not count them as double charges.
+    pub async fn rejected_takes_of(&self, seqs: &[i64]) -> anyhow::Result<std::collections::HashMap<i64, i64>> {
+        let mut takes = std::collections::HashMap::new();
+        for seq in seqs {
+            let n: Option<i64> = sqlx::query_scalar("SELECT resubmits_rejected FROM jobs WHERE seq = ?")
+                .bind(seq)
+                .fetch_optional(&self.read)
+                .await?;
+            if let Some(n) = n.filter(|n| *n > 0) {
+                takes.insert(*seq, n);
+            }
+        }
+        Ok(takes)
+    }
+
     /// done → pending for one rejected job (still done, still rejected): another take, counted
     /// in `resubmits_rejected`. The decision and note are cleared (they were about the earlier
     /// take), and so is what described its video — the file is no longer at `output_path` and
