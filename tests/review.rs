@@ -318,6 +318,31 @@ async fn every_bad_row_is_named_by_file_line_and_field_and_nothing_is_recorded()
     let clear = env.write("clear.csv", "id,decision,note\nwaiting,,\n");
     let out = cmd(&env, &["review", "apply", clear.to_str().unwrap(), "--db", db]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("review: 0 keep, 0 reject, 0 cleared, 1 unchanged"),
+        "{}",
+        text(&out)
+    );
+    let d = env.write("d.csv", "id,decision,note\nj0,keep,\n");
+    assert_eq!(
+        cmd(&env, &["review", "apply", d.to_str().unwrap(), "--db", db])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    let d = env.write("d.csv", "id,decision,note\nj0,,\nj1,,\"look again\"\n");
+    let out = cmd(&env, &["review", "apply", d.to_str().unwrap(), "--db", db]).await;
+    assert!(
+        stdout(&out).contains("review: 0 keep, 0 reject, 1 cleared, 1 note(s) without a decision, 0 unchanged"),
+        "{}",
+        text(&out)
+    );
+    let jobs = env.export().await;
+    assert_eq!(
+        (&job(&jobs, "j0")["review"], &job(&jobs, "j1")["review_note"]),
+        (&Value::Null, &Value::from("look again"))
+    );
     let out = cmd(&env, &["retry", "--rejected", "--db", db]).await;
     assert!(stdout(&out).contains("nothing to retry"), "{}", text(&out));
 }

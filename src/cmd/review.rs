@@ -77,6 +77,8 @@ struct Summary {
     keep: u64,
     reject: u64,
     cleared: u64,
+    /// Rows without a decision for a job that had none: only the note changes.
+    notes: u64,
     unchanged: u64,
 }
 
@@ -104,8 +106,12 @@ async fn apply(args: ApplyArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
         println!("review: no decisions in {}: nothing recorded", file.display());
         return Ok(Outcome::AllDone);
     }
+    let notes = match s.notes {
+        0 => String::new(),
+        n => format!(", {n} note(s) without a decision"),
+    };
     println!(
-        "review: {} keep, {} reject, {} cleared, {} unchanged — recorded in {}",
+        "review: {} keep, {} reject, {} cleared{notes}, {} unchanged — recorded in {}",
         s.keep,
         s.reject,
         s.cleared,
@@ -181,7 +187,8 @@ async fn check(
         match r.decision {
             Some(Decision::Keep) => summary.keep += 1,
             Some(Decision::Reject) => summary.reject += 1,
-            None => summary.cleared += 1,
+            None if job.review.is_some() => summary.cleared += 1,
+            None => summary.notes += 1,
         }
         changes.push(ReviewChange {
             seq: job.seq,
