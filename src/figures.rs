@@ -3,7 +3,8 @@
 //!
 //! Money: **spent** is what Segmind has billed as far as we know it: the costs it reported
 //! (`metrics.cost`), plus videos made whose cost it did not report and results bought a second
-//! time, each at `--price` (else at the mean reported cost). **At Segmind** is what the jobs
+//! time (expired, or rejected by a reviewer and made again), each at `--price` (else at the mean
+//! reported cost). **At Segmind** is what the jobs
 //! being made will cost when they complete (a FAILED job is not billed). Lost-answer submits
 //! that may have created a job are an upper bound, said apart, until `reconcile` knows.
 
@@ -26,7 +27,7 @@ impl Money {
 
     /// Dollars billed, as far as known; `None` when nothing is known about the price at all.
     pub fn spent(&self) -> Option<f64> {
-        let unpriced = self.cost.unpriced_videos + self.cost.expired_attempts;
+        let unpriced = self.cost.unpriced_videos + self.cost.expired_attempts + self.cost.rejected_attempts;
         match self.per_video() {
             Some(p) => Some(self.cost.reported + unpriced as f64 * p),
             None if unpriced == 0 => Some(0.0),
@@ -74,6 +75,9 @@ impl Money {
                 "{} result(s) bought again after they expired {price}",
                 c.expired_attempts
             ));
+        }
+        if c.rejected_attempts > 0 {
+            parts.push(format!("{} rejected take(s) made again {price}", c.rejected_attempts));
         }
         let mut s = match self.spent() {
             Some(d) => format!("spent: ${d:.2} ({})", parts.join(" + ")),
@@ -132,6 +136,7 @@ mod tests {
             unpriced_videos: 1,
             at_segmind: 5,
             expired_attempts: 0,
+            rejected_attempts: 0,
             maybe_attempts: 0,
         }
     }
@@ -170,6 +175,27 @@ mod tests {
         assert_eq!(unknown.spent(), None);
         assert_eq!(unknown.short(), "spend unknown (no --price)");
         assert_eq!(Money::default().short(), "$0.00 spent");
+    }
+
+    #[test]
+    fn rejected_takes_are_billed_videos_at_the_price() {
+        let m = Money {
+            cost: CostSummary {
+                rejected_attempts: 2,
+                at_segmind: 0,
+                ..cost()
+            },
+            price: Some(0.05),
+        };
+        assert!(
+            (m.spent().unwrap() - 0.25).abs() < 1e-9,
+            "0.10 + 1 unpriced + 2 rejected"
+        );
+        assert!(
+            m.long().contains("2 rejected take(s) made again at --price $0.05"),
+            "{}",
+            m.long()
+        );
     }
 
     #[test]

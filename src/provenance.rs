@@ -1,6 +1,8 @@
 //! Provenance sidecars: next to each video `OUT/ID.mp4`, an `OUT/ID.json` saying what a dataset
 //! pipeline needs to trust the file — the parameters as imported, where the row came from, the
-//! request id and every submit attempt, the timings, the cost, the size and the SHA-256.
+//! request id and every submit attempt, the timings, the cost, the size and the SHA-256, and
+//! what the video is (`video`: width, height, frames, frame rate, duration and codec as read from
+//! its MP4 boxes, and `mismatch`: how it differs from its request, or null).
 //!
 //! Invariants:
 //! - Written atomically (`OUT/.ID.json.part`, fsync, rename, folder fsync), right after the
@@ -80,6 +82,15 @@ pub fn sidecar(job: &JobRecord, history: &[AttemptRecord], file: &FileFacts<'_>)
         "file": format!("{}.mp4", job.id),
         "bytes": file.bytes,
         "sha256": file.sha256,
+        "video": {
+            "width": job.video_width,
+            "height": job.video_height,
+            "frames": job.video_frames,
+            "fps": job.video_fps,
+            "duration_secs": job.video_duration,
+            "codec": job.video_codec,
+            "mismatch": job.video_mismatch,
+        },
         "parameters": params,
         "source": job.source,
         "request_id": job.request_id,
@@ -95,6 +106,7 @@ pub fn sidecar(job: &JobRecord, history: &[AttemptRecord], file: &FileFacts<'_>)
             "unknown": job.resubmits_unknown,
             "expired": job.resubmits_expired,
             "failed": job.resubmits_failed,
+            "rejected": job.resubmits_rejected,
         },
         "maybe_billed_twice": job.maybe_billed_twice != 0,
         "wanbatch_version": env!("CARGO_PKG_VERSION"),
@@ -146,20 +158,30 @@ pub async fn write_sidecar(out: &Path, id: &str, content: &Value) -> std::io::Re
 
 /// The engine's call, between the video's rename and `record_downloaded`. Writes nothing for a
 /// stale worker (the job no longer waits for this request's download), like the store's guard.
+/// What the video is comes from the file just checked (`f.video`, and `mismatch`: how it differs
+/// from its request), not yet from the database, which records it next.
 /// Returns the sidecar's path if it wrote one; the caller makes it durable before recording.
 pub async fn write_for_download(
     store: &Store,
     out: &Path,
     w: &DownloadWork,
     f: &Fetched,
+    mismatch: Option<&str>,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let (job, history) = store
+    let (mut job, history) = store
         .job_with_attempts(w.seq)
         .await?
         .with_context(|| format!("job {} vanished from the database", w.id))?;
     if job.state != "downloading" || job.request_id.as_deref() != Some(w.request_id.as_str()) {
         return Ok(None);
     }
+    job.video_width = Some(i64::from(f.video.width));
+    job.video_height = Some(i64::from(f.video.height));
+    job.video_frames = Some(f.video.frames as i64);
+    job.video_fps = Some(f.video.fps);
+    job.video_duration = Some(f.video.duration_secs);
+    job.video_codec = Some(f.video.codec.clone());
+    job.video_mismatch = mismatch.map(str::to_owned);
     let facts = FileFacts {
         bytes: f.bytes as i64,
         sha256: &f.sha256,

@@ -20,12 +20,13 @@
 //!                          (a video that cannot be fetched for good: downloading → failed)
 //!
 //!   pending ──`wanbatch cancel`──▶ cancelled ──`retry --ids`──▶ pending
+//!   done (a reviewer rejected its video) ──`retry --rejected`: another take, counted──▶ pending
 //!   pending ──its local image changed since import, or was refused by the storage──▶ failed
 //! ```
 //!
 //! Invariants:
 //! - `done`, `failed` and `cancelled` are terminal; only an explicit user `retry` moves a job out
-//!   of them.
+//!   of them (out of `done`, only `retry --rejected`, for a video a reviewer rejected).
 //! - Only a `pending` job can be cancelled: it has no attempt at Segmind in flight. A job that
 //!   was (or may have been) submitted cannot be withdrawn — the API has no cancel — so it is
 //!   worked to its end and billed.
@@ -117,6 +118,9 @@ impl JobState {
                 | (Pending, Cancelled)
                 | (Pending, Failed)
                 | (Cancelled, Pending)
+                // A video a reviewer rejected (`wanbatch review apply`) is taken again on request
+                // (`retry --rejected`): the earlier file is kept aside, the new take is counted.
+                | (Done, Pending)
         )
     }
 }
@@ -206,7 +210,12 @@ mod tests {
     #[test]
     fn terminal_states_only_leave_by_retry() {
         for to in JobState::ALL {
-            assert!(!Done.can_move_to(to), "done must be final, not -> {to}");
+            // `retry --rejected` is the one way out of done.
+            assert_eq!(
+                Done.can_move_to(to),
+                to == Pending,
+                "done must be final but for a retake, not -> {to}"
+            );
         }
         assert!(Failed.can_move_to(Pending));
         assert!(!Failed.can_move_to(Running));

@@ -227,9 +227,13 @@ async fn status_sums_counts_spend_oldest_and_eta_and_reads_beside_a_writer() {
         "maybe_billed_twice",
         "maybe_billed_twice_count",
         "oldest_waiting",
+        "videos_mismatched",
+        "review",
     ] {
         assert!(json.get(key).is_some(), "{key} missing: {json}");
     }
+    assert_eq!(json["resubmits"]["rejected"], 0, "{json}");
+    assert_eq!(json["review"], serde_json::json!({"keep": 0, "reject": 0}));
     // Completions older than the window give no rate.
     let later = Report::gather(&store, now_ms() + 3_600_000).await.unwrap();
     assert_eq!(later.eta_secs(), None);

@@ -1,6 +1,7 @@
 //! `wanbatch demo`: the whole product in ten seconds, with no key and no network. Starts the
 //! fake Segmind in-process with short durations and runs `jobs.example.csv` through the real
-//! `run` path into a folder of its own.
+//! `run` path into a folder of its own, then writes the HTML report (`report`'s own entry, as
+//! `wanbatch report` would) beside the videos and says where it is.
 //!
 //! Nothing of the user's is ever touched: the demo writes only into a folder it creates, or one
 //! that is empty, or one that holds nothing but an earlier demo's files (recognised by the marker
@@ -91,7 +92,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         out.display(),
         db.display()
     );
+    write_report(&db, &out).await?;
+    println!(
+        "demo: open {} in a browser to review the videos (keep / reject, then `wanbatch review apply`)",
+        out.join("report.html").display()
+    );
     Ok(outcome)
+}
+
+/// Writes `OUT/report.html` through the report command's own entry, with its defaults (the
+/// arguments are parsed from nothing, so the demo follows whatever flags the report grows).
+async fn write_report(db: &Path, out: &Path) -> anyhow::Result<()> {
+    use clap::{Args, FromArgMatches};
+    let cli = crate::cmd::report::ReportArgs::augment_args(clap::Command::new("report"));
+    let matches = cli.try_get_matches_from(["report"])?;
+    let args = crate::cmd::report::ReportArgs::from_arg_matches(&matches)?;
+    let resolved = Resolved::given(Layer {
+        db: Some(db.to_path_buf()),
+        out: Some(out.to_path_buf()),
+        ..Layer::default()
+    });
+    crate::cmd::report::run(args, resolved).await?;
+    Ok(())
 }
 
 /// Makes `dir` ready for a demo: creates it, or takes an empty one, or clears an earlier demo's

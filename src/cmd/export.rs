@@ -162,6 +162,16 @@ pub fn record_json(j: &JobRecord) -> Value {
         "billed_duplicates": j.billed_duplicates,
         "true_cost": j.true_cost,
         "double_charges": j.double_charges,
+        "resubmits_rejected": j.resubmits_rejected,
+        "video_width": j.video_width,
+        "video_height": j.video_height,
+        "video_frames": j.video_frames,
+        "video_fps": j.video_fps,
+        "video_duration": j.video_duration,
+        "video_codec": j.video_codec,
+        "video_mismatch": j.video_mismatch,
+        "review": j.review,
+        "review_note": j.review_note,
         "source": j.source,
     });
     if let (Value::Object(map), Ok(Value::Object(params))) = (&mut v, serde_json::from_str::<Value>(&j.params)) {

@@ -12,6 +12,7 @@ pub mod init;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
+pub mod review;
 pub mod run;
 pub mod status;
 
@@ -73,6 +74,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Write one self-contained HTML page: a summary, then a card per job with its video.
     Report(report::ReportArgs),
+    /// Reviewers' decisions: `review apply FILE` records the keep / reject CSV the report downloads.
+    Review(review::ReviewArgs),
     /// Walk Segmind's request history over the campaign and record every request billed for
     /// each job: the true cost and the exact double charges.
     Reconcile(reconcile::ReconcileArgs),
@@ -152,7 +155,12 @@ where
             | Command::BenchEngine(_)
             | Command::BenchImport(_)
     );
-    let resolved = match matches.subcommand() {
+    // A command's flags are on its innermost subcommand (`review apply --db …`).
+    let mut innermost = matches.subcommand();
+    while let Some((_, sub)) = innermost.and_then(|(_, m)| m.subcommand()) {
+        innermost = Some(("", sub));
+    }
+    let resolved = match innermost {
         Some((_, sub)) if takes_settings => {
             let (layer, origins) = settings::from_matches(sub).map_err(Parsed::Usage)?;
             Resolved::resolve(layer, origins, cli.config.as_deref(), cwd).map_err(Parsed::Usage)?
@@ -172,6 +180,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::Status(args) => status::run(args, resolved).await,
         Command::Export(args) => export::run(args, resolved).await,
         Command::Report(args) => report::run(args, resolved).await,
+        Command::Review(args) => review::run(args, resolved).await,
         Command::Reconcile(args) => reconcile::run(args, resolved).await,
         Command::FakeServer(args) => {
             crate::fake::cli::run(args, async {

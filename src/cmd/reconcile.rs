@@ -1,7 +1,8 @@
 //! `wanbatch reconcile`: exact money. Walks Segmind's request history over the campaign's time
 //! span and records, per job, every request Segmind holds for it and what each cost: the true
 //! cost, and the exact number of double charges (requests billed for a job beyond the one that
-//! made its video) — replacing the upper bound of "may have been billed twice".
+//! made its video, and beyond the takes a reviewer rejected and `retry --rejected` bought again
+//! on purpose) — replacing the upper bound of "may have been billed twice".
 //!
 //! A request is a job's if it is one of the job's attempts (by request id), or else if its body
 //! is the job's body as sent (the inputs, with its uploaded image URLs) — a submit whose answer
@@ -161,11 +162,15 @@ pub async fn reconcile(store: &Store, history: &HistoryClient, rpm: u32) -> anyh
     let mut double_charged = Vec::new();
     let mut true_cost = 0.0;
     let ids = store.ids_of(&per_job.keys().copied().collect::<Vec<_>>()).await?;
+    // A rejected video made again (`retry --rejected`) was bought on purpose: not a double charge.
+    let retakes = store
+        .rejected_takes_of(&per_job.keys().copied().collect::<Vec<_>>())
+        .await?;
     let mut seqs: Vec<&i64> = per_job.keys().collect();
     seqs.sort();
     for seq in seqs {
         let (cost, billed) = per_job[seq];
-        let twice = (billed - 1).max(0);
+        let twice = (billed - 1 - retakes.get(seq).copied().unwrap_or(0)).max(0);
         store.set_reconciled(*seq, cost, twice).await?;
         true_cost += cost;
         if twice > 0 {

@@ -1,5 +1,6 @@
-//! `wanbatch status`: counts per state, attempts, resubmits by cause, possible double charges,
-//! spend, the oldest waiting job and an ETA; `--json` for scripts.
+//! `wanbatch status`: counts per state, attempts, resubmits by cause (rejected takes included),
+//! possible double charges, spend, videos that differ from their request, reviewers' keep /
+//! reject counts, the oldest waiting job and an ETA; `--json` for scripts.
 //!
 //! Reads only, through the read pool: in WAL mode it never blocks a running `run` (nor waits
 //! for it). Every figure comes from SQL aggregates over small indexes (migration 0002), so it
@@ -14,7 +15,7 @@ use crate::figures::Money;
 use crate::settings::Layer;
 use crate::settings::Resolved;
 use crate::state::JobState;
-use crate::store::{now_ms, HistoryTally, Oldest, Store, Tally, UPLOADS, UPLOADS_REPEATED};
+use crate::store::{now_ms, FlagTally, HistoryTally, Oldest, Store, Tally, UPLOADS, UPLOADS_REPEATED};
 
 /// Completions in this window give the rate behind the ETA.
 pub const ETA_WINDOW_MS: i64 = 10 * 60_000;
@@ -51,6 +52,8 @@ pub struct Report {
     /// Local images uploaded, and uploads made again after a stop.
     pub uploads: i64,
     pub uploads_repeated: i64,
+    /// Videos that differ from their request, and reviewers' verdicts.
+    pub flags: FlagTally,
 }
 
 impl Report {
@@ -79,6 +82,7 @@ impl Report {
             history: store.history_tally().await?,
             uploads: store.counter(UPLOADS).await?,
             uploads_repeated: store.counter(UPLOADS_REPEATED).await?,
+            flags: store.flag_tally().await?,
         })
     }
 
@@ -148,7 +152,14 @@ impl Report {
             "total": self.total(),
             "states": states,
             "attempts": t.attempts,
-            "resubmits": {"unknown": t.resubmits_unknown, "expired": t.resubmits_expired, "failed": t.resubmits_failed},
+            "resubmits": {
+                "unknown": t.resubmits_unknown,
+                "expired": t.resubmits_expired,
+                "failed": t.resubmits_failed,
+                "rejected": self.money.cost.rejected_attempts,
+            },
+            "videos_mismatched": self.flags.mismatched,
+            "review": {"keep": self.flags.keep, "reject": self.flags.reject},
             "maybe_billed_twice": self.billed_twice_ids,
             "maybe_billed_twice_count": t.maybe_billed_twice,
             "cost": t.cost,
@@ -184,13 +195,33 @@ impl Report {
             out += &format!("  {:<12} {n}\n", state.as_str());
         }
         out += &format!("submit attempts: {}\n", t.attempts);
+        let rejected = self.money.cost.rejected_attempts;
         out += &format!(
-            "resubmits: {} (lost answer {}, expired {}, after failure {})\n",
-            t.resubmits_unknown + t.resubmits_expired + t.resubmits_failed,
+            "resubmits: {} (lost answer {}, expired {}, after failure {}, rejected by review {rejected})\n",
+            t.resubmits_unknown + t.resubmits_expired + t.resubmits_failed + rejected,
             t.resubmits_unknown,
             t.resubmits_expired,
             t.resubmits_failed
         );
+        let f = &self.flags;
+        if f.mismatched > 0 {
+            out += &format!(
+                "videos that differ from their request (kept, flagged): {} (`wanbatch export` has video_mismatch)\n",
+                f.mismatched
+            );
+        }
+        if f.keep + f.reject > 0 {
+            out += &format!(
+                "reviewed: {} keep, {} reject{}\n",
+                f.keep,
+                f.reject,
+                if f.reject > 0 {
+                    " (`wanbatch retry --rejected` makes them again)"
+                } else {
+                    ""
+                }
+            );
+        }
         if t.maybe_billed_twice > 0 {
             let shown: Vec<&str> = self
                 .billed_twice_ids

@@ -34,7 +34,7 @@ use super::params::{self, Kind, FIELDS};
 use super::{build_row, json_of, Handle, Scratch, Sink, MAX_ROW_BYTES};
 
 /// Records of delimited text, each with the line it starts on.
-pub(super) struct Records<R> {
+pub(crate) struct Records<R> {
     input: R,
     parser: csv_core::Reader,
     /// The current record's cells end to end, and where each ends (`csv_core`'s layout).
@@ -49,13 +49,13 @@ pub(super) struct Records<R> {
 
 /// Why a file stopped being read; the rest of it is not.
 #[derive(Debug)]
-pub(super) enum Stop {
+pub(crate) enum Stop {
     Io(std::io::Error),
     TooLong,
 }
 
 impl Stop {
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Stop::Io(e) => format!("cannot read: {e}"),
             Stop::TooLong => format!(
@@ -67,7 +67,7 @@ impl Stop {
 }
 
 impl<R: BufRead> Records<R> {
-    pub(super) fn new(input: R, delimiter: u8) -> Records<R> {
+    pub(crate) fn new(input: R, delimiter: u8) -> Records<R> {
         Records {
             input,
             parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
@@ -81,7 +81,7 @@ impl<R: BufRead> Records<R> {
 
     /// Reads the next record: `Ok(Some(line))` with the line it starts on, `Ok(None)` at the end.
     /// An error comes with the line of the record it stopped in.
-    pub(super) fn next(&mut self) -> Result<Option<u64>, (u64, Stop)> {
+    pub(crate) fn next(&mut self) -> Result<Option<u64>, (u64, Stop)> {
         // Empty lines are no records (`csv_core` would skip them too, but inside the read of the
         // record after them, which then could not tell where it starts).
         loop {
@@ -120,12 +120,12 @@ impl<R: BufRead> Records<R> {
     }
 
     /// How many cells the current record has.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// The current record's `i`th cell.
-    pub(super) fn cell(&self, i: usize) -> &[u8] {
+    pub(crate) fn cell(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.cells[start..self.ends[i]]
     }

@@ -43,6 +43,8 @@ use sha2::{Digest, Sha256};
 
 use columns::Column;
 pub use columns::EXPORT_COLUMNS;
+/// The CSV record reader with physical line numbers, for other files people edit (`review apply`).
+pub(crate) use csv_file::Records;
 pub use ids::check_id;
 pub use local::LocalImage;
 pub use params::{Field, Params, FIELDS};

@@ -82,7 +82,20 @@ async fn the_engine_call_writes_a_complete_sidecar_with_no_secret() {
         store.attempts_of(1).await.unwrap(),
     );
     assert_eq!(json!([job, history]), json!([apart.0, apart.1]));
-    write_for_download(&store, &out, &w, &f).await.unwrap();
+    let f = Fetched {
+        video: crate::mp4check::VideoInfo {
+            width: 832,
+            height: 480,
+            frames: 81,
+            fps: 16.0,
+            duration_secs: 5.0625,
+            codec: "avc1".into(),
+        },
+        ..f
+    };
+    write_for_download(&store, &out, &w, &f, Some("832×480 instead of 1280×720"))
+        .await
+        .unwrap();
 
     let v: Value = serde_json::from_slice(&std::fs::read(out.join("a.json")).unwrap()).unwrap();
     assert_eq!(v["id"], "a");
@@ -119,6 +132,12 @@ async fn the_engine_call_writes_a_complete_sidecar_with_no_secret() {
     }
     assert!(v["duration_ms"].as_i64().unwrap() >= 0);
     assert_eq!(v["cost"], 0.25);
+    // What the file is, from the video just checked (the database records it after).
+    assert_eq!(
+        v["video"],
+        json!({"width": 832, "height": 480, "frames": 81, "fps": 16.0, "duration_secs": 5.0625,
+               "codec": "avc1", "mismatch": "832×480 instead of 1280×720"})
+    );
     assert_eq!(v["wanbatch_version"], env!("CARGO_PKG_VERSION"));
     let text = std::fs::read_to_string(out.join("a.json")).unwrap();
     assert!(!text.contains("SECRET") && !text.contains("pw@"), "{text}");
@@ -138,7 +157,7 @@ async fn a_stale_download_worker_writes_no_sidecar() {
     let out = dir.path().join("out");
     let f = fetched(&out, "a", b"hello");
     w.request_id = "req-old".into();
-    write_for_download(&store, &out, &w, &f).await.unwrap();
+    write_for_download(&store, &out, &w, &f, None).await.unwrap();
     assert!(!out.join("a.json").exists());
 }
 

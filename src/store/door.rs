@@ -245,7 +245,11 @@ mod tests {
 
     #[test]
     fn a_move_the_state_machine_does_not_have_is_refused() {
-        assert!(allowed(&[JobState::Done], JobState::Pending).is_err());
+        assert!(allowed(&[JobState::Done], JobState::Running).is_err());
+        assert!(
+            allowed(&[JobState::Done], JobState::Pending).is_ok(),
+            "a rejected video's retake"
+        );
         assert!(allowed(&[JobState::Pending, JobState::Running], JobState::Cancelled).is_err());
         assert!(
             allowed(&[JobState::Unknown], JobState::Unknown).is_ok(),

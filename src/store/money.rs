@@ -17,6 +17,9 @@ pub struct CostSummary {
     pub at_segmind: i64,
     /// Charges beyond one per job: results bought again after they expired (billed)…
     pub expired_attempts: i64,
+    /// … videos made again because a reviewer rejected the earlier take (`retry --rejected`;
+    /// the earlier take's reported cost was cleared with it)…
+    pub rejected_attempts: i64,
     /// … and lost-answer submits that may have created a job (an upper bound until reconciled):
     /// those submitted again, and the last of a job failed with its answer lost.
     pub maybe_attempts: i64,
@@ -25,7 +28,7 @@ pub struct CostSummary {
 impl CostSummary {
     /// Attempts that are (or may be) billed but whose cost is not reported.
     pub fn unpriced(&self) -> i64 {
-        self.unpriced_videos + self.at_segmind + self.expired_attempts + self.maybe_attempts
+        self.unpriced_videos + self.at_segmind + self.expired_attempts + self.rejected_attempts + self.maybe_attempts
     }
 }
 
@@ -36,6 +39,7 @@ impl Store {
                     COALESCE(SUM(cost IS NULL AND state IN ('downloading', 'done')), 0) AS unpriced_videos,
                     COALESCE(SUM(state IN ('submitting', 'running')), 0) AS at_segmind,
                     COALESCE(SUM(resubmits_expired), 0) AS expired_attempts,
+                    COALESCE(SUM(resubmits_rejected), 0) AS rejected_attempts,
                     COALESCE(SUM(resubmits_unknown), 0)
                       + COALESCE(SUM(state = 'failed' AND request_id IS NULL AND maybe_billed_twice <> 0), 0)
                       AS maybe_attempts

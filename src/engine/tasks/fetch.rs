@@ -38,10 +38,16 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
     let now = now_ms();
     match result {
         Ok(f) => {
+            let mismatch = match s.store.params_of(w.seq).await? {
+                Some(params) => mismatch(&params, &f.video),
+                None => None,
+            };
             // The sidecar goes in before the job is recorded done, so every done job has one;
             // if it cannot be written, stop like any local write problem (the job stays
             // downloading, and the next run fetches and writes again).
-            let sidecar = match crate::provenance::write_for_download(&s.store, &s.cfg.out_dir, w, &f).await {
+            let written =
+                crate::provenance::write_for_download(&s.store, &s.cfg.out_dir, w, &f, mismatch.as_deref()).await;
+            let sidecar = match written {
                 Ok(written) => written,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot write the provenance sidecar");
@@ -58,10 +64,6 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 return Ok(Next::Nothing);
             }
             let path = f.path.to_string_lossy();
-            let mismatch = match s.store.params_of(w.seq).await? {
-                Some(params) => mismatch(&params, &f.video),
-                None => None,
-            };
             if let Some(m) = &mismatch {
                 tracing::warn!(video = %m, "the video differs from its request (kept, flagged)");
             }
