@@ -8,21 +8,6 @@ use std::time::Duration;
 use common::*;
 use wanbatch::store::{Completed, Store};
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `wanbatch ARGS...` in the test folder, to completion.
-async fn cmd(env: &Env, args: &[&str]) -> std::process::Output {
-    let mut c = env.bin();
-    c.args(args);
-    finish(c).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_jobs_are_never_submitted_and_the_run_exits_0() {
     let env = Env::new(fast_fake()).await;

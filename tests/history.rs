@@ -9,10 +9,6 @@ use std::time::Duration;
 use common::*;
 use wanbatch::fake::{FaultKind, FaultTarget, HistoryMode, Plant};
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Starts a run, waits until `n` submits reached the fake, then kills it with SIGKILL while
 /// their answers are held back (the jobs are in the submit window).
 async fn kill_in_submit_windows(env: &Env, m: &std::path::Path, n: usize) {

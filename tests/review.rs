@@ -8,21 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `wanbatch ARGS...` in the test folder, to completion.
-async fn cmd(env: &Env, args: &[&str]) -> std::process::Output {
-    let mut c = env.bin();
-    c.args(args);
-    finish(c).await
-}
-
 fn job<'a>(jobs: &'a [Value], id: &str) -> &'a Value {
     jobs.iter()
         .find(|j| j["id"] == id)

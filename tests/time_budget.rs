@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use wanbatch::fake::ResultPending;
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 async fn status(env: &Env) -> String {
     let mut cmd = env.bin();
     cmd.args(["status", "--db", env.db().to_str().unwrap()]);

@@ -213,6 +213,23 @@ pub async fn finish(mut cmd: tokio::process::Command) -> Output {
     }
 }
 
+/// What a command wrote on standard output, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a command wrote on standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `wanbatch ARGS...` in the test folder, to completion (bounded by `finish`).
+pub async fn cmd(env: &Env, args: &[&str]) -> Output {
+    let mut c = env.bin();
+    c.args(args);
+    finish(c).await
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
