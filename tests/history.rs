@@ -281,8 +281,17 @@ async fn a_kill_during_uploads_repeats_one_call_at_most_and_counts_it() {
     let mut cmd = env.bin();
     cmd.args(["status", "--db", env.db().to_str().unwrap()]);
     let status = stdout(&finish(cmd).await);
+    // The count is an upper bound, never short: an intent whose call the kill cut off before it
+    // reached the fake is counted too (its file is uploaded after the restart all the same).
+    let repeated: u64 = status
+        .split("uploads possibly repeated after a stop: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no repeat count in {status}"));
     assert!(
-        status.contains(&format!("uploaded again after a stop: {}", assets - 10)),
-        "{status}"
+        (assets - 10..=10).contains(&repeated),
+        "{repeated} counted, {} repeated: {status}",
+        assets - 10
     );
 }

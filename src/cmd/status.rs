@@ -272,7 +272,7 @@ impl Report {
         }
         if self.uploads + self.uploads_repeated > 0 {
             out += &format!(
-                "local images uploaded: {}; uploaded again after a stop: {}\n",
+                "local images uploaded: {}; uploads possibly repeated after a stop: {}\n",
                 self.uploads, self.uploads_repeated
             );
         }
