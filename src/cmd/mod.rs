@@ -91,6 +91,9 @@ pub enum Command {
     /// Benchmark import, status and export on large generated manifests (docs/benchmarks.md).
     #[command(hide = true)]
     BenchImport(crate::bench::import::BenchImportArgs),
+    /// Benchmark the review page of a big campaign in headless Chromium (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchReport(crate::bench::report::BenchReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,6 +154,7 @@ where
             | Command::Bench(_)
             | Command::BenchEngine(_)
             | Command::BenchImport(_)
+            | Command::BenchReport(_)
     );
     let resolved = match matches.subcommand() {
         Some((_, sub)) if takes_settings => {
@@ -188,6 +192,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::Bench(args) => crate::bench::economy::run(args).await,
         Command::BenchEngine(args) => crate::bench::engine::run(args).await,
         Command::BenchImport(args) => crate::bench::import::run(args).await,
+        Command::BenchReport(args) => crate::bench::report::run(args).await,
     }
 }
 
