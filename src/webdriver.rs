@@ -142,6 +142,8 @@ impl Browser {
                     "--no-first-run",
                     "--no-default-browser-check",
                     "--mute-audio",
+                    "--disable-crash-reporter",
+                    "--disable-breakpad",
                     format!("--window-size={},{}", opts.width, opts.height),
                     format!("--user-data-dir={}", profile_dir.display()),
                 ],
@@ -231,18 +233,31 @@ impl Browser {
         self.cmd("execute/async", json!({"script": script, "args": args})).await
     }
 
-    /// Clicks the first element matching the CSS selector, as a user would.
-    pub async fn click(&self, css: &str) -> Result<()> {
+    /// The WebDriver id of the first element matching the CSS selector.
+    async fn element(&self, css: &str) -> Result<String> {
         let e = self
             .cmd("element", json!({"using": "css selector", "value": css}))
             .await
             .with_context(|| format!("no element {css}"))?;
-        let id = e
-            .as_object()
+        e.as_object()
             .and_then(|o| o.values().next())
             .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("no element id in {e}"))?;
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no element id in {e}"))
+    }
+
+    /// Clicks the first element matching the CSS selector, as a user would.
+    pub async fn click(&self, css: &str) -> Result<()> {
+        let id = self.element(css).await?;
         self.cmd(&format!("element/{id}/click"), json!({})).await.map(|_| ())
+    }
+
+    /// Types `text` into the first element matching the CSS selector, as a user would.
+    pub async fn type_text(&self, css: &str, text: &str) -> Result<()> {
+        let id = self.element(css).await?;
+        self.cmd(&format!("element/{id}/value"), json!({ "text": text }))
+            .await
+            .map(|_| ())
     }
 
     /// Polls `condition` (a script returning a value) until it is truthy; returns that value.

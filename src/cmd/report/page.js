@@ -55,8 +55,8 @@
       img.title = p.text;
       img.src = p.src;
       img.addEventListener("error", function () {
-        f.textContent = "";
-        f.appendChild(el("div", "noimage", label + " not reachable: " + p.text));
+        img.hidden = true;
+        f.insertBefore(el("div", "noimage", label + " not reachable: " + p.text), img);
       });
       f.appendChild(img);
       f.appendChild(el("figcaption", null, label));
