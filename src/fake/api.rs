@@ -131,10 +131,12 @@ fn poll(sh: &Shared, id: &str, headers: &HeaderMap, full: bool) -> Response {
     }
     let (phase, times) = sh.phase(id, Instant::now(), true);
     let (queue_ms, run_ms) = times.unwrap_or_default();
-    let (failed_status, pending, video_len, cost) = {
+    let (failed_status, pending, video_len, cost, body) = {
         let g = sh.lock();
-        let cost = g.jobs.get(id).map_or(g.cfg.cost_per_video, |j| j.cost);
-        (g.cfg.failed_status, g.cfg.result_pending, g.cfg.video_len, cost)
+        let job = g.jobs.get(id);
+        let cost = job.map_or(g.cfg.cost_per_video, |j| j.cost);
+        let body = job.map(|j| j.body.clone()).unwrap_or_default();
+        (g.cfg.failed_status, g.cfg.result_pending, g.cfg.video_len, cost, body)
     };
     match phase {
         Phase::NotFound => not_found(id),
@@ -149,6 +151,9 @@ fn poll(sh: &Shared, id: &str, headers: &HeaderMap, full: bool) -> Response {
         ),
         Phase::Completed if full => {
             let url = video_url(sh, id);
+            // The length of the file the video host serves (at least `video_len`: a real video
+            // may come out longer than the padding asked for).
+            let video_len = super::cdn::video_for(&body, id, video_len).len();
             json_response(
                 200,
                 json!({
