@@ -80,7 +80,7 @@ async fn browser(programs: &Programs, env: &Env) -> Browser {
         &Options {
             downloads: env.path("downloads"),
             width: 1280,
-            height: 900,
+            height: 2400,
         },
     )
     .await

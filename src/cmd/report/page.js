@@ -21,6 +21,19 @@
   }
   var list = [];
   var shown = 0;
+  var nearVideos =
+    "IntersectionObserver" in window
+      ? new IntersectionObserver(
+          function (entries) {
+            entries.forEach(function (e) {
+              if (!e.isIntersecting) return;
+              e.target.src = e.target.getAttribute("data-src");
+              nearVideos.unobserve(e.target);
+            });
+          },
+          { rootMargin: "400px" }
+        )
+      : null;
 
   function decision(j) {
     var s = saved[j.id];
@@ -73,8 +86,15 @@
     v.loop = true;
     v.playsInline = true;
     v.controls = true;
-    // The fragment makes the browser show the first frame as a poster.
-    v.src = j.video + "#t=0.001";
+    // The fragment makes the browser show the first frame as a poster. The file is opened only
+    // when the card comes near the window: a page of 48 does not start 48 media pipelines.
+    var src = j.video + "#t=0.001";
+    if (nearVideos) {
+      v.setAttribute("data-src", src);
+      nearVideos.observe(v);
+    } else {
+      v.src = src;
+    }
     v.addEventListener("mouseenter", function () {
       var p = v.play();
       if (p && p.catch) p.catch(function () {});
