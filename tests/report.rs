@@ -153,7 +153,7 @@ async fn the_report_references_only_existing_videos_and_keeps_hostile_text_as_da
     assert_eq!(data[4]["prompt"], "a \"quoted\" & ampersanded prompt");
     assert_eq!(data[0]["image"]["src"], "https://img.example/0.jpg");
     assert!(html.contains("<b>5 jobs</b>: 3 done, 2 failed"), "{html}");
-    assert!(data[2]["error"].as_str().unwrap().len() > 0);
+    assert!(!data[2]["error"].as_str().unwrap().is_empty());
     assert!(data[3]["error"]
         .as_str()
         .unwrap()

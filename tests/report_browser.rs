@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use wanbatch::webdriver::{self, Browser, Options, Programs};
 
 /// A demo-like campaign: several sizes, frame counts and rates, local input images (shown from

@@ -355,8 +355,6 @@ pub fn relative(from: &Path, to: &Path) -> PathBuf {
     o
 }
 
-/// The page up to the first card: head, styles and the summary.
-
 /// The page's styles.
 const CSS: &str = include_str!("report/page.css");
 /// The page's script: renders the cards from `#jobs-data`, filters, records decisions.
@@ -546,8 +544,6 @@ pub fn histogram_svg(h: &Histogram) -> String {
     );
     o
 }
-
-/// The parameters worth a glance on a card, in this order.
 
 /// The parameters worth a glance on a card, in this order (the images are shown as pictures).
 const KEY_PARAMS: &[&str] = &[
