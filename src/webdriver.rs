@@ -56,7 +56,8 @@ pub fn find() -> std::result::Result<Programs, String> {
 
 fn locate(env: &str, fixed: &[&str], names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
+        // Named explicitly: used only if it is there.
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     if let Some(p) = fixed.iter().map(PathBuf::from).find(|p| p.is_file()) {
         return Some(p);
@@ -71,15 +72,26 @@ fn locate(env: &str, fixed: &[&str], names: &[&str]) -> Option<PathBuf> {
 /// The programs for a test, or `None` (after saying so) when it must be skipped. Panics when
 /// they are missing and `WANBATCH_REQUIRE_CHROMIUM=1`.
 pub fn for_tests(test: &str) -> Option<Programs> {
-    match find() {
-        Ok(p) => Some(p),
-        Err(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
-            panic!("{test}: {why}, and {REQUIRE_ENV}=1 requires them")
-        }
-        Err(why) => {
-            eprintln!("skipped {test}: {why}");
+    let required = std::env::var(REQUIRE_ENV).as_deref() == Ok("1");
+    match policy(find(), required) {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            eprintln!("skipped {test}: {}", find().err().unwrap_or_default());
             None
         }
+        Err(why) => panic!("{test}: {why}"),
+    }
+}
+
+/// The skip policy: found → run; missing → skip, or fail when required.
+fn policy(
+    found: std::result::Result<Programs, String>,
+    required: bool,
+) -> std::result::Result<Option<Programs>, String> {
+    match found {
+        Ok(p) => Ok(Some(p)),
+        Err(why) if required => Err(format!("{why}, and {REQUIRE_ENV}=1 requires them")),
+        Err(_) => Ok(None),
     }
 }
 
@@ -367,4 +379,41 @@ pub fn file_url(path: &Path) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_programs_skip_unless_required() {
+        let found = || {
+            Ok(Programs {
+                chromium: "/c".into(),
+                chromedriver: "/d".into(),
+            })
+        };
+        assert!(policy(found(), false).unwrap().is_some());
+        assert!(policy(found(), true).unwrap().is_some());
+        assert!(policy(Err("chromedriver not found".into()), false).unwrap().is_none());
+        let e = policy(Err("chromedriver not found".into()), true).unwrap_err();
+        assert!(
+            e.contains("chromedriver not found") && e.contains("WANBATCH_REQUIRE_CHROMIUM=1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_urls_encode_what_a_path_may_hold() {
+        assert_eq!(file_url(Path::new("/tmp/a b/r#1.html")), "file:///tmp/a%20b/r%231.html");
+    }
+
+    #[test]
+    fn descendants_are_found_by_parent_pid() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let me = std::process::id() as i32;
+        assert!(descendants(me).contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
