@@ -251,6 +251,18 @@ async fn videos_play_filters_work_and_decisions_download_as_csv() {
     .await
     .unwrap();
 
+    // A real pointer (WebDriver moves the mouse onto another video and clicks): it plays too.
+    b.click("#job-harbor video").await.unwrap();
+    let clicked = b
+        .wait_for(
+            "the clicked video to play",
+            "const v = document.querySelector('#job-harbor video');
+             return !v.paused && v.currentTime > 0.3 && v.currentTime;",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(clicked.is_ok(), "{clicked:?}");
+
     // Filters: by state, by flag, by review (the database's decision pre-fills the page).
     assert_eq!(filter(&b, "f-state", "failed").await, ["storm"]);
     assert_eq!(
