@@ -13,7 +13,8 @@
 //! - `settings`: flags, environment, wanbatch.toml and the campaign's stored settings, resolved
 //!   in one place;
 //! - `bench`: the benchmarks (hidden subcommands); `pglocal`: a private PostgreSQL server for
-//!   tests and benchmarks.
+//!   tests and benchmarks; `webdriver`: headless Chromium for the report's browser test and
+//!   benchmark.
 
 pub mod api;
 pub mod bench;
@@ -32,3 +33,4 @@ pub mod provenance;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod webdriver;

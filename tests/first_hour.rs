@@ -156,7 +156,9 @@ async fn report_honours_the_config_file_the_environment_and_the_campaigns_folder
         text(&out)
     );
     let page = std::fs::read_to_string(env.path("videos/report.html")).unwrap();
-    assert_eq!(page.matches("<video").count(), 3, "every video found");
+    // The page's job data: three videos, none missing.
+    assert_eq!(page.matches("\"video\":\"").count(), 3, "three videos");
+    assert!(!page.contains("\"video_missing\":true"), "every video found");
 
     // Without the file, WANBATCH_DB names the campaign and the campaign knows its folder.
     std::fs::remove_file(env.path("wanbatch.toml")).unwrap();

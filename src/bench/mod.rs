@@ -5,8 +5,10 @@
 //!   poller, time-compressed against in-process fakes;
 //! - `engine` (`wanbatch bench-engine`): the engine's own jobs per second and its memory against
 //!   the queue's size, running the real binary as a child;
-//! - `import` (`wanbatch bench-import`): import, status and export on large generated manifests.
+//! - `import` (`wanbatch bench-import`): import, status and export on large generated manifests;
+//! - `report` (`wanbatch bench-report`): the review page of a 10,000-job campaign in headless Chromium.
 
 pub mod economy;
 pub mod engine;
 pub mod import;
+pub mod report;

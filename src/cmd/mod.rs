@@ -94,6 +94,9 @@ pub enum Command {
     /// Benchmark import, status and export on large generated manifests (docs/benchmarks.md).
     #[command(hide = true)]
     BenchImport(crate::bench::import::BenchImportArgs),
+    /// Benchmark the review page of a big campaign in headless Chromium (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchReport(crate::bench::report::BenchReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -154,6 +157,7 @@ where
             | Command::Bench(_)
             | Command::BenchEngine(_)
             | Command::BenchImport(_)
+            | Command::BenchReport(_)
     );
     // A command's flags are on its innermost subcommand (`review apply --db …`).
     let mut innermost = matches.subcommand();
@@ -197,6 +201,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::Bench(args) => crate::bench::economy::run(args).await,
         Command::BenchEngine(args) => crate::bench::engine::run(args).await,
         Command::BenchImport(args) => crate::bench::import::run(args).await,
+        Command::BenchReport(args) => crate::bench::report::run(args).await,
     }
 }
 

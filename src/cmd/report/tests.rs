@@ -48,18 +48,45 @@ fn escaping_covers_text_and_attributes() {
 }
 
 #[test]
-fn a_prompt_with_markup_stays_text() {
-    let html = card(
-        &job("a", "failed", "<script>alert(1)</script><img src=x onerror=y>"),
-        None,
+fn a_prompt_with_markup_stays_text_inside_the_script_element() {
+    let mut j = job(
+        "a",
+        "failed",
+        "</script><script>alert(1)</script><!-- <img src=x onerror=y>",
     );
-    assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=y&gt;"));
-    // Attribute values cannot be broken out of either.
-    assert!(html.contains("request <code>req-&quot;1&quot;</code>"), "{html}");
-    // Only the output URL's token could be a secret, and it is not shown at all.
-    assert!(!html.contains("SECRET"));
-    assert!(html.contains("https://i.example/a.png?x=1&amp;y=2"));
+    j.error = Some("NSFW </SCRIPT>".into());
+    let json = card_json(&j, None, Path::new("/o"));
+    assert!(!json.contains('<'), "{json}");
+    assert!(json.contains(r"\u003c/script>\u003cscript>alert(1)\u003c/script>\u003c!-- \u003cimg src=x onerror=y>"));
+    // It is still the same JSON.
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["prompt"],
+        "</script><script>alert(1)</script><!-- <img src=x onerror=y>"
+    );
+    assert_eq!(v["error"], "NSFW </SCRIPT>");
+    assert_eq!(v["error_label"], "error");
+    // Only the output URL's token could be a secret, and it is not in the data at all.
+    assert!(!json.contains("SECRET") && !json.contains("cdn.example"));
+    assert_eq!(v["image"]["src"], "https://i.example/a.png?x=1&y=2");
+    assert!(v.get("video").is_none());
+}
+
+#[test]
+fn images_are_shown_from_the_web_or_relative_to_the_page_never_from_other_schemes() {
+    let dir = Path::new("/data/out");
+    assert_eq!(
+        picture("https://i.example/a b.png", dir).src.as_deref(),
+        Some("https://i.example/a b.png")
+    );
+    assert_eq!(
+        picture("file:///data/images/cat%20one.png", dir).src.as_deref(),
+        Some("../images/cat%20one.png")
+    );
+    for bad in ["javascript:alert(1)", "data:text/html,<b>", "ftp://x/y.png", "cat.png"] {
+        let p = picture(bad, dir);
+        assert_eq!((p.src, p.text.as_str()), (None, bad));
+    }
 }
 
 #[test]
@@ -76,48 +103,76 @@ fn relative_paths_go_up_and_down_and_are_url_encoded() {
 }
 
 #[test]
-fn a_done_card_shows_its_video_parameters_and_facts() {
+fn a_done_card_carries_its_video_images_parameters_metadata_and_review() {
     let files = CardFiles {
         video: "j%20a.mp4".into(),
         video_exists: true,
         sidecar: Some("a.json".into()),
     };
-    let html = card(&job("a", "done", "a cat"), Some(&files));
-    assert!(
-        html.starts_with("<article class=\"job s-done\" id=\"job-a\" data-state=\"done\">"),
-        "{html}"
+    let mut j = job("a", "done", "a cat");
+    j.params = j
+        .params
+        .replace("\"prompt\"", "\"last_image\":\"https://i.example/z.png\",\"prompt\"");
+    j.video_width = Some(832);
+    j.video_height = Some(480);
+    j.video_frames = Some(81);
+    j.video_fps = Some(16.0);
+    j.video_duration = Some(5.0625);
+    j.video_codec = Some("avc1".into());
+    j.video_mismatch = Some("81 frames instead of 97".into());
+    j.maybe_billed_twice = 1;
+    j.review = Some("reject".into());
+    j.review_note = Some("hands, \"again\"".into());
+    let v: Value = serde_json::from_str(&card_json(&j, Some(&files), Path::new("/o"))).unwrap();
+    assert_eq!(v["id"], "a");
+    assert_eq!(v["state"], "done");
+    assert_eq!(v["video"], "j%20a.mp4");
+    assert!(v.get("video_missing").is_none());
+    assert_eq!(v["sidecar"], "a.json");
+    assert_eq!(v["prompt"], "a cat");
+    assert_eq!(v["last_image"]["src"], "https://i.example/z.png");
+    assert_eq!(
+        v["params"],
+        serde_json::json!([
+            ["resolution", "720p"],
+            ["num_frames", "81"],
+            ["go_fast", "false"],
+            ["seed", "42"]
+        ])
     );
-    assert!(html.contains("<video controls preload=\"metadata\" src=\"j%20a.mp4\"></video>"));
-    assert!(html.contains("<p class=\"prompt\">a cat</p>"));
-    for kv in [
-        "<dt>resolution</dt><dd>720p</dd>",
-        "<dt>num_frames</dt><dd>81</dd>",
-        "<dt>seed</dt><dd>42</dd>",
-        "<dt>go_fast</dt><dd>false</dd>",
-        "<dt>LoRA settings</dt><dd>1</dd>",
-    ] {
-        assert!(html.contains(kv), "{kv} in {html}");
-    }
-    assert!(html.contains("12.5 s at Segmind") && html.contains("$0.125") && html.contains("3.0 MiB"));
-    assert!(html.contains("<a href=\"a.json\">provenance</a>"));
-    assert!(!html.contains("video missing"));
+    assert_eq!(v["loras"], 1);
+    assert_eq!(v["meta"], "832×480 · 81 frames · 16 fps · 5.06 s · avc1");
+    assert_eq!(v["duration"], 5.0625);
+    assert_eq!(v["mismatch"], "81 frames instead of 97");
+    assert_eq!(v["billed_twice"], true);
+    assert_eq!(v["review"], "reject");
+    assert_eq!(v["note"], "hands, \"again\"");
+    assert_eq!(v["request_id"], "req-\"1\"");
+    let facts = v["facts"].to_string();
+    assert!(
+        facts.contains("12.5 s at Segmind") && facts.contains("$0.125") && facts.contains("3.0 MiB"),
+        "{facts}"
+    );
     let missing = CardFiles {
         video_exists: false,
         ..files
     };
-    assert!(card(&job("a", "done", "c"), Some(&missing)).contains("video missing: j%20a.mp4"));
+    let v: Value = serde_json::from_str(&card_json(&job("a", "done", "c"), Some(&missing), Path::new("/o"))).unwrap();
+    assert_eq!(v["video_missing"], true);
+    assert!(v.get("review").is_none() && v.get("mismatch").is_none() && v.get("billed_twice").is_none());
 }
 
 #[test]
-fn a_failed_card_has_no_video_and_shows_the_error() {
-    let mut j = job("b", "failed", "storm");
-    j.error = Some("NSFW <content>".into());
-    let html = card(&j, None);
-    assert!(!html.contains("<video"));
-    assert!(
-        html.contains("<p class=\"error\"><b>error:</b> NSFW &lt;content&gt;</p>"),
-        "{html}"
-    );
+fn the_script_is_allowed_by_its_hash_and_nothing_else_is() {
+    let csp = csp();
+    let hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
+    assert!(csp.contains(&format!("script-src 'sha256-{hash}';")), "{csp}");
+    assert!(csp.starts_with("default-src 'none';"));
+    assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+    assert_eq!(base64(b"any carnal pleasu"), "YW55IGNhcm5hbCBwbGVhc3U=");
+    assert_eq!(base64(b"any carnal pleasur"), "YW55IGNhcm5hbCBwbGVhc3Vy");
+    // The page's own script has no `</` that could end its element early.
+    assert!(!SCRIPT.contains("</"));
 }
 
 #[test]
@@ -142,9 +197,15 @@ fn the_summary_counts_states_spend_and_durations() {
             width_ms: 1000,
             counts: vec![1, 3, 0, 1],
         }),
+        flags: FlagCounts {
+            mismatched: 3,
+            keep: 4,
+            reject: 1,
+        },
         generated_at: 0,
         filter: Some("<done>".into()),
         limit: None,
+        campaign: "c0ffee".into(),
     };
     let html = page_head(&s);
     assert!(html.contains("<b>7 jobs</b>: 5 done, 2 failed · $1.25 spent (reported for 5 jobs) · 9 submit attempts · 2 resubmits · 2.0 KiB"), "{html}");
@@ -153,11 +214,18 @@ fn the_summary_counts_states_spend_and_durations() {
     assert!(html.contains("<title>2–3 s: 3 jobs</title>"), "{html}");
     assert!(html.contains("min 1 s, mean 3 s, max 5 s"), "{html}");
     assert!(html.contains("only jobs in state &lt;done&gt;"));
-    assert!(!html.contains("<script"));
+    assert!(html.contains("<body data-campaign=\"c0ffee\">"));
+    assert!(
+        html.contains("differ from their request: <b id=\"n-mismatched\">3</b>"),
+        "{html}"
+    );
+    assert!(html.contains("<b id=\"n-keep\">4</b> keep, <b id=\"n-reject\">1</b> reject"));
+    assert!(html.contains("<noscript>"));
+    assert!(!html.contains("<script"), "the data and the script come after");
     assert_eq!(
         html.matches("http").count(),
-        1,
-        "nothing external but the SVG namespace"
+        2,
+        "nothing external but the SVG namespace (and http-equiv)"
     );
     let fast = Histogram {
         min_ms: 412,
