@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use wanbatch::webdriver::{self, Browser, Options, Programs};
 
 /// A demo-like campaign: several sizes, frame counts and rates, local input images (shown from
@@ -339,6 +339,70 @@ async fn videos_play_filters_work_and_decisions_download_as_csv() {
         .map(|r| r.unwrap().iter().map(str::to_string).collect())
         .collect();
     assert_eq!(rows[1], ["dancer", "reject", "jerky, \"warped\" hands"]);
+
+    // `review apply` records the downloaded file: export carries the decisions.
+    let out = cmd(
+        &env,
+        &[
+            "review",
+            "apply",
+            csv.to_str().unwrap(),
+            "--db",
+            env.db().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    let out = cmd(
+        &env,
+        &["export", "--format", "jsonl", "--db", env.db().to_str().unwrap()],
+    )
+    .await;
+    let reviews: Vec<(String, Value, Value)> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap().to_string(),
+                j["review"].clone(),
+                j["review_note"].clone(),
+            )
+        })
+        .collect();
+    let of = |id: &str| reviews.iter().find(|r| r.0 == id).cloned().unwrap();
+    assert_eq!(of("viking").1, "keep");
+    assert_eq!(
+        (of("dancer").1, of("dancer").2),
+        (json!("reject"), json!("jerky, \"warped\" hands"))
+    );
+    assert_eq!(of("bloom").1, "keep");
+    assert_eq!(of("peaks").1, Value::Null);
+
+    // A new take of the rejected video (as `retry --rejected` and a run make it: a new request,
+    // no decision yet): the browser's decision about the old take no longer applies to it.
+    {
+        let db = rusqlite::Connection::open(env.db()).unwrap();
+        db.execute_batch(
+            "UPDATE jobs SET request_id = 'a-new-take', review = NULL, review_note = NULL WHERE id = 'dancer';",
+        )
+        .unwrap();
+    }
+    let page = write_report(&env).await;
+    open(&b, &page).await;
+    let dancer = b
+        .eval(
+            "return [document.querySelector('#job-dancer button.reject').getAttribute('aria-pressed'),
+                     document.querySelector('#job-dancer .review input').value,
+                     document.querySelector('#job-viking button.keep').getAttribute('aria-pressed')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dancer,
+        json!(["false", "", "true"]),
+        "the new take is undecided; other decisions stay"
+    );
     b.quit().await;
 }
 

@@ -35,12 +35,21 @@
         )
       : null;
 
-  function decision(j) {
+  // A decision kept in the browser is about one take of a video: the request that made it. After
+  // `retry --rejected` and a new run the job has a new take, and the old decision no longer applies.
+  function take(j) {
+    return j.request_id || "";
+  }
+  function savedOf(j) {
     var s = saved[j.id];
+    return s && (s.t || "") === take(j) ? s : null;
+  }
+  function decision(j) {
+    var s = savedOf(j);
     return s ? s.d || "" : j.review || "";
   }
   function noteOf(j) {
-    var s = saved[j.id];
+    var s = savedOf(j);
     return s ? s.n || "" : j.note || "";
   }
   function persist() {
@@ -124,7 +133,7 @@
     function set(d) {
       // Clicking the chosen decision again takes it back.
       var now = decision(j) === d ? "" : d;
-      saved[j.id] = { d: now, n: note.value };
+      saved[j.id] = { d: now, n: note.value, t: take(j) };
       persist();
       show();
       counts();
@@ -136,7 +145,7 @@
       set("reject");
     });
     note.addEventListener("input", function () {
-      saved[j.id] = { d: decision(j), n: note.value };
+      saved[j.id] = { d: decision(j), n: note.value, t: take(j) };
       persist();
     });
     bar.appendChild(keep);
