@@ -488,3 +488,31 @@ async fn a_mismatched_video_is_counted_and_setting_a_take_aside_never_overwrites
         "{st:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_unlike_its_request_is_done_and_flagged_end_to_end() {
+    let env = Env::new(fast_fake()).await;
+    // The fake's `[mismatch]` trigger delivers 16 frames more than asked for.
+    let m = env.write(
+        "jobs.csv",
+        "id,image,prompt\nplain,https://img.example/a.png,a calm lake\nodd,https://img.example/b.png,a calm lake [mismatch]\n",
+    );
+    let out = env.run(&[&m], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "flagged, not failed: {}", text(&out));
+    let jobs = env.export().await;
+    let odd = job(&jobs, "odd");
+    assert_eq!(
+        (&odd["state"], &odd["video_frames"]),
+        (&Value::from("done"), &Value::from(97)),
+        "{odd:#}"
+    );
+    let flag = odd["video_mismatch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not flagged: {odd:#}"));
+    assert!(flag.contains("97") && flag.contains("81"), "{flag}");
+    assert_eq!(job(&jobs, "plain")["video_mismatch"], Value::Null);
+    let st = status_json(&env).await;
+    assert_eq!(st["videos_mismatched"], 1, "{st:#}");
+    let sidecar: Value = serde_json::from_slice(&std::fs::read(env.out().join("odd.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["video"]["mismatch"], flag, "{sidecar:#}");
+}

@@ -53,6 +53,9 @@ impl VideoSpec {
     }
 }
 
+/// A prompt holding this gets a video that differs from its request (16 frames more).
+pub const MISMATCH_TRIGGER: &str = "[mismatch]";
+
 /// The spec matching what Wan 2.2 delivers for this request body: `resolution` 480p → 832×480,
 /// 720p → 1280×720 (swapped for `aspect_ratio` 9:16), `num_frames` frames at
 /// `frames_per_second`, with the model's defaults (480p, 16:9, 81, 16) for absent or unusable
@@ -74,10 +77,16 @@ pub fn spec_for(params: &Value, request_id: &str, min_len: usize) -> VideoSpec {
             .filter(|v| (1..=u64::from(max)).contains(v))
             .map_or(default, |v| v as u32)
     };
+    // The prompt trigger `[mismatch]`: a video with 16 frames more than asked for, as a service
+    // may deliver (for rehearsing the report's "differs from its request" flag).
+    let extra = params
+        .get("prompt")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p.contains(MISMATCH_TRIGGER));
     VideoSpec {
         width,
         height,
-        frames: int("num_frames", 81, 10_000),
+        frames: int("num_frames", 81, 10_000) + if extra { 16 } else { 0 },
         fps: int("frames_per_second", 16, 240),
         seed: super::state::fnv1a(request_id),
         min_len,
