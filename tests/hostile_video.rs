@@ -57,6 +57,38 @@ async fn a_plain_video_downloads_without_any_key() {
     );
 }
 
+/// The API's `video.file_size` is unconfirmed: a whole video (by its own boxes, and as long as
+/// its host announced) is kept even when that figure disagrees — trusted strictly, a wrong figure
+/// would refuse every video for ever. A placeholder of the reported size is still refused.
+#[tokio::test]
+async fn a_whole_video_is_kept_whatever_file_size_the_api_reported() {
+    let bytes = real_video();
+    let len = bytes.len() as u64;
+    let served = bytes.clone();
+    let server = RawServer::start(move |_| Reply::Raw(http(200, &[], &served))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}/v.mp4", server.url);
+    for reported in [16 * 1024, len + 1, len - 1] {
+        let f = get(&url, dir.path(), Some(reported), Limits::new(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!((f.bytes, f.video.frames), (len, 81));
+        assert_eq!(std::fs::read(&f.path).unwrap(), bytes);
+    }
+    let server = RawServer::start(|_| Reply::Raw(http(200, &[], &video(3000)))).await;
+    let r = get(
+        &format!("{}/p.mp4", server.url),
+        dir.path(),
+        Some(4000),
+        Limits::new(1 << 20),
+    )
+    .await;
+    assert!(
+        matches!(&r, Err(DownloadError::Invalid(m)) if m.contains("file_size of 4000")),
+        "{r:?}"
+    );
+}
+
 #[tokio::test]
 async fn output_urls_that_are_not_http_are_refused_without_a_connection() {
     let server = RawServer::start(|_| Reply::Raw(http(200, &[], &video(100)))).await;

@@ -2,9 +2,10 @@
 //!
 //! - A separate HTTP client with no API key at all: output URLs are public, and the key must
 //!   never reach the video host. Only http(s) URLs, a bounded number of redirects.
-//! - Written to `OUT/.ID.mp4.part`, checked (size against Content-Length and the API's
-//!   `file_size`, and as a video: `mp4check` reads the MP4 boxes as they stream by — a `moov`
-//!   with a video track, sample tables that fit the file) and renamed to `OUT/ID.mp4`: a file at
+//! - Written to `OUT/.ID.mp4.part`, checked (size against Content-Length, and as a video:
+//!   `mp4check` reads the MP4 boxes as they stream by — a `moov` with a video track, sample
+//!   tables that fit the file; the API's unconfirmed `file_size` only adds to the reason when
+//!   the file fails, and is otherwise a warning) and renamed to `OUT/ID.mp4`: a file at
 //!   `OUT/ID.mp4` is always a complete video. What it is (size, frames, frame rate, duration,
 //!   codec) comes back with it. It is not yet durable: the engine makes it so, together with other
 //!   downloads (`durable.rs`), before it records the job done.
@@ -254,9 +255,20 @@ pub async fn fetch_with(
     if let Some(t) = total.filter(|t| *t != written) {
         return bad(format!("got {written} bytes, the server announced {t}")).await;
     }
-    if let Some(e) = expected.filter(|e| *e != written) {
-        return bad(format!("got {written} bytes, the API reported a file_size of {e}")).await;
-    }
+    // The API's `video.file_size` is unconfirmed (API.md): a file that disagrees with it is
+    // refused only if it is not a whole video by its own boxes as well (below). Trusted strictly,
+    // a wrong figure would refuse every complete video for ever.
+    let announced = expected
+        .filter(|e| *e != written)
+        .map(|e| format!(" (got {written} bytes, the API reported a file_size of {e})"));
+    let bad = |why: String| {
+        let why = format!("{why}{}", announced.as_deref().unwrap_or(""));
+        let part = &part;
+        async move {
+            let _ = tokio::fs::remove_file(part).await;
+            Err(DownloadError::Invalid(why))
+        }
+    };
     let signed = if resuming {
         has_mp4_signature(&part).await
     } else {
@@ -271,6 +283,15 @@ pub async fn fetch_with(
         Ok(v) => v,
         Err(e) => return bad(e.to_string()).await,
     };
+    if let Some(e) = expected.filter(|e| *e != written) {
+        tracing::warn!(
+            job = id,
+            bytes = written,
+            file_size = e,
+            "the video's length differs from the file_size the API reported, but the file is a whole \
+             video by its own boxes: kept"
+        );
+    }
     let dest = final_path(out, id);
     tokio::fs::rename(&part, &dest).await.map_err(local(&dest))?;
     Ok(Fetched {
