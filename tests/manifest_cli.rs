@@ -170,7 +170,7 @@ fn files_that_are_not_utf8_csv_get_one_clear_error_each() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         errors_about(&out, &xlsx),
-        [":0: this is a spreadsheet file: export it as CSV (File → Save As → CSV UTF-8)"]
+        [": this is a spreadsheet file: export it as CSV (File → Save As → CSV UTF-8)"]
     );
     assert_eq!(
         errors_about(&out, &unicode),

@@ -107,10 +107,16 @@ pub struct ManifestError {
 }
 
 impl fmt::Display for ManifestError {
+    /// `file:line: field: message`; line 0 stands for the whole file (it cannot be opened, or is
+    /// not a manifest at all) and is left out: `file: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
         match &self.field {
-            Some(field) => write!(f, "{}:{}: {}: {}", self.file, self.line, field, self.message),
-            None => write!(f, "{}:{}: {}", self.file, self.line, self.message),
+            Some(field) => write!(f, ": {}: {}", field, self.message),
+            None => write!(f, ": {}", self.message),
         }
     }
 }

@@ -333,7 +333,7 @@ fn spreadsheets_and_other_files_say_what_to_do() {
         assert_eq!(
             shown(&dir, &errs),
             [format!(
-                "{name}:0: this is a spreadsheet file: export it as CSV (File → Save As → CSV UTF-8)"
+                "{name}: this is a spreadsheet file: export it as CSV (File → Save As → CSV UTF-8)"
             )]
         );
     }
