@@ -47,6 +47,9 @@ async fn cancelled_jobs_are_never_submitted_and_the_run_exits_0() {
         (state("j0"), state("j1"), state("j3")),
         ("done".into(), "cancelled".into(), "done".into())
     );
+    // Cancelled jobs have ended: nothing is left for an ETA to wait on.
+    let out = cmd(&env, &["status", "--db", db]).await;
+    assert!(stdout(&out).contains("ETA: nothing left to do"), "{}", text(&out));
 
     // A finished job cannot be cancelled; a cancelled one comes back with retry --ids.
     let out = cmd(&env, &["cancel", "--db", db, "--ids", "j0"]).await;

@@ -115,8 +115,9 @@ impl Report {
     }
 
     /// Jobs not yet done or failed.
+    /// Jobs not yet in an end state (done, failed or cancelled).
     pub fn remaining(&self) -> i64 {
-        self.total() - self.count(JobState::Done) - self.count(JobState::Failed)
+        self.total() - self.count(JobState::Done) - self.count(JobState::Failed) - self.count(JobState::Cancelled)
     }
 
     /// Completions per minute over the recent window, if any completed in it. The rate is taken
