@@ -5,7 +5,7 @@
 //! overrides); nothing else in the crate names a keyed host. The key never goes to the video
 //! or image host, nor to any URL an answer names.
 //!
-//! Invariants of [`keyed_client`], shared by the history and upload clients: redirects are
+//! Invariants of [`keyed_client`], shared by the v2 API, history and upload clients: redirects are
 //! never followed (a 3xx would carry the key to wherever it points), every answer is read with
 //! a size cap, and every failure comes back as an `ApiError` classified as for the v2 API.
 

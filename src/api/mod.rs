@@ -113,14 +113,7 @@ impl ApiClient {
             anyhow::bail!("SEGMIND_BASE_URL {base_url:?} must be an http(s) URL");
         }
         let submit_url = join(&base, &format!("v2/{MODEL_SLUG}"))?;
-        let mut key_value = HeaderValue::from_str(&key.0)?;
-        key_value.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .timeout(timeout)
-            .user_agent(concat!("wanbatch/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let (http, key_value) = hosts::keyed_client(&key, timeout)?;
         Ok(ApiClient {
             http,
             base,
