@@ -113,7 +113,7 @@ impl ApiClient {
             anyhow::bail!("SEGMIND_BASE_URL {base_url:?} must be an http(s) URL");
         }
         let submit_url = join(&base, &format!("v2/{MODEL_SLUG}"))?;
-        let (http, key_value) = hosts::keyed_client(&key, timeout)?;
+        let (http, key_value) = hosts::keyed_client(key, timeout)?;
         Ok(ApiClient {
             http,
             base,

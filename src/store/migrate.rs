@@ -1,4 +1,5 @@
-//! Applying the SQLite migrations (`migrations/sqlite`), as sqlx's migrator does, and also
+//! Applying the migrations: PostgreSQL's (`migrations/postgres`) with sqlx's migrator; SQLite's
+//! (`migrations/sqlite`) as sqlx's migrator does, and also
 //! those that must run outside a transaction (`-- no-transaction` on their first line: a table
 //! made anew, with foreign keys off around its own transaction), which sqlx's SQLite migrator
 //! would wrap in one anyway.
@@ -59,4 +60,15 @@ pub(super) async fn run(pool: &SqlitePool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Applies the PostgreSQL migrations (`migrations/postgres`) with sqlx's migrator: PostgreSQL
+/// runs DDL inside transactions, so none needs the SQLite path's care. The schema is the SQLite
+/// one in PostgreSQL's types (`tests/pg_schema.rs` compares them); the PostgreSQL store that will
+/// use it is planned (docs/design.md, "Several runners").
+pub async fn postgres(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations/postgres")
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("PostgreSQL migrations: {e}"))
 }

@@ -21,7 +21,7 @@ pub mod door;
 mod history;
 mod import;
 mod learnt;
-mod migrate;
+pub mod migrate;
 mod money;
 mod pages;
 mod queue;
