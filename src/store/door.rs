@@ -142,12 +142,15 @@ fn intern(sql: String) -> &'static str {
     leaked
 }
 
-impl Store {
-    /// Moves one job, if it is in a `from` state and passes the guard; returns the row written,
-    /// or None if the guard did not hold (another step owns the job now).
-    pub async fn transition(&self, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
-        allowed(t.from, t.to)?;
-        let now = now_ms();
+/// The statements of one transition, each with its arguments (`?`s in order): first the guarded
+/// move of the job (`RETURNING` the row), then what is written only if it applied (the attempt
+/// row, the bookkeeping). Every backend runs the same plan: SQLite as one guarded batch,
+/// PostgreSQL in one transaction (`store::pg`).
+pub(crate) fn plan(t: Transition<'_>) -> anyhow::Result<Vec<(String, Args)>> {
+    allowed(t.from, t.to)?;
+    let now = now_ms();
+    let mut parts = Vec::with_capacity(3);
+    {
         let mut sql = String::from("UPDATE jobs SET state = ?, updated_at = ?");
         let mut args: Args = vec![t.to.arg(), Arg::Int(now)];
         if !t.set.is_empty() {
@@ -170,34 +173,53 @@ impl Store {
             }
         }
         sql.push_str(&format!(" RETURNING {WORK_COLUMNS}"));
-        if let Some(a) = t.attempt {
-            sql.push_str(";\nUPDATE attempts SET outcome = ?, finished_at = ?");
-            args.extend([a.outcome.arg(), Arg::Int(now)]);
-            if let Some(detail) = a.detail {
-                sql.push_str(", detail = ?");
-                args.push(detail.arg());
+        parts.push((sql, args));
+    }
+    if let Some(a) = t.attempt {
+        let mut sql = String::from("UPDATE attempts SET outcome = ?, finished_at = ?");
+        let mut args: Args = vec![a.outcome.arg(), Arg::Int(now)];
+        if let Some(detail) = a.detail {
+            sql.push_str(", detail = ?");
+            args.push(detail.arg());
+        }
+        if let Some(rid) = a.request_id {
+            sql.push_str(", request_id = ?");
+            args.push(rid.arg());
+        }
+        sql.push_str(" WHERE job_seq = ?");
+        args.push(Arg::Int(t.seq));
+        match a.key {
+            AttemptKey::N(n) => {
+                sql.push_str(" AND n = ?");
+                args.push(Arg::Int(n));
             }
-            if let Some(rid) = a.request_id {
-                sql.push_str(", request_id = ?");
+            AttemptKey::Request(rid) => {
+                sql.push_str(" AND request_id = ?");
                 args.push(rid.arg());
             }
-            sql.push_str(" WHERE job_seq = ?");
-            args.push(Arg::Int(t.seq));
-            match a.key {
-                AttemptKey::N(n) => {
-                    sql.push_str(" AND n = ?");
-                    args.push(Arg::Int(n));
-                }
-                AttemptKey::Request(rid) => {
-                    sql.push_str(" AND request_id = ?");
-                    args.push(rid.arg());
-                }
-            }
         }
-        if !t.then.is_empty() {
-            sql.push_str(";\n");
-            sql.push_str(t.then);
-            args.extend(t.then_args);
+        parts.push((sql, args));
+    }
+    if !t.then.is_empty() {
+        parts.push((t.then.to_string(), t.then_args));
+    }
+    Ok(parts)
+}
+
+impl Store {
+    /// Moves one job, if it is in a `from` state and passes the guard; returns the row written,
+    /// or None if the guard did not hold (another step owns the job now).
+    pub async fn transition(&self, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
+        let parts = plan(t)?;
+        // One batch: the writer runs the statements after the first only if it returned a row.
+        let mut sql = String::new();
+        let mut args: Args = Vec::new();
+        for (i, (s, a)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&s);
+            args.extend(a);
         }
         let rows = self.batch.exec_guarded(intern(sql), args).await?;
         rows.first().map(JobRow::from_values).transpose()
