@@ -24,6 +24,7 @@ mod learnt;
 pub mod migrate;
 mod money;
 mod pages;
+pub mod pg;
 mod queue;
 mod records;
 mod report;

@@ -1,0 +1,152 @@
+//! The state machine's door on PostgreSQL: the same transitions as [`Store::transition`]
+//! (`door::plan` builds them for both backends), run in one PostgreSQL transaction — the
+//! guarded move first, what it records after it only if it applied.
+//!
+//! The first piece of the PostgreSQL store (docs/design.md, "Several runners"); `tests/door_conformance.rs`
+//! drives the same transitions through both backends and compares what they wrote. SQL is shared
+//! text with `?` placeholders, numbered here (`$1`, `$2`, …); NULL arguments keep their type
+//! (PostgreSQL types every parameter).
+//!
+//! [`Store::transition`]: super::Store::transition
+
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Column, PgPool, Postgres, Row as _, TypeInfo};
+
+use super::door::{plan, Transition};
+use super::sql::{Arg, Args, Kind, Row, Value};
+use super::JobRow;
+
+/// Moves one job, as [`super::Store::transition`] does on SQLite: returns the row written, or
+/// None if the guard did not hold (and then nothing is written).
+pub async fn transition(pool: &PgPool, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
+    let mut parts = plan(t)?.into_iter();
+    let Some((sql, args)) = parts.next() else {
+        anyhow::bail!("internal: a transition without its move");
+    };
+    let mut tx = pool.begin().await?;
+    let moved = bind(&numbered(&sql), args).fetch_optional(&mut *tx).await?;
+    let Some(row) = moved else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    for (sql, args) in parts {
+        for (sql, args) in statements(&sql, args)? {
+            bind(&numbered(&sql), args).execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    JobRow::from_values(&values(&row)?).map(Some)
+}
+
+/// `sql` with its `?`s numbered `$1`, `$2`, … (a `?` inside a quoted literal stays).
+pub fn numbered(sql: &str) -> String {
+    let mut o = String::with_capacity(sql.len() + 8);
+    let (mut n, mut quoted) = (0, false);
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                o.push(c);
+            }
+            '?' if !quoted => {
+                n += 1;
+                o.push('$');
+                o.push_str(&n.to_string());
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Bookkeeping may hold several statements (`a; b`): split at `;` outside quotes, each with its
+/// share of the arguments, by its count of `?`s.
+fn statements(sql: &str, args: Args) -> anyhow::Result<Vec<(String, Args)>> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    let (mut cur, mut quoted, mut marks, mut wanted) = (String::new(), false, 0, 0);
+    let mut take = |cur: &mut String, marks: &mut usize, out: &mut Vec<(String, Args)>| {
+        if !cur.trim().is_empty() {
+            out.push((std::mem::take(cur), args.by_ref().take(*marks).collect()));
+        }
+        cur.clear();
+        *marks = 0;
+    };
+    for c in sql.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            '?' if !quoted => {
+                marks += 1;
+                wanted += 1;
+            }
+            ';' if !quoted => {
+                take(&mut cur, &mut marks, &mut out);
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    take(&mut cur, &mut marks, &mut out);
+    let given: usize = out.iter().map(|(_, a)| a.len()).sum();
+    anyhow::ensure!(given == wanted, "internal: {wanted} placeholders, {given} arguments");
+    Ok(out)
+}
+
+fn bind(sql: &str, args: Args) -> Query<'_, Postgres, PgArguments> {
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = match a {
+            Arg::Int(i) => q.bind(i),
+            Arg::Real(r) => q.bind(r),
+            Arg::Text(t) => q.bind(t),
+            Arg::Null(Kind::Int) => q.bind(None::<i64>),
+            Arg::Null(Kind::Real) => q.bind(None::<f64>),
+            Arg::Null(Kind::Text) => q.bind(None::<String>),
+        };
+    }
+    q
+}
+
+/// A PostgreSQL row as plain values, by each column's type.
+fn values(row: &PgRow) -> anyhow::Result<Row> {
+    row.columns()
+        .iter()
+        .map(|c| {
+            let i = c.ordinal();
+            Ok(match c.type_info().name() {
+                "INT8" | "INT4" | "INT2" => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Integer),
+                "FLOAT8" | "FLOAT4" | "NUMERIC" => row.try_get::<Option<f64>, _>(i)?.map_or(Value::Null, Value::Real),
+                _ => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_outside_quotes() {
+        assert_eq!(
+            numbered("UPDATE t SET a = ?, b = 'what?' WHERE c = ? AND d IN (?, ?)"),
+            "UPDATE t SET a = $1, b = 'what?' WHERE c = $2 AND d IN ($3, $4)"
+        );
+    }
+
+    #[test]
+    fn several_statements_share_out_their_arguments() {
+        let parts = statements(
+            "INSERT INTO a VALUES (?, ?); UPDATE b SET x = 'a;b?' WHERE y = ?;\n",
+            vec![Arg::Int(1), Arg::Int(2), Arg::Text("z".into())],
+        )
+        .unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].1, vec![Arg::Int(1), Arg::Int(2)]);
+        assert_eq!(parts[1].0.trim(), "UPDATE b SET x = 'a;b?' WHERE y = ?");
+        assert_eq!(parts[1].1, vec![Arg::Text("z".into())]);
+        assert!(statements("SELECT ?", vec![]).is_err());
+    }
+}
