@@ -25,7 +25,8 @@ const SNAPSHOT: &str =
     FROM jobs j ORDER BY j.seq";
 
 enum Backend {
-    Sqlite(Store, std::path::PathBuf, tempfile::TempDir),
+    // The folder is held so that it outlives the database in it.
+    Sqlite(Store, std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir),
     Postgres(PgPool),
 }
 
