@@ -3,8 +3,8 @@
 //! PostgreSQL from `wanbatch::pglocal`) write the same rows and return the same job rows. A
 //! guard that no longer holds changes nothing (not even the attempt row); a move the state
 //! machine lacks is refused before any SQL; bookkeeping of several statements runs only when the
-//! move applied; NULLs keep their type. Skipped with a message when PostgreSQL is not installed,
-//! unless `WANBATCH_REQUIRE_PG=1`.
+//! move applied; NULLs keep their type; a runner whose lease was taken over writes nothing.
+//! Skipped with a message when PostgreSQL is not installed, unless `WANBATCH_REQUIRE_PG=1`.
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -35,6 +35,15 @@ impl Backend {
         match self {
             Backend::Sqlite(store, ..) => store.transition(t).await,
             Backend::Postgres(pool) => pg::transition(pool, t).await,
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            Backend::Sqlite(_, path, _) => rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap(),
+            Backend::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
         }
     }
 
@@ -134,6 +143,28 @@ async fn drive(b: &Backend) -> Vec<String> {
         ))
         .await;
     log.push(show(r));
+    // Leases (several runners): runner A holds job 1 at epoch 1; B takes it over (the epoch moves
+    // on); A, unaware, can no longer write it; B can.
+    b.exec("UPDATE jobs SET lease_owner = 'A', lease_epoch = 1 WHERE seq = 1")
+        .await;
+    b.exec("UPDATE jobs SET lease_owner = 'B', lease_epoch = lease_epoch + 1 WHERE seq = 1 AND lease_epoch = 1")
+        .await;
+    let r = b
+        .transition(
+            Transition::new(1, &[Downloading], Failed, Guard::Request("r1"))
+                .leased("A", 1)
+                .set("error = ?", sql_args!["written by a runner that lost its lease"]),
+        )
+        .await;
+    log.push(show(r));
+    let r = b
+        .transition(
+            Transition::new(1, &[Downloading], Done, Guard::Request("r1"))
+                .leased("B", 2)
+                .set("output_path = ?", sql_args!["/out/a.mp4"]),
+        )
+        .await;
+    log.push(show(r));
     log.extend(b.strings(SNAPSHOT).await);
     log.extend(b.strings("SELECT name || ' ' || value FROM counters").await);
     log
@@ -168,7 +199,9 @@ async fn the_door_keeps_one_contract_on_sqlite_and_postgresql() {
         "refused",
         "moved: b cancelled attempts 0 request None output None completed None",
         "guard did not hold",
-        "1 downloading 1 r1 https://v.example/1.mp4 null - | completed r1 made",
+        "guard did not hold",
+        "moved: a done attempts 1 request Some(\"r1\") output Some(\"https://v.example/1.mp4\") completed Some(200)",
+        "1 done 1 r1 https://v.example/1.mp4 null - | completed r1 made",
         "2 cancelled 0 - - null cancelled by the test | no attempt",
         "cancels 1",
     ];

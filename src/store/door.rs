@@ -63,6 +63,10 @@ pub struct Transition<'a> {
     /// arguments.
     pub then: &'static str,
     pub then_args: Args,
+    /// Several runners (planned): the lease the writer holds on the job, as (owner, epoch). A
+    /// runner whose lease was taken over (the epoch moved on) writes nothing. None: unleased, as
+    /// a single runner works.
+    pub lease: Option<(&'a str, i64)>,
 }
 
 impl<'a> Transition<'a> {
@@ -78,7 +82,14 @@ impl<'a> Transition<'a> {
             attempt: None,
             then: "",
             then_args: Vec::new(),
+            lease: None,
         }
+    }
+
+    /// Only while `owner` holds the job's lease at `epoch`.
+    pub fn leased(mut self, owner: &'a str, epoch: i64) -> Self {
+        self.lease = Some((owner, epoch));
+        self
     }
 
     pub fn set(mut self, set: &'static str, args: Args) -> Self {
@@ -171,6 +182,10 @@ pub(crate) fn plan(t: Transition<'_>) -> anyhow::Result<Vec<(String, Args)>> {
                 sql.push_str(" AND request_id = ?");
                 args.push(rid.arg());
             }
+        }
+        if let Some((owner, epoch)) = t.lease {
+            sql.push_str(" AND lease_owner = ? AND lease_epoch = ?");
+            args.extend([owner.arg(), Arg::Int(epoch)]);
         }
         sql.push_str(&format!(" RETURNING {WORK_COLUMNS}"));
         parts.push((sql, args));
