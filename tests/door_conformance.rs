@@ -212,3 +212,79 @@ async fn the_door_keeps_one_contract_on_sqlite_and_postgresql() {
     }
     pool.close().await;
 }
+
+/// Several runners claiming from one PostgreSQL queue at once: every job is claimed exactly once,
+/// through the door (its attempt opened), stamped with its runner's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runners_claiming_at_once_never_claim_the_same_job() {
+    let Some(server) = wanbatch::pglocal::shared_for_tests("runners_claiming_at_once_never_claim_the_same_job").await
+    else {
+        return;
+    };
+    let url = server.fresh_database("claims").await.unwrap();
+    let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.unwrap();
+    migrate::postgres(&pool).await.unwrap();
+    const JOBS: i64 = 300;
+    sqlx::query(
+        "INSERT INTO jobs (seq, id, params, params_hash, source, state, created_at, updated_at)
+         SELECT g, 'j' || g, '{}', 'h' || g, 'm.csv:' || (g + 1), 'pending', 0, 0 FROM generate_series(1, $1) AS g",
+    )
+    .bind(JOBS)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let runners: Vec<_> = ["A", "B", "C", "D"]
+        .into_iter()
+        .map(|owner| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = pg::claim(&pool, owner, 1_000, 7).await.unwrap();
+                    if got.is_empty() {
+                        return (owner, mine);
+                    }
+                    for (row, epoch) in got {
+                        assert_eq!(
+                            (row.state, row.attempts, epoch),
+                            (JobState::Submitting, 1, 1),
+                            "{row:?}"
+                        );
+                        mine.push(row.seq);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut busy = 0;
+    for r in runners {
+        let (owner, mine) = r.await.unwrap();
+        busy += usize::from(!mine.is_empty());
+        let owned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE lease_owner = $1")
+            .bind(owner)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(owned, mine.len() as i64, "runner {owner}'s leases");
+        all.extend(mine);
+    }
+    all.sort();
+    let expected: Vec<i64> = (1..=JOBS).collect();
+    assert_eq!(all, expected, "every job claimed exactly once");
+    assert!(busy >= 2, "the runners worked at the same time ({busy} claimed any)");
+    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE n = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, JOBS);
+    // A job not yet due is not claimed.
+    sqlx::query("UPDATE jobs SET state = 'pending', due_at = 5000 WHERE seq = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(pg::claim(&pool, "A", 1_000, 7).await.unwrap().is_empty());
+    pool.close().await;
+}

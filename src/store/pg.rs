@@ -11,7 +11,7 @@
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{Column, PgPool, Postgres, Row as _, TypeInfo};
+use sqlx::{Column, PgConnection, PgPool, Postgres, Row as _, TypeInfo};
 
 use super::door::{plan, Transition};
 use super::sql::{Arg, Args, Kind, Row, Value};
@@ -20,23 +20,71 @@ use super::JobRow;
 /// Moves one job, as [`super::Store::transition`] does on SQLite: returns the row written, or
 /// None if the guard did not hold (and then nothing is written).
 pub async fn transition(pool: &PgPool, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
+    let mut tx = pool.begin().await?;
+    let row = transition_in(&mut tx, t).await?;
+    if row.is_some() {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(row)
+}
+
+/// One transition inside the caller's transaction: the guarded move, then the rest only if it
+/// applied.
+async fn transition_in(conn: &mut PgConnection, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
     let mut parts = plan(t)?.into_iter();
     let Some((sql, args)) = parts.next() else {
         anyhow::bail!("internal: a transition without its move");
     };
-    let mut tx = pool.begin().await?;
-    let moved = bind(&numbered(&sql), args).fetch_optional(&mut *tx).await?;
-    let Some(row) = moved else {
-        tx.rollback().await?;
+    let Some(row) = bind(&numbered(&sql), args).fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
     for (sql, args) in parts {
         for (sql, args) in statements(&sql, args)? {
-            bind(&numbered(&sql), args).execute(&mut *tx).await?;
+            bind(&numbered(&sql), args).execute(&mut *conn).await?;
+        }
+    }
+    JobRow::from_values(&values(&row)?).map(Some)
+}
+
+/// Several runners: claims up to `limit` waiting jobs that are due for runner `owner`, each
+/// taken whole or not at all. Rows another runner is claiming at the same moment are skipped,
+/// not waited for (`FOR UPDATE SKIP LOCKED`), so two runners never claim the same job. Each
+/// claim is the door's own (`pending → submitting`, its attempt opened) and stamps the lease:
+/// the owner and a new epoch, returned with the row.
+pub async fn claim(pool: &PgPool, owner: &str, now: i64, limit: i64) -> anyhow::Result<Vec<(JobRow, i64)>> {
+    use crate::state::JobState::{Pending, Submitting};
+    let mut tx = pool.begin().await?;
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT seq FROM jobs WHERE state = $1 AND due_at <= $2 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(Pending.as_str())
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut claimed = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let t = Transition::new(seq, &[Pending], Submitting, super::Guard::State)
+            .set(
+                "attempts = attempts + 1, lease_owner = ?, lease_epoch = lease_epoch + 1",
+                crate::sql_args![owner],
+            )
+            .then(
+                "INSERT INTO attempts (job_seq, n, started_at) SELECT seq, attempts, ? FROM jobs WHERE seq = ?",
+                crate::sql_args![now, seq],
+            );
+        if let Some(row) = transition_in(&mut tx, t).await? {
+            let epoch: i64 = sqlx::query_scalar("SELECT lease_epoch FROM jobs WHERE seq = $1")
+                .bind(seq)
+                .fetch_one(&mut *tx)
+                .await?;
+            claimed.push((row, epoch));
         }
     }
     tx.commit().await?;
-    JobRow::from_values(&values(&row)?).map(Some)
+    Ok(claimed)
 }
 
 /// `sql` with its `?`s numbered `$1`, `$2`, … (a `?` inside a quoted literal stays).
