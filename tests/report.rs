@@ -35,21 +35,6 @@ async fn campaign() -> (Env, Vec<Value>) {
     (env, jobs)
 }
 
-async fn report(env: &Env, extra: &[&str]) -> String {
-    let mut cmd = env.bin();
-    cmd.args([
-        "report",
-        "--db",
-        env.db().to_str().unwrap(),
-        "--out",
-        env.out().to_str().unwrap(),
-    ]);
-    cmd.args(extra);
-    let out = finish(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The job data the page embeds (`<script type="application/json" id="jobs-data">`).
 fn jobs_data(html: &str) -> Vec<Value> {
     let start = html.find("id=\"jobs-data\">").expect("no job data") + "id=\"jobs-data\">".len();

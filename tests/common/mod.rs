@@ -230,6 +230,23 @@ pub async fn cmd(env: &Env, args: &[&str]) -> Output {
     finish(c).await
 }
 
+/// `wanbatch report` on the test campaign (its database, its videos' folder, then `extra`); it
+/// must succeed. Returns what it printed.
+pub async fn report(env: &Env, extra: &[&str]) -> String {
+    let mut c = env.bin();
+    c.args([
+        "report",
+        "--db",
+        env.db().to_str().unwrap(),
+        "--out",
+        env.out().to_str().unwrap(),
+    ]);
+    c.args(extra);
+    let out = finish(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    stdout(&out)
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
