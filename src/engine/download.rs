@@ -248,16 +248,10 @@ pub async fn fetch_with(
     }
     file.flush().await.map_err(local(&part))?;
     drop(file);
-    let bad = |why: String| async {
-        let _ = tokio::fs::remove_file(&part).await;
-        Err(DownloadError::Invalid(why))
-    };
-    if let Some(t) = total.filter(|t| *t != written) {
-        return bad(format!("got {written} bytes, the server announced {t}")).await;
-    }
     // The API's `video.file_size` is unconfirmed (API.md): a file that disagrees with it is
-    // refused only if it is not a whole video by its own boxes as well (below). Trusted strictly,
-    // a wrong figure would refuse every complete video for ever.
+    // refused only if it fails on its own (the host's length, or its boxes below), and then the
+    // disagreement is part of the reason. Trusted strictly, a wrong figure would refuse every
+    // complete video for ever.
     let announced = expected
         .filter(|e| *e != written)
         .map(|e| format!(" (got {written} bytes, the API reported a file_size of {e})"));
@@ -269,6 +263,9 @@ pub async fn fetch_with(
             Err(DownloadError::Invalid(why))
         }
     };
+    if let Some(t) = total.filter(|t| *t != written) {
+        return bad(format!("got {written} bytes, the server announced {t}")).await;
+    }
     let signed = if resuming {
         has_mp4_signature(&part).await
     } else {
