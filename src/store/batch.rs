@@ -249,7 +249,7 @@ fn run_write(conn: &Connection, statements: &[&'static str], args: &[Arg], guard
 /// The statements of `sql`: its `;`-separated parts that hold more than whitespace and
 /// comments (SQLite cannot run a part that is only a comment), quotes and comments skipped (the
 /// SQL given to the writer is the program's own, never a trigger body).
-fn statements(sql: &'static str) -> Vec<&'static str> {
+pub(super) fn statements(sql: &str) -> Vec<&str> {
     let b = sql.as_bytes();
     let (mut out, mut start, mut i, mut content) = (Vec::new(), 0, 0, false);
     while i < b.len() {

@@ -108,38 +108,35 @@ pub fn numbered(sql: &str) -> String {
     o
 }
 
-/// Bookkeeping may hold several statements (`a; b`): split at `;` outside quotes, each with its
-/// share of the arguments, by its count of `?`s.
+/// Bookkeeping may hold several statements (`a; b`): split as the SQLite writer splits them
+/// (`batch::statements`), each with its share of the arguments, by its count of `?`s.
 fn statements(sql: &str, args: Args) -> anyhow::Result<Vec<(String, Args)>> {
-    let mut out = Vec::new();
     let mut args = args.into_iter();
-    let (mut cur, mut quoted, mut marks, mut wanted) = (String::new(), false, 0, 0);
-    let mut take = |cur: &mut String, marks: &mut usize, out: &mut Vec<(String, Args)>| {
-        if !cur.trim().is_empty() {
-            out.push((std::mem::take(cur), args.by_ref().take(*marks).collect()));
-        }
-        cur.clear();
-        *marks = 0;
-    };
-    for c in sql.chars() {
-        match c {
-            '\'' => quoted = !quoted,
-            '?' if !quoted => {
-                marks += 1;
-                wanted += 1;
-            }
-            ';' if !quoted => {
-                take(&mut cur, &mut marks, &mut out);
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
+    let mut out = Vec::new();
+    for part in super::batch::statements(sql) {
+        let n = marks(part);
+        let taken: Args = args.by_ref().take(n).collect();
+        anyhow::ensure!(
+            taken.len() == n,
+            "internal: fewer arguments than placeholders in {part}"
+        );
+        out.push((part.to_string(), taken));
     }
-    take(&mut cur, &mut marks, &mut out);
-    let given: usize = out.iter().map(|(_, a)| a.len()).sum();
-    anyhow::ensure!(given == wanted, "internal: {wanted} placeholders, {given} arguments");
+    anyhow::ensure!(args.next().is_none(), "internal: more arguments than placeholders");
     Ok(out)
+}
+
+/// How many `?`s `sql` has outside quoted literals.
+fn marks(sql: &str) -> usize {
+    let mut quoted = false;
+    sql.chars()
+        .filter(|c| {
+            if *c == '\'' {
+                quoted = !quoted;
+            }
+            *c == '?' && !quoted
+        })
+        .count()
 }
 
 fn bind(sql: &str, args: Args) -> Query<'_, Postgres, PgArguments> {
