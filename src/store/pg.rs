@@ -54,7 +54,7 @@ async fn transition_in(conn: &mut PgConnection, t: Transition<'_>) -> anyhow::Re
 /// claim is the door's own (`pending → submitting`, its attempt opened) and stamps the lease:
 /// the owner and a new epoch, returned with the row.
 pub async fn claim(pool: &PgPool, owner: &str, now: i64, limit: i64) -> anyhow::Result<Vec<(JobRow, i64)>> {
-    use crate::state::JobState::{Pending, Submitting};
+    use crate::state::JobState::Pending;
     let mut tx = pool.begin().await?;
     let seqs: Vec<i64> = sqlx::query_scalar(
         "SELECT seq FROM jobs WHERE state = $1 AND due_at <= $2 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
@@ -66,20 +66,14 @@ pub async fn claim(pool: &PgPool, owner: &str, now: i64, limit: i64) -> anyhow::
     .await?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        let t = Transition::new(seq, &[Pending], Submitting, super::Guard::State)
-            .set(
-                "attempts = attempts + 1, lease_owner = ?, lease_epoch = lease_epoch + 1",
-                crate::sql_args![owner],
+        if let Some(row) = transition_in(&mut tx, super::transitions::claim(seq, now)).await? {
+            let epoch: i64 = sqlx::query_scalar(
+                "UPDATE jobs SET lease_owner = $1, lease_epoch = lease_epoch + 1 WHERE seq = $2 RETURNING lease_epoch",
             )
-            .then(
-                "INSERT INTO attempts (job_seq, n, started_at) SELECT seq, attempts, ? FROM jobs WHERE seq = ?",
-                crate::sql_args![now, seq],
-            );
-        if let Some(row) = transition_in(&mut tx, t).await? {
-            let epoch: i64 = sqlx::query_scalar("SELECT lease_epoch FROM jobs WHERE seq = $1")
-                .bind(seq)
-                .fetch_one(&mut *tx)
-                .await?;
+            .bind(owner)
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await?;
             claimed.push((row, epoch));
         }
     }

@@ -12,17 +12,22 @@ use crate::state::{AttemptOutcome, JobState};
 
 use JobState::*;
 
+/// The claim of a waiting job for its next submit: `pending → submitting`, its attempt counted
+/// and opened (at `now`). The same on every backend.
+pub(crate) fn claim(seq: i64, now: i64) -> Transition<'static> {
+    Transition::new(seq, &[Pending], Submitting, Guard::State)
+        .set("attempts = attempts + 1", sql_args![])
+        .then(
+            "INSERT INTO attempts (job_seq, n, started_at) SELECT seq, attempts, ? FROM jobs WHERE seq = ?",
+            sql_args![now, seq],
+        )
+}
+
 impl Store {
     /// pending → submitting, writing the attempt intent. Returns the attempt number, or None if
     /// the job was no longer pending. Committed before the POST leaves.
     pub async fn claim_submit(&self, seq: i64) -> anyhow::Result<Option<i64>> {
-        let t = Transition::new(seq, &[Pending], Submitting, Guard::State)
-            .set("attempts = attempts + 1", sql_args![])
-            .then(
-                "INSERT INTO attempts (job_seq, n, started_at) SELECT seq, attempts, ? FROM jobs WHERE seq = ?",
-                sql_args![now_ms(), seq],
-            );
-        Ok(self.transition(t).await?.map(|row| row.attempts))
+        Ok(self.transition(claim(seq, now_ms())).await?.map(|row| row.attempts))
     }
 
     /// submitting → running: the request_id and URLs are durable from here on.
