@@ -49,6 +49,13 @@ impl ApiKey {
     }
 }
 
+impl ApiKey {
+    /// The name of this key's request budget in a shared database: a keyed hash, never the key.
+    pub fn budget_name(&self) -> String {
+        crate::store::key_hash(&self.0)
+    }
+}
+
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ApiKey(<redacted>)")

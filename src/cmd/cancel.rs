@@ -63,13 +63,17 @@ pub async fn run(args: CancelArgs, resolved: Resolved) -> anyhow::Result<Outcome
     store.close().await;
     println!(
         "{total} job(s) cancelled in {}; `wanbatch retry --ids ID` takes one back",
-        db.display()
+        crate::store::shown(&db)
     );
     if args.all_pending && in_flight > 0 {
         println!("{in_flight} job(s) already submitted (or possibly submitted) were left: {IN_FLIGHT}");
     }
     if missing > 0 {
-        return Err(Failure::Usage(format!("{missing} of the ids given name no job in {}", db.display())).into());
+        return Err(Failure::Usage(format!(
+            "{missing} of the ids given name no job in {}",
+            crate::store::shown(&db)
+        ))
+        .into());
     }
     Ok(Outcome::AllDone)
 }

@@ -90,7 +90,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         stats.api_requests.len(),
         started.elapsed().as_secs_f64(),
         out.display(),
-        db.display()
+        crate::store::shown(&db)
     );
     write_report(&db, &out).await?;
     println!(

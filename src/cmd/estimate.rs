@@ -114,7 +114,7 @@ pub async fn gather(db: &Path, rows: &[Row], o: &Opts) -> anyhow::Result<Work> {
             .unwrap_or_default()
     };
     let mut learned: HashMap<String, Option<f64>> = HashMap::new();
-    if db.exists() {
+    if crate::store::db_exists(db) {
         let store = Store::open(db).await?;
         let jobs = store.jobs(None).await?;
         let known: HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
@@ -179,7 +179,7 @@ pub async fn print(db: &Path, rows: &[Row], images: &[LocalImage], o: &Opts) -> 
         let mut shas: Vec<String> = images.iter().map(|i| i.sha256.clone()).collect();
         shas.sort();
         shas.dedup();
-        let missing = if db.exists() {
+        let missing = if crate::store::db_exists(db) {
             let store = Store::open(db).await?;
             let n = store.missing_assets(&shas).await;
             store.close().await;
@@ -264,7 +264,7 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
         Some(super::import::stage_manifests(&args.manifests, db, &opts).await?)
     };
     let staged = staging.as_ref().map_or(0, |s| s.0.len());
-    let (new, unchanged) = match (&staging, db.exists()) {
+    let (new, unchanged) = match (&staging, crate::store::db_exists(db)) {
         (Some((staging, _)), true) => {
             let store = Store::open(db).await?;
             let check = store.check_staged(staging, super::import::ERRORS_SHOWN).await;
@@ -284,7 +284,7 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
     println!(
         "dry run: {} rows valid; {new} would be new jobs, {unchanged} already in {} (nothing written, nothing submitted)",
         rows.len(),
-        db.display()
+        crate::store::shown(&db)
     );
     let opts = Opts {
         rpm: settings.rpm,

@@ -59,8 +59,11 @@ pub async fn run(args: ExportArgs, resolved: Resolved) -> anyhow::Result<Outcome
     store.close().await;
     if written? == 0 {
         match &args.state {
-            Some(s) => eprintln!("export: no jobs are {s} in {}: nothing exported", db.display()),
-            None => eprintln!("export: no jobs in {}: nothing exported", db.display()),
+            Some(s) => eprintln!(
+                "export: no jobs are {s} in {}: nothing exported",
+                crate::store::shown(&db)
+            ),
+            None => eprintln!("export: no jobs in {}: nothing exported", crate::store::shown(&db)),
         }
     }
     Ok(Outcome::AllDone)

@@ -7,8 +7,8 @@
 /// `--db`, for every command that works on a campaign.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DbFlag {
-    /// The database file: the truth about every job (keep it with the outputs) [default: wanbatch.db].
-    #[arg(long, env = "WANBATCH_DB", value_name = "FILE")]
+    /// The database: a file (the truth about every job; keep it with the outputs), or a PostgreSQL URL (postgres://…) for a campaign several runners share [default: wanbatch.db].
+    #[arg(long, env = "WANBATCH_DB", value_name = "FILE|URL")]
     pub db: Option<String>,
 }
 

@@ -39,9 +39,9 @@ pub struct ImportArgs {
 pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
     let db = resolved.db.clone();
     let opts = crate::settings::load_options(&resolved);
-    if !args.dry_run {
-        // The fast way first: straight into the database, for an import with no problem.
-        let existed = db.exists();
+    if !args.dry_run && !crate::store::is_url(&db) {
+        // The fast way first (SQLite): straight into the database, for an import with no problem.
+        let existed = crate::store::db_exists(&db);
         let store = Store::open(&db).await?;
         let direct = import_direct(&store, &args.manifests, &opts).await;
         let direct = match direct {
@@ -61,7 +61,7 @@ pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome
     }
     let (staging, images) = stage_manifests(&args.manifests, &db, &opts).await?;
     if args.dry_run {
-        let summary = if db.exists() {
+        let summary = if crate::store::db_exists(&db) {
             let store = Store::open(&db).await?;
             let check = store.check_staged(&staging, ERRORS_SHOWN).await;
             store.close().await;
@@ -79,7 +79,7 @@ pub async fn run(args: ImportArgs, resolved: Resolved) -> anyhow::Result<Outcome
             staging.len(),
             summary.inserted,
             summary.unchanged,
-            db.display()
+            crate::store::shown(&db)
         );
         let rows = read_manifests(&args.manifests)?;
         super::estimate::print(&db, &rows, &images, &super::estimate::Opts::for_import(&resolved)).await?;
@@ -327,6 +327,6 @@ fn print_summary(summary: &ImportSummary, db: &Path) {
         "imported {} new jobs ({} already present) into {}",
         summary.inserted,
         summary.unchanged,
-        db.display()
+        crate::store::shown(&db)
     );
 }

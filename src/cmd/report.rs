@@ -87,7 +87,10 @@ pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome
     let total = store.totals().await?.jobs;
     if total == 0 {
         store.close().await;
-        println!("report: no jobs in {}: nothing to show (no page written)", db.display());
+        println!(
+            "report: no jobs in {}: nothing to show (no page written)",
+            crate::store::shown(&db)
+        );
         return Ok(Outcome::AllDone);
     }
     let output = args.output.clone().unwrap_or_else(|| out.join("report.html"));

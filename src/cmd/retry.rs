@@ -83,12 +83,12 @@ pub async fn run(args: RetryArgs, resolved: Resolved) -> anyhow::Result<Outcome>
     }
     store.close().await;
     if total == 0 {
-        println!("nothing to retry in {}: no job matched", db.display());
+        println!("nothing to retry in {}: no job matched", crate::store::shown(&db));
         return Ok(Outcome::AllDone);
     }
     println!(
         "{total} job(s) will be submitted again on the next `wanbatch run --db {}`",
-        db.display()
+        crate::store::shown(&db)
     );
     Ok(Outcome::AllDone)
 }

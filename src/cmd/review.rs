@@ -116,13 +116,13 @@ async fn apply(args: ApplyArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
         s.reject,
         s.cleared,
         s.unchanged,
-        db.display()
+        crate::store::shown(&db)
     );
     if s.reject > 0 {
         println!(
             "review: `wanbatch retry --rejected --db {}` makes the rejected videos again (each a new, billed take; the \
              earlier one is kept as ID.rejected-N.mp4)",
-            db.display()
+            crate::store::shown(&db)
         );
     }
     Ok(Outcome::AllDone)

@@ -62,6 +62,10 @@ pub struct Tuning {
     /// Timeout of one API request, in seconds.
     #[arg(long, default_value_t = 60.0, hide = true)]
     pub request_timeout_secs: f64,
+    /// Several runners (PostgreSQL): how long a runner's jobs stay its own without a heartbeat,
+    /// in milliseconds; then another runner takes them over.
+    #[arg(long, default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(200..))]
+    pub lease_ms: u64,
 }
 
 impl Default for Tuning {
@@ -72,6 +76,7 @@ impl Default for Tuning {
             backoff_ms: 1000,
             grace_secs: 5.0,
             request_timeout_secs: 60.0,
+            lease_ms: 30_000,
         }
     }
 }
@@ -119,11 +124,11 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> anyhow::Result<Outcome> {
     if args.dry_run {
         return super::estimate::dry_run_of_run(&args, &settings).await;
     }
-    if args.manifests.is_empty() && !settings.db.exists() {
+    if args.manifests.is_empty() && !crate::store::is_url(&settings.db) && !settings.db.exists() {
         return Err(Failure::Usage(format!(
             "nothing to do: no manifest was given and there is no campaign database at {}. \
              Give a manifest (`wanbatch run jobs.csv`), or point --db at a campaign's database",
-            settings.db.display()
+            crate::store::shown(&settings.db)
         ))
         .into());
     }
@@ -154,6 +159,7 @@ pub async fn run_with(
     let grace = secs("--grace-secs", tuning.grace_secs)?;
     let progress_interval = secs("--progress-interval", display.progress_interval)?;
     let clients = endpoint.clients(secs("--request-timeout-secs", tuning.request_timeout_secs)?)?;
+    let key_hash = endpoint.key.budget_name();
     // Manifests are validated before the database is touched.
     let staged = if manifests.is_empty() {
         None
@@ -165,7 +171,10 @@ pub async fn run_with(
     };
     let db = settings.db.clone();
     let store = Store::open(&db).await?;
+    // SQLite: one run at a time. PostgreSQL: any number of runners, each holding its jobs under
+    // a lease (`store::runner`).
     let _lock = RunLock::acquire(&db)?;
+    let store = store.register_runner(&key_hash, tuning.lease_ms as i64).await?;
     if let Some((staging, images)) = staged {
         super::import::import_staged(&store, &staging, &db).await?;
         store.record_local_files(&images).await?;
@@ -305,7 +314,7 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
     if failed > 20 {
         println!("  … {} more failed; see `wanbatch export --state failed`", failed - 20);
     }
-    let resume = format!("wanbatch run --db {}", settings.db.display());
+    let resume = format!("wanbatch run --db {}", crate::store::shown(&settings.db));
     if waiting > 0 {
         // What is left, by what it needs: submitted jobs are best collected while their records
         // live (--result-lifetime); the others can wait.
@@ -363,14 +372,18 @@ async fn report(store: &Store, stop: &Stop, settings: &RunSettings) -> anyhow::R
     }))
 }
 
-/// An exclusive lock beside the database: two runs must never work one database at once (they
-/// would both submit the same pending jobs). The OS releases it if the process dies.
+/// An exclusive lock beside a SQLite database: two runs must never work one database at once
+/// (they would both submit the same pending jobs). The OS releases it if the process dies. A
+/// campaign in PostgreSQL takes none: its runners hold their jobs under leases instead.
 pub struct RunLock {
-    _file: std::fs::File,
+    _file: Option<std::fs::File>,
 }
 
 impl RunLock {
     pub fn acquire(db: &Path) -> anyhow::Result<RunLock> {
+        if crate::store::is_url(db) {
+            return Ok(RunLock { _file: None });
+        }
         let mut path = db.as_os_str().to_owned();
         path.push(".lock");
         let mut opts = std::fs::OpenOptions::new();
@@ -380,10 +393,10 @@ impl RunLock {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let file = opts.open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
+            Ok(()) => Ok(RunLock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
                 "another `wanbatch run` is working {} (lock {}); wait for it or stop it first",
-                db.display(),
+                crate::store::shown(&db),
                 PathBuf::from(path).display()
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(e.into()),

@@ -38,6 +38,9 @@ pub enum Next {
 
 /// How many waiting jobs are read from the database at a time.
 const WINDOW: i64 = 256;
+/// The same with several runners (PostgreSQL), where a window read is reserved for its reader:
+/// small, so the runners share the waiting jobs evenly.
+const RUNNER_WINDOW: i64 = 8;
 /// How often the walk over waiting jobs starts again once it reached the end.
 const REWALK_MS: i64 = 5000;
 
@@ -92,6 +95,27 @@ impl Agenda {
             }
         }
         self.rewalk();
+        Ok(())
+    }
+
+    /// Adds jobs this runner just took over from a dead one (`seqs`), as the database has them.
+    pub async fn adopt(&mut self, store: &Store, seqs: &HashSet<i64>) -> anyhow::Result<()> {
+        for w in store.due_polls(i64::MAX, i64::MAX).await? {
+            if seqs.contains(&w.seq) {
+                self.in_flight += 1;
+                self.add_poll(w);
+            }
+        }
+        for w in store.due_downloads(i64::MAX, i64::MAX).await? {
+            if seqs.contains(&w.seq) {
+                self.add_download(w, 0);
+            }
+        }
+        for w in store.unknown_work().await? {
+            if seqs.contains(&w.seq) {
+                self.resolves.insert((0, w.seq), w);
+            }
+        }
         Ok(())
     }
 
@@ -189,8 +213,14 @@ impl Agenda {
             self.rewalk();
         }
         while self.fresh.is_empty() && !self.walked {
-            let rows = store.pending_after(self.cursor, WINDOW).await?;
-            self.walked = (rows.len() as i64) < WINDOW;
+            // Several runners take small windows: a window is reserved for the runner that read it.
+            let window = if store.runner().is_some() {
+                RUNNER_WINDOW
+            } else {
+                WINDOW
+            };
+            let rows = store.pending_after(self.cursor, window).await?;
+            self.walked = (rows.len() as i64) < window;
             self.walked_at = now;
             for w in rows {
                 self.cursor = self.cursor.max(w.seq);

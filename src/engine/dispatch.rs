@@ -65,6 +65,8 @@ pub(super) struct Dispatcher {
     next_submit_at: f64,
     /// When the agenda may next be rebuilt from the database (see `finished`).
     next_reload: i64,
+    /// Several runners: when to look next for the jobs of runners that died (see `sweep`).
+    next_sweep: i64,
 }
 
 impl Dispatcher {
@@ -91,6 +93,7 @@ impl Dispatcher {
             budgeted,
             next_submit_at: now_ms() as f64,
             next_reload: 0,
+            next_sweep: 0,
         }
     }
 
@@ -118,6 +121,7 @@ impl Dispatcher {
                 return Ok(());
             }
             let now = now_ms();
+            self.sweep(now).await?;
             self.start_downloads(now);
             self.check_budget().await?;
             if self.send_api_work(now).await? {
@@ -129,6 +133,26 @@ impl Dispatcher {
                 Idle::Busy => self.rest(now).await,
             }
         }
+    }
+
+    /// Several runners (PostgreSQL): twice a lease, the jobs of runners that died are taken over
+    /// (`Store::take_over`) and join this runner's agenda — saved request ids to poll, videos
+    /// to fetch, lost submits to look up in the request history.
+    async fn sweep(&mut self, now: i64) -> anyhow::Result<()> {
+        let store = self.shared.store.clone();
+        let Some(lease_ms) = store.runner().map(|r| r.lease_ms) else {
+            return Ok(());
+        };
+        if now < self.next_sweep {
+            return Ok(());
+        }
+        self.next_sweep = now + (lease_ms / 2).max(100);
+        let taken = store.take_over().await?;
+        if !taken.is_empty() {
+            let seqs = taken.iter().map(|t| t.seq).collect();
+            self.agenda.adopt(&store, &seqs).await?;
+        }
+        Ok(())
     }
 
     /// Takes in every report waiting, and reaps ended tasks.

@@ -12,6 +12,13 @@
 //!    sent in the last window, and at least a 30 % cut); each success then adds a little back, so
 //!    the pace creeps up to the limit again slowly and 429s stay rare.
 //!
+//! 3. With several runners on one key (PostgreSQL), a budget shared through the database
+//!    (`Shared`): every request also takes a slot of the key's shared timeline
+//!    (`Store::take_slots`: slots `window / rpm` apart, handed out by moving one row forward, so
+//!    the runners together never exceed `rpm` in any window); a slot missed by more than a small
+//!    tolerance is dropped rather than used late. A 429's reset hint moves the shared timeline
+//!    forward for every runner.
+//!
 //! Downloads from the video host do not pass here: they are not API requests.
 
 use std::collections::VecDeque;
@@ -32,6 +39,8 @@ const BELOW_OBSERVED: f64 = 0.9;
 
 pub struct Gate {
     limiter: DefaultDirectRateLimiter,
+    /// The budget shared with other runners on the same key, if any.
+    shared: Option<Shared>,
     /// The burst covers a millisecond: the runtime's timer is precise enough.
     coarse: bool,
     cap: f64,
@@ -51,6 +60,69 @@ struct State {
     /// Send times within the last window.
     sent: VecDeque<Instant>,
     rate_limited: u64,
+}
+
+/// The budget shared with the other runners on one key (see the module's notes).
+struct Shared {
+    store: crate::store::Store,
+    key_hash: String,
+    interval_us: i64,
+    per_take: i64,
+    tolerance: Duration,
+    /// Slots taken from the database and not used yet, in time order.
+    slots: tokio::sync::Mutex<VecDeque<Instant>>,
+}
+
+impl Shared {
+    /// The next slot (waiting for the database if none is in hand).
+    async fn take(&self) -> Instant {
+        let mut slots = self.slots.lock().await;
+        loop {
+            let now = Instant::now();
+            while slots.front().is_some_and(|t| *t + self.tolerance < now) {
+                slots.pop_front();
+            }
+            if let Some(t) = slots.pop_front() {
+                return t;
+            }
+            match self
+                .store
+                .take_slots(&self.key_hash, self.per_take, self.interval_us)
+                .await
+            {
+                Ok(offsets) => {
+                    let at = Instant::now();
+                    slots.extend(offsets.into_iter().map(|us| {
+                        if us >= 0 {
+                            at + Duration::from_micros(us as u64)
+                        } else {
+                            at
+                        }
+                    }));
+                }
+                Err(e) => {
+                    // The database is the budget: without it, no request goes.
+                    tracing::warn!(error = %e, "cannot take a request slot from the shared budget");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// A slot due now, if one is in hand (never waits).
+    fn try_take(&self, now: Instant) -> bool {
+        let Ok(mut slots) = self.slots.try_lock() else {
+            return false;
+        };
+        while slots.front().is_some_and(|t| *t + self.tolerance < now) {
+            slots.pop_front();
+        }
+        if slots.front().is_some_and(|t| *t <= now) {
+            slots.pop_front();
+            return true;
+        }
+        false
+    }
 }
 
 /// A snapshot for progress displays and tests.
@@ -81,6 +153,7 @@ impl Gate {
             .allow_burst(NonZeroU32::new(per_ms).unwrap_or(NonZeroU32::MIN));
         Gate {
             limiter: RateLimiter::direct(quota),
+            shared: None,
             coarse: per_ms > 1,
             cap: f64::from(rate),
             window,
@@ -94,6 +167,29 @@ impl Gate {
                 rate_limited: 0,
             }),
         }
+    }
+
+    /// Shares the budget with every runner on the key `key_hash`, through `store`.
+    pub fn shared_with(mut self, store: crate::store::Store, key_hash: String) -> Gate {
+        let interval = self.window.div_f64(self.cap);
+        // A tenth of a second's worth of slots per round trip to the database, at least one.
+        let per_take = (Duration::from_millis(100).as_secs_f64() / interval.as_secs_f64())
+            .ceil()
+            .clamp(1.0, 32.0) as i64;
+        // Slots missed by more than this are dropped: within the window's margin (see `new`), so
+        // a late request cannot push a window of the server's over the limit.
+        let tolerance = (self.window.saturating_sub(self.window.mul_f64(100.0 / 101.0)) / 2)
+            .max(Duration::from_millis(5))
+            .min(interval / 2);
+        self.shared = Some(Shared {
+            store,
+            key_hash,
+            interval_us: interval.as_micros().max(1) as i64,
+            per_take,
+            tolerance,
+            slots: tokio::sync::Mutex::new(VecDeque::new()),
+        });
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -128,6 +224,10 @@ impl Gate {
         if let Some(slot) = slot {
             tokio::time::sleep_until(slot).await;
         }
+        if let Some(shared) = &self.shared {
+            let slot = shared.take().await;
+            tokio::time::sleep_until(slot).await;
+        }
         // A 429 may have arrived while we waited: honour it too.
         self.wait_pause().await;
         let mut st = self.lock();
@@ -149,6 +249,9 @@ impl Gate {
             }
         }
         if self.limiter.check().is_err() {
+            return false;
+        }
+        if self.shared.as_ref().is_some_and(|s| !s.try_take(now)) {
             return false;
         }
         let mut st = self.lock();
@@ -189,6 +292,15 @@ impl Gate {
             .min(Duration::from_secs(3600));
         let now = Instant::now();
         let end = now + wait;
+        if let Some(shared) = &self.shared {
+            let (store, key) = (shared.store.clone(), shared.key_hash.clone());
+            let until_ms = crate::store::now_ms() + wait.as_millis() as i64;
+            tokio::spawn(async move {
+                if let Err(e) = store.hold_budget(&key, until_ms).await {
+                    tracing::warn!(error = %e, "could not share a rate-limit pause with the other runners");
+                }
+            });
+        }
         let mut st = self.lock();
         st.rate_limited += 1;
         if st.paused_until.is_none_or(|cur| cur < end) {

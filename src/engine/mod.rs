@@ -115,7 +115,13 @@ pub async fn run(store: Store, clients: Clients, cfg: EngineConfig, cancel: Canc
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(shared::Shared {
         dl: download::client(5)?,
-        gate: Gate::new(cfg.rpm, cfg.rate_window, cfg.rate_window / 12),
+        gate: {
+            let gate = Gate::new(cfg.rpm, cfg.rate_window, cfg.rate_window / 12);
+            match store.runner() {
+                Some(r) => gate.shared_with(store.clone(), r.key_hash.clone()),
+                None => gate,
+            }
+        },
         spend: Spend::new(cfg.budget.clone()),
         reach: reach::Reach::default(),
         route: route::Route::load(cfg.poll, &store).await,

@@ -30,9 +30,24 @@ pub struct Recovered {
 
 /// Recovers what an earlier run left behind in `store` and the videos' folder `out`.
 pub async fn recover(store: &Store, out: &Path) -> anyhow::Result<Recovered> {
-    let interrupted = store.recover_interrupted_submits().await?;
-    let uploads_repeated = store.recover_upload_intents().await?;
-    let repolled = store.poll_all_now().await?;
+    let (interrupted, uploads_repeated, repolled) = if store.runner().is_some() {
+        // Several runners (PostgreSQL): only what dead runners left is this runner's to recover
+        // — their jobs are taken over (the same recovery, job by job); the live runners' jobs
+        // and uploads are theirs.
+        let taken = store.take_over().await?;
+        let count = |f: &dyn Fn(&crate::store::Taken) -> bool| taken.iter().filter(|t| f(t)).count() as u64;
+        (
+            count(&|t| t.before == JobState::Submitting),
+            0,
+            count(&|t| matches!(t.state, JobState::Running | JobState::Downloading)),
+        )
+    } else {
+        (
+            store.recover_interrupted_submits().await?,
+            store.recover_upload_intents().await?,
+            store.poll_all_now().await?,
+        )
+    };
     let keep: HashSet<(String, String)> = store
         .jobs(Some(JobState::Downloading))
         .await?

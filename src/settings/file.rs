@@ -31,7 +31,7 @@ pub fn load(path: &Path) -> Result<Layer, String> {
         .parent()
         .filter(|b| !b.as_os_str().is_empty() && *b != Path::new("."));
     for p in [&mut layer.db, &mut layer.out].into_iter().flatten() {
-        if let (Some(base), true) = (base, p.is_relative()) {
+        if let (Some(base), true) = (base, p.is_relative() && !crate::store::is_url(p)) {
             *p = base.join(&*p);
         }
     }

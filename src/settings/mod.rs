@@ -134,11 +134,15 @@ impl Resolved {
 /// The stored settings of the database at `db`, read without creating or changing it.
 fn read_stored(db: &Path) -> Result<Layer, String> {
     let mut layer = Layer::default();
-    if !db.exists() {
+    if !crate::store::is_url(db) && !db.exists() {
         return Ok(layer);
     }
-    let pairs = crate::store::peek_settings(db)
-        .map_err(|e| format!("cannot read the campaign's settings in {}: {e:#}", db.display()))?;
+    let pairs = crate::store::peek_settings(db).map_err(|e| {
+        format!(
+            "cannot read the campaign's settings in {}: {e:#}",
+            crate::store::shown(&db)
+        )
+    })?;
     for (key, json) in pairs {
         if let Ok(v) = serde_json::from_str(&json) {
             layer.set_json(&key, &v);

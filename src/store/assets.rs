@@ -8,6 +8,7 @@
 use crate::manifest::LocalImage;
 use crate::sql_args;
 
+use super::db;
 use super::{now_ms, Store};
 
 /// A local file as recorded at import.
@@ -32,7 +33,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         for f in files {
-            sqlx::query(
+            db::query(
                 "INSERT INTO local_files (path, sha256, bytes, media_type, imported_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, bytes = excluded.bytes,
                      media_type = excluded.media_type, imported_at = excluded.imported_at",
@@ -42,7 +43,7 @@ impl Store {
             .bind(f.bytes as i64)
             .bind(f.media_type)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -51,7 +52,7 @@ impl Store {
 
     pub async fn local_file(&self, path: &str) -> anyhow::Result<Option<LocalFile>> {
         Ok(
-            sqlx::query_as("SELECT path, sha256, bytes, media_type FROM local_files WHERE path = ?")
+            db::query_as("SELECT path, sha256, bytes, media_type FROM local_files WHERE path = ?")
                 .bind(path)
                 .fetch_optional(&self.read)
                 .await?,
@@ -60,9 +61,9 @@ impl Store {
 
     /// The uploaded URL of a content, if it was uploaded.
     pub async fn asset(&self, sha256: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT url FROM assets WHERE sha256 = ?")
+        Ok(db::query_scalar("SELECT url FROM assets WHERE sha256 = ?")
             .bind(sha256)
-            .fetch_optional(&self.read)
+            .fetch_maybe(&self.read)
             .await?)
     }
 
@@ -78,12 +79,11 @@ impl Store {
     /// Records that these contents are being uploaded (committed before the call).
     pub async fn begin_upload(&self, sha256s: &[String]) -> anyhow::Result<()> {
         for sha in sha256s {
-            self.batch
-                .exec(
-                    "INSERT OR IGNORE INTO upload_intents (sha256, started_at) VALUES (?, ?)",
-                    sql_args![sha.clone(), now_ms()],
-                )
-                .await?;
+            self.exec(
+                "INSERT INTO upload_intents (sha256, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                sql_args![sha.clone(), now_ms()],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -91,15 +91,16 @@ impl Store {
     /// Records uploaded contents and their URLs (and that their uploads are over).
     pub async fn record_uploads(&self, done: &[(String, String, i64)]) -> anyhow::Result<()> {
         for (sha, url, bytes) in done {
-            self.batch
-                .exec(
-                    "INSERT OR REPLACE INTO assets (sha256, url, bytes, uploaded_at) VALUES (?, ?, ?, ?);
+            self.exec(
+                "INSERT INTO assets (sha256, url, bytes, uploaded_at) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (sha256) DO UPDATE SET url = excluded.url, bytes = excluded.bytes,
+                             uploaded_at = excluded.uploaded_at;
                      DELETE FROM upload_intents WHERE sha256 = ?;
                      INSERT INTO counters (name, value) VALUES ('uploads', 1)
-                         ON CONFLICT(name) DO UPDATE SET value = value + 1",
-                    sql_args![sha.clone(), url.clone(), *bytes, now_ms(), sha.clone()],
-                )
-                .await?;
+                         ON CONFLICT(name) DO UPDATE SET value = counters.value + 1",
+                sql_args![sha.clone(), url.clone(), *bytes, now_ms(), sha.clone()],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -107,8 +108,7 @@ impl Store {
     /// An upload that ended without a URL (refused, lost): its intent goes.
     pub async fn end_upload(&self, sha256s: &[String]) -> anyhow::Result<()> {
         for sha in sha256s {
-            self.batch
-                .exec("DELETE FROM upload_intents WHERE sha256 = ?", sql_args![sha.clone()])
+            self.exec("DELETE FROM upload_intents WHERE sha256 = ?", sql_args![sha.clone()])
                 .await?;
         }
         Ok(())
@@ -118,18 +118,15 @@ impl Store {
     /// happened; they will be made again). Counted, and cleared. Returns how many.
     pub async fn recover_upload_intents(&self) -> anyhow::Result<u64> {
         let mut tx = self.write.begin().await?;
-        let n = sqlx::query("DELETE FROM upload_intents")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = db::query("DELETE FROM upload_intents").execute(&mut tx).await?;
         if n > 0 {
-            sqlx::query(
+            db::query(
                 "INSERT INTO counters (name, value) VALUES (?, ?)
-                 ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                 ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
             )
             .bind(UPLOADS_REPEATED)
             .bind(n as i64)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -137,9 +134,9 @@ impl Store {
     }
 
     pub async fn counter(&self, name: &str) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT value FROM counters WHERE name = ?")
+        Ok(db::query_scalar("SELECT value FROM counters WHERE name = ?")
             .bind(name)
-            .fetch_optional(&self.read)
+            .fetch_maybe(&self.read)
             .await?
             .unwrap_or(0))
     }

@@ -62,7 +62,7 @@ pub struct DirectImport {
 impl Store {
     /// Takes the write lock and begins a direct import.
     pub async fn begin_direct_import(&self) -> anyhow::Result<DirectImport> {
-        let mut conn = self.write.acquire().await?;
+        let mut conn = self.lite()?.acquire().await?;
         sqlx::query(&format!("PRAGMA main.cache_size = -{IMPORT_CACHE_KIB}"))
             .execute(&mut *conn)
             .await?;

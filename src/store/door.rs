@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::db;
 use super::sql::{Arg, Args, ToArg};
 use super::{now_ms, JobRow, Store, WORK_COLUMNS};
 use crate::state::{AttemptOutcome, JobState};
@@ -225,6 +226,13 @@ impl Store {
     /// Moves one job, if it is in a `from` state and passes the guard; returns the row written,
     /// or None if the guard did not hold (another step owns the job now).
     pub async fn transition(&self, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
+        let t = self.under_lease(t);
+        let Some(batch) = &self.batch else {
+            let Some(pool) = self.pg() else {
+                anyhow::bail!("internal: a store without a writer");
+            };
+            return super::pg::transition(pool, t).await;
+        };
         let parts = plan(t)?;
         // One batch: the writer runs the statements after the first only if it returned a row.
         let mut sql = String::new();
@@ -236,8 +244,19 @@ impl Store {
             sql.push_str(&s);
             args.extend(a);
         }
-        let rows = self.batch.exec_guarded(intern(sql), args).await?;
+        let rows = batch.exec_guarded(intern(sql), args).await?;
         rows.first().map(JobRow::from_values).transpose()
+    }
+
+    /// A write that is not a move (bookkeeping: uploads, charges, learned timing, facts): one
+    /// or more statements committed together — on SQLite through the group-commit writer, on
+    /// PostgreSQL in one transaction. Returns the rows they returned.
+    pub(super) async fn exec(&self, sql: &'static str, args: Args) -> anyhow::Result<Vec<super::sql::Row>> {
+        match (&self.batch, self.pg()) {
+            (Some(batch), _) => batch.exec(sql, args).await,
+            (None, Some(pool)) => super::pg::exec(pool, sql, args).await,
+            (None, None) => anyhow::bail!("internal: a store without a writer"),
+        }
     }
 
     /// Moves every job in a `from` state that matches `filter` (SQL with `?`s, or empty for
@@ -263,16 +282,11 @@ impl Store {
         args.extend(set_args);
         args.extend(from.iter().map(|s| s.arg()));
         args.extend(filter_args);
-        let mut q = sqlx::query(&sql);
+        let mut q = db::query(sql);
         for a in args {
-            q = match a {
-                Arg::Int(i) => q.bind(i),
-                Arg::Real(r) => q.bind(r),
-                Arg::Text(t) => q.bind(t),
-                Arg::Null(_) => q.bind(None::<String>),
-            };
+            q = q.bind(a);
         }
-        Ok(q.execute(&self.write).await?.rows_affected())
+        q.execute(&self.write).await
     }
 }
 

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 
 use sqlx::FromRow;
 
+use super::db;
+
 use crate::sql_args;
 
 use super::door::{AttemptKey, Guard, Transition};
@@ -61,13 +63,15 @@ pub struct Charge {
 impl Store {
     /// Every job held as `unknown`, with its lost attempt.
     pub async fn unknown_work(&self) -> anyhow::Result<Vec<UnknownWork>> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT j.seq, j.id, j.params, a.n AS attempt, a.started_at, a.finished_at,
                     j.resubmits_expired + j.resubmits_unknown AS resubmits
              FROM jobs j JOIN attempts a ON a.job_seq = j.seq AND a.n = j.attempts
-             WHERE j.state = ? ORDER BY j.seq",
+             WHERE j.state = ? AND (? IS NULL OR j.lease_owner = ?) ORDER BY j.seq",
         )
         .bind(Unknown.as_str())
+        .bind(self.owner())
+        .bind(self.owner())
         .fetch_all(&self.read)
         .await?)
     }
@@ -77,11 +81,11 @@ impl Store {
     pub async fn known_request_ids(&self, ids: &[String]) -> anyhow::Result<HashSet<String>> {
         let mut known = HashSet::new();
         for id in ids {
-            let hit: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM attempts WHERE request_id = ?1 UNION SELECT 1 FROM charges WHERE request_id = ?1",
+            let hit: Option<i64> = db::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM attempts WHERE request_id = ?1\n                 UNION SELECT CAST(1 AS BIGINT) FROM charges WHERE request_id = ?1",
             )
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_maybe(&self.read)
             .await?;
             if hit.is_some() {
                 known.insert(id.clone());
@@ -175,26 +179,25 @@ impl Store {
     /// Records requests the history holds (a request already recorded keeps its first `how`).
     pub async fn record_charges(&self, charges: &[Charge]) -> anyhow::Result<()> {
         for c in charges {
-            self.batch
-                .exec(
-                    "INSERT INTO charges (request_id, job_seq, status, credits, created_at, generation_url, how, seen_at)
+            self.exec(
+                "INSERT INTO charges (request_id, job_seq, status, credits, created_at, generation_url, how, seen_at)
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT(request_id) DO UPDATE SET status = excluded.status, credits = excluded.credits,
-                         created_at = COALESCE(excluded.created_at, created_at),
-                         generation_url = COALESCE(excluded.generation_url, generation_url),
+                         created_at = COALESCE(excluded.created_at, charges.created_at),
+                         generation_url = COALESCE(excluded.generation_url, charges.generation_url),
                          seen_at = excluded.seen_at",
-                    sql_args![
-                        c.request_id.clone(),
-                        c.job_seq,
-                        c.status.clone(),
-                        c.credits,
-                        c.created_at,
-                        c.generation_url.clone(),
-                        c.how,
-                        now_ms()
-                    ],
-                )
-                .await?;
+                sql_args![
+                    c.request_id.clone(),
+                    c.job_seq,
+                    c.status.clone(),
+                    c.credits,
+                    c.created_at,
+                    c.generation_url.clone(),
+                    c.how,
+                    now_ms()
+                ],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -202,18 +205,17 @@ impl Store {
     /// `reconcile`'s figures for a job: what Segmind billed for it in all, and how many of its
     /// requests were billed beyond the one that made its video.
     pub async fn set_reconciled(&self, seq: i64, true_cost: f64, double_charges: i64) -> anyhow::Result<()> {
-        self.batch
-            .exec(
-                "UPDATE jobs SET true_cost = ?, double_charges = ?, reconciled_at = ? WHERE seq = ?",
-                sql_args![true_cost, double_charges, now_ms(), seq],
-            )
-            .await?;
+        self.exec(
+            "UPDATE jobs SET true_cost = ?, double_charges = ?, reconciled_at = ? WHERE seq = ?",
+            sql_args![true_cost, double_charges, now_ms(), seq],
+        )
+        .await?;
         Ok(())
     }
 
     /// The recorded charges of a job.
     pub async fn charges_of(&self, seq: i64) -> anyhow::Result<Vec<(String, Option<String>, Option<f64>, String)>> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT request_id, status, credits, how FROM charges WHERE job_seq = ? ORDER BY created_at, request_id",
         )
         .bind(seq)
@@ -224,7 +226,7 @@ impl Store {
     /// When the campaign's first submit was intended, and its last answered (epoch ms).
     pub async fn attempt_span(&self) -> anyhow::Result<Option<(i64, i64)>> {
         let span: (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT MIN(started_at), MAX(COALESCE(finished_at, started_at)) FROM attempts")
+            db::query_as("SELECT MIN(started_at), MAX(COALESCE(finished_at, started_at)) FROM attempts")
                 .fetch_one(&self.read)
                 .await?;
         Ok(span.0.zip(span.1))
@@ -233,7 +235,7 @@ impl Store {
     /// The job of every attempt's request id.
     pub async fn attempt_owners(&self) -> anyhow::Result<std::collections::HashMap<String, i64>> {
         let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT request_id, job_seq FROM attempts WHERE request_id IS NOT NULL")
+            db::query_as("SELECT request_id, job_seq FROM attempts WHERE request_id IS NOT NULL")
                 .fetch_all(&self.read)
                 .await?;
         Ok(rows.into_iter().collect())
@@ -242,7 +244,7 @@ impl Store {
     /// The parameters of every job ever submitted, in manifest order.
     pub async fn submitted_params(&self) -> anyhow::Result<Vec<(i64, String)>> {
         Ok(
-            sqlx::query_as("SELECT seq, params FROM jobs WHERE attempts > 0 ORDER BY seq")
+            db::query_as("SELECT seq, params FROM jobs WHERE attempts > 0 ORDER BY seq")
                 .fetch_all(&self.read)
                 .await?,
         )
@@ -252,9 +254,9 @@ impl Store {
     pub async fn ids_of(&self, seqs: &[i64]) -> anyhow::Result<std::collections::HashMap<i64, String>> {
         let mut ids = std::collections::HashMap::new();
         for seq in seqs {
-            if let Some(id) = sqlx::query_scalar::<_, String>("SELECT id FROM jobs WHERE seq = ?")
+            if let Some(id) = db::query_scalar::<String>("SELECT id FROM jobs WHERE seq = ?")
                 .bind(seq)
-                .fetch_optional(&self.read)
+                .fetch_maybe(&self.read)
                 .await?
             {
                 ids.insert(*seq, id);
@@ -265,11 +267,11 @@ impl Store {
 
     /// What the history settled, summed over the few jobs it settled something for.
     pub async fn history_tally(&self) -> anyhow::Result<HistoryTally> {
-        Ok(sqlx::query_as(
-            "SELECT COALESCE(SUM(unknown_adopted), 0) AS adopted, COALESCE(SUM(unknown_absent), 0) AS absent,
-                    COALESCE(SUM(unknown_unprovable), 0) AS unprovable, COALESCE(SUM(history_recovered), 0) AS recovered,
-                    COALESCE(SUM(billed_duplicates), 0) AS billed_duplicates, COUNT(reconciled_at) AS reconciled_jobs,
-                    COALESCE(SUM(true_cost), 0.0) AS true_cost, COALESCE(SUM(double_charges), 0) AS double_charges,
+        Ok(db::query_as(
+            "SELECT CAST(COALESCE(SUM(unknown_adopted), 0) AS BIGINT) AS adopted, CAST(COALESCE(SUM(unknown_absent), 0) AS BIGINT) AS absent,
+                    CAST(COALESCE(SUM(unknown_unprovable), 0) AS BIGINT) AS unprovable, CAST(COALESCE(SUM(history_recovered), 0) AS BIGINT) AS recovered,
+                    CAST(COALESCE(SUM(billed_duplicates), 0) AS BIGINT) AS billed_duplicates, COUNT(reconciled_at) AS reconciled_jobs,
+                    COALESCE(SUM(true_cost), 0.0) AS true_cost, CAST(COALESCE(SUM(double_charges), 0) AS BIGINT) AS double_charges,
                     MAX(reconciled_at) AS reconciled_at
              FROM jobs INDEXED BY jobs_history
              WHERE unknown_adopted + unknown_absent + unknown_unprovable + history_recovered + billed_duplicates > 0

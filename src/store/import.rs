@@ -58,7 +58,17 @@ pub struct ImportCheck {
 impl Store {
     /// Compares staged rows with the database without writing (`import --dry-run`).
     pub async fn check_staged(&self, staging: &Staging, limit: usize) -> anyhow::Result<ImportCheck> {
-        let mut conn = self.read.acquire().await?;
+        if let Some(pool) = self.pg() {
+            let mut tx = pool.begin().await?;
+            let check = pg_stage(&mut tx, staging).await;
+            let check = match check {
+                Ok(()) => pg_compare(&mut tx, staging, limit).await,
+                Err(e) => Err(e),
+            };
+            tx.rollback().await?;
+            return check;
+        }
+        let mut conn = self.lite()?.acquire().await?;
         attach(&mut conn, staging).await?;
         let check = compare(&mut conn, staging, limit).await;
         detach(conn).await;
@@ -72,7 +82,10 @@ impl Store {
         staging: &Staging,
         limit: usize,
     ) -> anyhow::Result<Result<ImportSummary, Conflicts>> {
-        let mut conn = self.write.acquire().await?;
+        if let Some(pool) = self.pg() {
+            return pg_import(pool, staging, limit).await;
+        }
+        let mut conn = self.lite()?.acquire().await?;
         attach(&mut conn, staging).await?;
         // A bigger page cache for the bulk insert only: the `id` index takes rows in random order,
         // and a page evicted mid-transaction is written to the WAL again. Memory, not durability.
@@ -182,5 +195,115 @@ async fn insert_staged(
     tracing::info!(elapsed = ?started.elapsed(), "staged rows inserted");
     tx.commit().await?;
     tracing::info!(elapsed = ?started.elapsed(), "import committed");
+    Ok(Ok(summary))
+}
+
+/// PostgreSQL: the staged rows copied into a temporary table of the import's transaction, a
+/// thousand rows per statement, in manifest order.
+async fn pg_stage(tx: &mut sqlx::PgConnection, staging: &Staging) -> anyhow::Result<()> {
+    sqlx::query(
+        "CREATE TEMPORARY TABLE stage_rows (ord BIGINT PRIMARY KEY, id TEXT NOT NULL, params TEXT NOT NULL,
+             hash TEXT NOT NULL, source TEXT NOT NULL) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(staging.path())
+        .read_only(true);
+    let mut lite = SqliteConnection::connect_with(&opts).await?;
+    let mut after = 0i64;
+    loop {
+        let rows: Vec<(i64, String, String, String, String)> =
+            sqlx::query_as("SELECT ord, id, params, hash, source FROM rows WHERE ord > ? ORDER BY ord LIMIT 1000")
+                .bind(after)
+                .fetch_all(&mut lite)
+                .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        let mut insert =
+            sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO stage_rows (ord, id, params, hash, source) ");
+        insert.push_values(rows, |mut b, (ord, id, params, hash, source)| {
+            b.push_bind(ord)
+                .push_bind(id)
+                .push_bind(params)
+                .push_bind(hash)
+                .push_bind(source);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    lite.close().await?;
+    Ok(())
+}
+
+async fn pg_compare(tx: &mut sqlx::PgConnection, staging: &Staging, limit: usize) -> anyhow::Result<ImportCheck> {
+    let (unchanged, conflicting): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE j.params_hash = s.hash), COUNT(*) FILTER (WHERE j.params_hash <> s.hash)
+         FROM stage_rows s JOIN jobs j ON j.id = s.id",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let listed = if conflicting > 0 {
+        sqlx::query_as(
+            "SELECT s.id, s.source, j.source AS existing_source
+             FROM stage_rows s JOIN jobs j ON j.id = s.id
+             WHERE j.params_hash <> s.hash ORDER BY s.ord LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let unchanged = unchanged as u64;
+    Ok(ImportCheck {
+        summary: ImportSummary {
+            inserted: staging.len() - unchanged - conflicting as u64,
+            unchanged,
+        },
+        conflicts: Conflicts {
+            listed,
+            total: conflicting as u64,
+        },
+    })
+}
+
+/// PostgreSQL: the import in one transaction, the jobs table locked against other imports
+/// (runners still read and move jobs) so the check still holds at the insert. New jobs are
+/// numbered after the last, in manifest order.
+async fn pg_import(
+    pool: &sqlx::PgPool,
+    staging: &Staging,
+    limit: usize,
+) -> anyhow::Result<Result<ImportSummary, Conflicts>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    pg_stage(&mut tx, staging).await?;
+    let check = pg_compare(&mut tx, staging, limit).await?;
+    if check.conflicts.total > 0 {
+        tx.rollback().await?;
+        return Ok(Err(check.conflicts));
+    }
+    let mut summary = check.summary;
+    if summary.inserted > 0 {
+        let done = sqlx::query(
+            "INSERT INTO jobs (seq, id, params, params_hash, source, state, created_at, updated_at)
+             SELECT (SELECT COALESCE(MAX(seq), 0) FROM jobs) + ROW_NUMBER() OVER (ORDER BY ord),
+                    id, params, hash, source, 'pending', $1, $1
+             FROM stage_rows s WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.id) ORDER BY ord",
+        )
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        anyhow::ensure!(
+            done.rows_affected() == summary.inserted,
+            "import inserted {} rows, expected {}",
+            done.rows_affected(),
+            summary.inserted
+        );
+        summary.inserted = done.rows_affected();
+    }
+    tx.commit().await?;
     Ok(Ok(summary))
 }

@@ -16,6 +16,7 @@
 
 mod assets;
 mod batch;
+pub mod db;
 mod direct;
 pub mod door;
 mod history;
@@ -29,6 +30,7 @@ mod queue;
 mod records;
 mod report;
 mod review;
+pub mod runner;
 mod settings;
 pub mod sql;
 mod staging;
@@ -44,6 +46,7 @@ pub use pages::JobPages;
 pub use records::*;
 pub use report::{Histogram, Totals};
 pub use review::{Decision, FlagTally, Rejected, ReviewChange, ReviewOf};
+pub use runner::{key_hash, Taken};
 pub use settings::peek_settings;
 pub use staging::{Batch, Staging};
 pub use transitions::{RetryWhich, EXPIRED_SQL};
@@ -59,10 +62,45 @@ use crate::state::JobState;
 
 #[derive(Clone)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
-    /// The engine's hot-path writes, group-committed (see `batch`).
-    batch: batch::Batcher,
+    /// Writes and reads: on SQLite one writer connection and a small read-only pool; on
+    /// PostgreSQL one pool for both.
+    write: db::Db,
+    read: db::Db,
+    /// SQLite: the engine's hot-path writes, group-committed (see `batch`). PostgreSQL needs no
+    /// writer thread (commits from many connections group by themselves).
+    batch: Option<batch::Batcher>,
+    /// PostgreSQL: this process as a runner of the campaign, once `run` registered it (its
+    /// leases; see `runner`).
+    runner: Option<std::sync::Arc<runner::Runner>>,
+}
+
+/// The database as messages name it: the file, or the URL without its password.
+pub fn shown(db: &Path) -> String {
+    let text = db.display().to_string();
+    if !is_url(db) {
+        return text;
+    }
+    match url::Url::parse(&text) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(a PostgreSQL URL)".into(),
+    }
+}
+
+/// Whether a campaign database is there to open: a file that exists, or any PostgreSQL URL (the
+/// server is asked when it is opened).
+pub fn db_exists(db: &Path) -> bool {
+    is_url(db) || db.exists()
+}
+
+/// Where a campaign's database is: a SQLite file, or a PostgreSQL URL (`postgres://…`).
+pub fn is_url(db: &Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -75,6 +113,9 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies the migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        if is_url(path) {
+            return Store::open_pg(path.to_str().unwrap_or_default()).await;
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -104,12 +145,65 @@ impl Store {
             .await?;
         let batch = batch::Batcher::start(path)
             .with_context(|| format!("cannot open the database {} for writing", path.display()))?;
-        Ok(Store { write, read, batch })
+        Ok(Store {
+            write: db::Db::Sqlite(write),
+            read: db::Db::Sqlite(read),
+            batch: Some(batch),
+            runner: None,
+        })
+    }
+
+    /// Opens the campaign in the PostgreSQL database at `url` (creating its tables if need be).
+    /// The URL may hold a password: it is never printed (errors name the host and database).
+    pub async fn open_pg(url: &str) -> anyhow::Result<Store> {
+        let opts = sqlx::postgres::PgConnectOptions::from_str(url).context("the --db URL is not a PostgreSQL URL")?;
+        let named = format!(
+            "the PostgreSQL database {} on {}:{}",
+            opts.get_database().unwrap_or("(default)"),
+            opts.get_host(),
+            opts.get_port()
+        );
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot open {named}"))?;
+        migrate::postgres(&pool)
+            .await
+            .with_context(|| format!("cannot prepare {named}"))?;
+        Ok(Store {
+            write: db::Db::Pg(pool.clone()),
+            read: db::Db::Pg(pool),
+            batch: None,
+            runner: None,
+        })
+    }
+
+    /// Whether the campaign is in PostgreSQL.
+    pub fn is_pg(&self) -> bool {
+        matches!(self.write, db::Db::Pg(_))
+    }
+
+    /// The SQLite writer connection, for what only SQLite does (its import paths).
+    fn lite(&self) -> anyhow::Result<&SqlitePool> {
+        match &self.write {
+            db::Db::Sqlite(p) => Ok(p),
+            db::Db::Pg(_) => anyhow::bail!("internal: a SQLite-only step on PostgreSQL"),
+        }
+    }
+
+    /// The PostgreSQL pool.
+    fn pg(&self) -> Option<&sqlx::PgPool> {
+        match &self.write {
+            db::Db::Pg(p) => Some(p),
+            db::Db::Sqlite(_) => None,
+        }
     }
 
     /// Opens an existing database for reading only (`status`, `export`): never creates one.
     pub async fn open_existing(path: &Path) -> anyhow::Result<Store> {
-        if !path.exists() {
+        if !is_url(path) && !path.exists() {
             anyhow::bail!(
                 "no database at {} (run `wanbatch import` or `wanbatch run` first)",
                 path.display()
@@ -119,14 +213,19 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        self.batch.close().await;
+        if let Some(runner) = &self.runner {
+            runner.stop(self).await;
+        }
+        if let Some(batch) = &self.batch {
+            batch.close().await;
+        }
         self.read.close().await;
         self.write.close().await;
     }
 
     /// Number of jobs in each state (all states listed, zeros included).
     pub async fn counts(&self) -> anyhow::Result<Vec<(JobState, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        let rows: Vec<(String, i64)> = db::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
             .fetch_all(&self.read)
             .await?;
         Ok(JobState::ALL

@@ -2,6 +2,8 @@
 
 use sqlx::FromRow;
 
+use super::db;
+
 use super::{now_ms, Store};
 use crate::state::JobState;
 
@@ -34,14 +36,14 @@ impl CostSummary {
 
 impl Store {
     pub async fn cost_summary(&self) -> anyhow::Result<CostSummary> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT COALESCE(SUM(cost), 0.0) AS reported, COUNT(cost) AS reported_jobs,
-                    COALESCE(SUM(cost IS NULL AND state IN ('downloading', 'done')), 0) AS unpriced_videos,
-                    COALESCE(SUM(state IN ('submitting', 'running')), 0) AS at_segmind,
-                    COALESCE(SUM(resubmits_expired), 0) AS expired_attempts,
-                    COALESCE(SUM(resubmits_rejected), 0) AS rejected_attempts,
-                    COALESCE(SUM(resubmits_unknown), 0)
-                      + COALESCE(SUM(state = 'failed' AND request_id IS NULL AND maybe_billed_twice <> 0), 0)
+                    COALESCE(SUM(CASE WHEN cost IS NULL AND state IN ('downloading', 'done') THEN 1 ELSE 0 END), 0) AS unpriced_videos,
+                    COALESCE(SUM(CASE WHEN state IN ('submitting', 'running') THEN 1 ELSE 0 END), 0) AS at_segmind,
+                    CAST(COALESCE(SUM(resubmits_expired), 0) AS BIGINT) AS expired_attempts,
+                    CAST(COALESCE(SUM(resubmits_rejected), 0) AS BIGINT) AS rejected_attempts,
+                    CAST(COALESCE(SUM(resubmits_unknown), 0) AS BIGINT)
+                      + COALESCE(SUM(CASE WHEN state = 'failed' AND request_id IS NULL AND maybe_billed_twice <> 0 THEN 1 ELSE 0 END), 0)
                       AS maybe_attempts
              FROM jobs",
         )
@@ -52,7 +54,7 @@ impl Store {
     /// Jobs submitted and not yet finished at Segmind, and when the oldest was accepted: their
     /// request records expire an hour after submission, so they must be collected before then.
     pub async fn submitted_unfinished(&self) -> anyhow::Result<(i64, Option<i64>)> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT COUNT(*), MIN(submitted_at) FROM jobs INDEXED BY jobs_state_seq
              WHERE state IN ('submitting', 'running')",
         )
@@ -68,7 +70,7 @@ impl Store {
     pub async fn bench_mark_done(&self, num: i64, den: i64) -> anyhow::Result<()> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
-        sqlx::query(
+        db::query(
             "UPDATE jobs SET state = 'done', attempts = 1, cost = 0.05, request_id = 'bench-' || seq,
                     submitted_at = ?1 - 700000, completed_at = ?1 - seq % 600000, downloaded_at = ?1 - seq % 600000,
                     output_path = 'out/' || id || '.mp4', bytes = 1000000, updated_at = ?1
@@ -77,13 +79,13 @@ impl Store {
         .bind(now)
         .bind(den)
         .bind(num)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        sqlx::query(
+        db::query(
             "INSERT INTO attempts (job_seq, n, started_at, request_id, outcome, finished_at)
              SELECT seq, 1, submitted_at, request_id, 'completed', completed_at FROM jobs WHERE state = 'done'",
         )
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -134,11 +136,11 @@ struct StateTally {
 impl Store {
     /// The sums behind `status`, with completions counted from `since` (epoch ms). Reads only.
     pub async fn tally(&self, since: i64) -> anyhow::Result<Tally> {
-        let rows: Vec<StateTally> = sqlx::query_as(
-            "SELECT state, COUNT(*) AS jobs, SUM(attempts) AS attempts, SUM(resubmits_unknown) AS unknown,
-                    SUM(resubmits_expired) AS expired, SUM(resubmits_failed) AS failed,
-                    SUM(maybe_billed_twice <> 0) AS twice, COALESCE(SUM(cost), 0.0) AS cost, COUNT(cost) AS cost_jobs,
-                    SUM(completed_at >= ?1) AS recent, MIN(CASE WHEN completed_at >= ?1 THEN completed_at END) AS first_recent
+        let rows: Vec<StateTally> = db::query_as(
+            "SELECT state, COUNT(*) AS jobs, CAST(SUM(attempts) AS BIGINT) AS attempts, CAST(SUM(resubmits_unknown) AS BIGINT) AS unknown,
+                    CAST(SUM(resubmits_expired) AS BIGINT) AS expired, CAST(SUM(resubmits_failed) AS BIGINT) AS failed,
+                    SUM(CASE WHEN maybe_billed_twice <> 0 THEN 1 ELSE 0 END) AS twice, COALESCE(SUM(cost), 0.0) AS cost, COUNT(cost) AS cost_jobs,
+                    SUM(CASE WHEN completed_at >= ?1 THEN 1 ELSE 0 END) AS recent, MIN(CASE WHEN completed_at >= ?1 THEN completed_at END) AS first_recent
              FROM jobs INDEXED BY jobs_tally GROUP BY state",
         )
         .bind(since)
@@ -170,12 +172,12 @@ impl Store {
 
     /// The unfinished job created first (manifest order among equals).
     pub async fn oldest_waiting(&self) -> anyhow::Result<Option<Oldest>> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT id, state, created_at FROM jobs
              WHERE seq = (SELECT MIN(m) FROM (
                  SELECT (SELECT MIN(seq) FROM jobs INDEXED BY jobs_state_seq WHERE state = s.state) AS m
                  FROM (SELECT 'pending' AS state UNION ALL SELECT 'submitting' UNION ALL SELECT 'unknown'
-                       UNION ALL SELECT 'running' UNION ALL SELECT 'downloading') AS s))",
+                       UNION ALL SELECT 'running' UNION ALL SELECT 'downloading') AS s) AS firsts)",
         )
         .fetch_optional(&self.read)
         .await?)
@@ -183,11 +185,11 @@ impl Store {
 
     /// Ids of the first `limit` jobs that may have been billed twice, in manifest order.
     pub async fn maybe_billed_twice(&self, limit: i64) -> anyhow::Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(db::query_scalar(
             "SELECT id FROM jobs INDEXED BY jobs_billed_twice WHERE maybe_billed_twice <> 0 ORDER BY seq LIMIT ?",
         )
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_column(&self.read)
         .await?)
     }
 }

@@ -1,12 +1,13 @@
 //! Every job in manifest order, a page at a time, from one read snapshot.
 
+use super::db;
 use super::{AttemptRecord, JobRecord, Store, JOB_COLUMNS};
 use crate::state::JobState;
 
 /// Jobs in manifest order, a page at a time, each with its attempts, all from one read snapshot
 /// (a read transaction in WAL: it never blocks a writer). Memory: one page.
 pub struct JobPages {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: db::Tx,
     state: Option<&'static str>,
     after: i64,
     with_attempts: bool,
@@ -14,8 +15,15 @@ pub struct JobPages {
 
 impl Store {
     pub async fn job_pages(&self, state: Option<JobState>, with_attempts: bool) -> anyhow::Result<JobPages> {
+        let mut tx = self.read.begin().await?;
+        if self.is_pg() {
+            // One snapshot for every page, as SQLite's read transaction gives.
+            db::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut tx)
+                .await?;
+        }
         Ok(JobPages {
-            tx: self.read.begin().await?,
+            tx,
             state: state.map(JobState::as_str),
             after: 0,
             with_attempts,
@@ -29,11 +37,11 @@ impl JobPages {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3"
         );
-        let jobs: Vec<JobRecord> = sqlx::query_as(&sql)
+        let jobs: Vec<JobRecord> = db::query_as(&sql)
             .bind(self.after)
             .bind(self.state)
             .bind(limit)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?;
         let (Some(first), Some(last)) = (jobs.first().map(|j| j.seq), jobs.last().map(|j| j.seq)) else {
             return Ok(Vec::new());
@@ -50,7 +58,7 @@ impl JobPages {
                 Option<String>,
                 Option<i64>,
             );
-            let rows: Vec<Row> = sqlx::query_as(
+            let rows: Vec<Row> = db::query_as(
                 "SELECT a.job_seq, a.n, a.started_at, a.request_id, a.outcome, a.detail, a.finished_at
                  FROM attempts a JOIN jobs j ON j.seq = a.job_seq
                  WHERE j.seq BETWEEN ?1 AND ?2 AND (?3 IS NULL OR j.state = ?3) ORDER BY a.job_seq, a.n",
@@ -58,7 +66,7 @@ impl JobPages {
             .bind(first)
             .bind(last)
             .bind(self.state)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?;
             attempts = rows
                 .into_iter()

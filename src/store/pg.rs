@@ -48,6 +48,19 @@ async fn transition_in(conn: &mut PgConnection, t: Transition<'_>) -> anyhow::Re
     JobRow::from_values(&values(&row)?).map(Some)
 }
 
+/// Bookkeeping statements (`Store::exec`) in one transaction; returns their rows.
+pub async fn exec(pool: &PgPool, sql: &str, args: Args) -> anyhow::Result<Vec<Row>> {
+    let mut tx = pool.begin().await?;
+    let mut rows = Vec::new();
+    for (sql, args) in statements(sql, args)? {
+        for row in bind(&super::db::dialect(&sql), args).fetch_all(&mut *tx).await? {
+            rows.push(values(&row)?);
+        }
+    }
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// Several runners: claims up to `limit` waiting jobs that are due for runner `owner`, each
 /// taken whole or not at all. Rows another runner is claiming at the same moment are skipped,
 /// not waited for (`FOR UPDATE SKIP LOCKED`), so two runners never claim the same job. Each
@@ -133,7 +146,7 @@ fn marks(sql: &str) -> usize {
         .count()
 }
 
-fn bind(sql: &str, args: Args) -> Query<'_, Postgres, PgArguments> {
+pub(super) fn bind(sql: &str, args: Args) -> Query<'_, Postgres, PgArguments> {
     let mut q = sqlx::query(sql);
     for a in args {
         q = match a {

@@ -4,6 +4,8 @@
 
 use sqlx::FromRow;
 
+use super::db;
+
 use super::records::JOB_COLUMNS;
 use super::{JobRecord, Store};
 use crate::state::JobState;
@@ -46,7 +48,7 @@ impl Store {
     /// One job by its manifest position.
     pub async fn job(&self, seq: i64) -> anyhow::Result<Option<JobRecord>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?");
-        Ok(sqlx::query_as(&sql).bind(seq).fetch_optional(&self.read).await?)
+        Ok(db::query_as(&sql).bind(seq).fetch_optional(&self.read).await?)
     }
 
     /// Up to `limit` jobs after `after_seq` in manifest order, optionally only those in `state`:
@@ -60,7 +62,7 @@ impl Store {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3"
         );
-        Ok(sqlx::query_as(&sql)
+        Ok(db::query_as(&sql)
             .bind(after_seq)
             .bind(state.map(JobState::as_str))
             .bind(limit)
@@ -69,13 +71,13 @@ impl Store {
     }
 
     pub async fn totals(&self) -> anyhow::Result<Totals> {
-        Ok(sqlx::query_as(
-            "SELECT COUNT(*) AS jobs, COALESCE(SUM(attempts), 0) AS attempts, COALESCE(SUM(cost), 0.0) AS spent,
-                    COUNT(cost) AS priced_jobs, COALESCE(SUM(resubmits_unknown), 0) AS resubmits_unknown,
-                    COALESCE(SUM(resubmits_expired), 0) AS resubmits_expired,
-                    COALESCE(SUM(resubmits_failed), 0) AS resubmits_failed,
-                    COALESCE(SUM(maybe_billed_twice != 0), 0) AS maybe_billed_twice,
-                    COALESCE(SUM(CASE WHEN state = 'done' THEN bytes END), 0) AS bytes
+        Ok(db::query_as(
+            "SELECT COUNT(*) AS jobs, CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS attempts, COALESCE(SUM(cost), 0.0) AS spent,
+                    COUNT(cost) AS priced_jobs, CAST(COALESCE(SUM(resubmits_unknown), 0) AS BIGINT) AS resubmits_unknown,
+                    CAST(COALESCE(SUM(resubmits_expired), 0) AS BIGINT) AS resubmits_expired,
+                    CAST(COALESCE(SUM(resubmits_failed), 0) AS BIGINT) AS resubmits_failed,
+                    COALESCE(SUM(CASE WHEN maybe_billed_twice <> 0 THEN 1 ELSE 0 END), 0) AS maybe_billed_twice,
+                    CAST(COALESCE(SUM(CASE WHEN state = 'done' THEN bytes END), 0) AS BIGINT) AS bytes
              FROM jobs",
         )
         .fetch_one(&self.read)
@@ -85,8 +87,8 @@ impl Store {
     /// Durations of every finished attempt in `buckets` equal buckets; None if none finished.
     pub async fn duration_histogram(&self, buckets: i64) -> anyhow::Result<Option<Histogram>> {
         let buckets = buckets.max(1);
-        let range: (Option<i64>, Option<i64>, Option<f64>) = sqlx::query_as(&format!(
-            "SELECT MIN({DURATION}), MAX({DURATION}), AVG({DURATION}) FROM jobs WHERE {HAS_DURATION}"
+        let range: (Option<i64>, Option<i64>, Option<f64>) = db::query_as(&format!(
+            "SELECT MIN({DURATION}), MAX({DURATION}), CAST(AVG({DURATION}) AS DOUBLE PRECISION) FROM jobs WHERE {HAS_DURATION}"
         ))
         .fetch_one(&self.read)
         .await?;
@@ -94,8 +96,8 @@ impl Store {
             return Ok(None);
         };
         let width_ms = ((max_ms - min_ms) / buckets + 1).max(1);
-        let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
-            "SELECT MIN(({DURATION} - ?1) / ?2, ?3) AS b, COUNT(*) FROM jobs WHERE {HAS_DURATION} GROUP BY b"
+        let rows: Vec<(i64, i64)> = db::query_as(&format!(
+            "SELECT CASE WHEN ({DURATION} - ?1) / ?2 < ?3 THEN ({DURATION} - ?1) / ?2 ELSE ?3 END AS b, COUNT(*) FROM jobs WHERE {HAS_DURATION} GROUP BY b"
         ))
         .bind(min_ms)
         .bind(width_ms)
@@ -137,7 +139,7 @@ mod tests {
         store.import(&rows).await.unwrap().unwrap();
         for (i, d) in durations.iter().enumerate() {
             if let Some(d) = d {
-                sqlx::query(
+                db::query(
                     "UPDATE jobs SET state = 'done', submitted_at = 1000, completed_at = 1000 + ?, cost = 0.5,
                          bytes = 100, attempts = 1 WHERE seq = ?",
                 )

@@ -9,6 +9,8 @@
 
 use sqlx::FromRow;
 
+use super::db;
+
 use super::sql::Args;
 use super::{now_ms, Store};
 use crate::sql_args;
@@ -86,7 +88,7 @@ impl Store {
     /// The state and recorded review of the job `id`, if it exists.
     pub async fn review_of(&self, id: &str) -> anyhow::Result<Option<ReviewOf>> {
         Ok(
-            sqlx::query_as("SELECT seq, state, review, review_note FROM jobs WHERE id = ?")
+            db::query_as("SELECT seq, state, review, review_note FROM jobs WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?,
@@ -100,7 +102,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         for c in changes {
-            let done = sqlx::query(
+            let done = db::query(
                 "UPDATE jobs SET review = ?1, review_note = ?2, reviewed_at = CASE WHEN ?1 IS NULL THEN NULL ELSE ?3 END
                  WHERE seq = ?4 AND (?1 IS NULL OR state = ?5)",
             )
@@ -109,9 +111,9 @@ impl Store {
             .bind(now)
             .bind(c.seq)
             .bind(JobState::Done.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            if done.rows_affected() != 1 {
+            if done != 1 {
                 // Dropping the transaction rolls it back: nothing of the file is recorded.
                 anyhow::bail!(
                     "job #{} changed while the decisions were recorded; nothing was recorded",
@@ -126,9 +128,10 @@ impl Store {
     /// Mismatched videos and reviewers' verdicts, counted over the `jobs_flags` partial index
     /// (only the few flagged jobs are read).
     pub async fn flag_tally(&self) -> anyhow::Result<FlagTally> {
-        Ok(sqlx::query_as(
-            "SELECT COALESCE(SUM(video_mismatch IS NOT NULL), 0) AS mismatched,
-                    COALESCE(SUM(review = 'keep'), 0) AS keep, COALESCE(SUM(review = 'reject'), 0) AS reject
+        Ok(db::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN video_mismatch IS NOT NULL THEN 1 ELSE 0 END), 0) AS mismatched,
+                    COALESCE(SUM(CASE WHEN review = 'keep' THEN 1 ELSE 0 END), 0) AS keep,
+                    COALESCE(SUM(CASE WHEN review = 'reject' THEN 1 ELSE 0 END), 0) AS reject
              FROM jobs INDEXED BY jobs_flags WHERE video_mismatch IS NOT NULL OR review IS NOT NULL",
         )
         .fetch_one(&self.read)
@@ -137,7 +140,7 @@ impl Store {
 
     /// Done jobs a reviewer rejected, in manifest order.
     pub async fn rejected_done(&self) -> anyhow::Result<Vec<Rejected>> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT seq, id, output_path, resubmits_rejected, review_note, reviewed_at
              FROM jobs INDEXED BY jobs_flags
              WHERE (video_mismatch IS NOT NULL OR review IS NOT NULL) AND review = 'reject' AND state = ?
@@ -153,9 +156,9 @@ impl Store {
     pub async fn rejected_takes_of(&self, seqs: &[i64]) -> anyhow::Result<std::collections::HashMap<i64, i64>> {
         let mut takes = std::collections::HashMap::new();
         for seq in seqs {
-            let n: Option<i64> = sqlx::query_scalar("SELECT resubmits_rejected FROM jobs WHERE seq = ?")
+            let n: Option<i64> = db::query_scalar("SELECT resubmits_rejected FROM jobs WHERE seq = ?")
                 .bind(seq)
-                .fetch_optional(&self.read)
+                .fetch_maybe(&self.read)
                 .await?;
             if let Some(n) = n.filter(|n| *n > 0) {
                 takes.insert(*seq, n);

@@ -81,6 +81,27 @@ impl ToArg for bool {
     }
 }
 
+impl ToArg for Arg {
+    const KIND: Kind = Kind::Text;
+    fn arg(self) -> Arg {
+        self
+    }
+}
+
+impl ToArg for &String {
+    const KIND: Kind = Kind::Text;
+    fn arg(self) -> Arg {
+        Arg::Text(self.clone())
+    }
+}
+
+impl ToArg for &i64 {
+    const KIND: Kind = Kind::Int;
+    fn arg(self) -> Arg {
+        Arg::Int(*self)
+    }
+}
+
 impl ToArg for crate::state::JobState {
     const KIND: Kind = Kind::Text;
     fn arg(self) -> Arg {

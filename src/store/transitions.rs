@@ -6,6 +6,7 @@
 
 use crate::sql_args;
 
+use super::db;
 use super::door::{AttemptKey, Guard, Transition};
 use super::{now_ms, Completed, JobRow, Store};
 use crate::state::{AttemptOutcome, JobState};
@@ -257,7 +258,7 @@ impl Store {
             .await?;
         // Their open attempts say so (after the move: a crash in between leaves the attempts
         // open, and the next start marks them).
-        sqlx::query(
+        db::query(
             "UPDATE attempts SET outcome = ?, finished_at = ?,
                  detail = 'the run stopped after the submit was recorded and before its answer was'
              WHERE outcome IS NULL
@@ -279,12 +280,12 @@ impl Store {
 
     /// Every saved request_id is due for a poll now (after a restart). Not a move.
     pub async fn poll_all_now(&self) -> anyhow::Result<u64> {
-        let done = sqlx::query("UPDATE jobs SET due_at = 0 WHERE state IN (?, ?)")
+        let done = db::query("UPDATE jobs SET due_at = 0 WHERE state IN (?, ?)")
             .bind(Running.as_str())
             .bind(Downloading.as_str())
             .execute(&self.write)
             .await?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 }
 
@@ -353,9 +354,9 @@ impl Store {
 
     /// The state of one job, if it exists.
     pub async fn state_of(&self, id: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+        Ok(db::query_scalar("SELECT state FROM jobs WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_maybe(&self.read)
             .await?)
     }
 }

@@ -25,6 +25,8 @@ pub fn fast_fake() -> FakeConfig {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub fake: FakeServer,
+    /// The campaign's database when not the SQLite file `w.db`: a PostgreSQL URL.
+    pub db_url: Option<String>,
 }
 
 impl Env {
@@ -32,6 +34,15 @@ impl Env {
         Env {
             dir: tempfile::tempdir().unwrap(),
             fake: FakeServer::start(cfg).await.unwrap(),
+            db_url: None,
+        }
+    }
+
+    /// An environment whose campaign lives in the PostgreSQL database at `url`.
+    pub async fn with_pg(cfg: FakeConfig, url: String) -> Env {
+        Env {
+            db_url: Some(url),
+            ..Env::new(cfg).await
         }
     }
 
@@ -40,7 +51,10 @@ impl Env {
     }
 
     pub fn db(&self) -> PathBuf {
-        self.path("w.db")
+        match &self.db_url {
+            Some(url) => PathBuf::from(url),
+            None => self.path("w.db"),
+        }
     }
 
     pub fn out(&self) -> PathBuf {

@@ -16,6 +16,13 @@ use crate::store::{now_ms, SubmitWork, UnknownWork};
 /// number), then sends it.
 pub async fn submit(s: Arc<Shared>, w: SubmitWork, claimed: Option<i64>) {
     let r = async {
+        if claimed.is_none() && s.store.runner().is_some_and(|r| !r.lease_fresh()) {
+            // Several runners: this runner's heartbeat is late (it was paused, or the database
+            // is slow), so another may be taking its jobs over. No submit goes until it beats.
+            let mut w = w.clone();
+            w.due_at = now_ms() + 500;
+            return Ok(Next::Submit(w));
+        }
         let body = match body(&s, &w).await {
             Ok(body) => body,
             Err(trouble) => return cannot_send(&s, &w, claimed, trouble).await,

@@ -1,0 +1,320 @@
+//! Several runners on one PostgreSQL campaign: each `wanbatch run` registers as a runner, holds
+//! the jobs it works under a lease, and keeps its leases alive with a heartbeat.
+//!
+//! - **Runner.** A row in `runners` (a new id per process, its host and pid, a keyed hash of its
+//!   API key, never the key). `heartbeat_at` is written every `lease / 4`; a runner whose
+//!   heartbeat is older than `lease`, or that stopped, is dead.
+//! - **Leases.** A job's `lease_owner` is the runner working it and `lease_epoch` counts its
+//!   changes of hands. A runner takes waiting jobs a few at a time (`reserve`: `FOR UPDATE SKIP
+//!   LOCKED`, so two runners never take the same job) and claims them for their submit under
+//!   that lease; every transition it makes is guarded by (owner, epoch) (`Store::transition`),
+//!   so a runner whose job was taken over writes nothing more for it.
+//! - **Takeover.** The jobs of a dead runner that are at Segmind or being fetched are taken over
+//!   by the first live runner to look (`take_over`, in one statement that moves the lease and
+//!   bumps the epoch): saved request ids are polled again, a job caught in its submit window
+//!   becomes `unknown` and is looked up in the request history — never a blind resubmit. Its
+//!   waiting jobs are simply free to take again.
+//!
+//! With SQLite there is no runner: one `run` at a time (the run lock), which owns every job.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::db;
+use super::door::Transition;
+use super::{now_ms, Store, SubmitWork};
+use crate::state::JobState::{self, *};
+
+/// This process as a runner.
+pub struct Runner {
+    pub id: String,
+    /// The account's budget this runner spends (a keyed hash of its API key).
+    pub key_hash: String,
+    /// How long a heartbeat keeps the runner's leases.
+    pub lease_ms: i64,
+    /// The epoch of each job this runner holds (from its reservation or takeover).
+    epochs: Mutex<HashMap<i64, i64>>,
+    /// When the last heartbeat was written (0: never).
+    beat_ok_at: AtomicI64,
+    beating: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Runner {
+    fn epoch(&self, seq: i64) -> Option<i64> {
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner()).get(&seq).copied()
+    }
+
+    fn hold(&self, seq: i64, epoch: i64) {
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner()).insert(seq, epoch);
+    }
+
+    /// Whether this runner's leases are surely still its own: its last heartbeat is recent
+    /// (half a lease). A runner paused past its lease (a stopped process, a frozen machine)
+    /// must not send a submit for a job another runner may have taken over meanwhile.
+    pub fn lease_fresh(&self) -> bool {
+        now_ms() - self.beat_ok_at.load(Ordering::Relaxed) < self.lease_ms / 2
+    }
+
+    /// At the end of a run: waiting jobs it reserved are freed, and it is marked stopped, so
+    /// others take over what it leaves at once instead of after its lease.
+    pub(super) async fn stop(&self, store: &Store) {
+        if let Some(h) = self.beating.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            h.abort();
+        }
+        let _ = db::query("UPDATE jobs SET lease_owner = NULL WHERE lease_owner = ? AND state = ?")
+            .bind(self.id.as_str())
+            .bind(Pending)
+            .execute(&store.write)
+            .await;
+        let _ = db::query("UPDATE runners SET stopped_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(self.id.as_str())
+            .execute(&store.write)
+            .await;
+    }
+}
+
+/// The SQL condition "the runner `lease_owner` is alive", with its two arguments (self, and
+/// the oldest live heartbeat).
+const ALIVE: &str = "lease_owner IN (SELECT id FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= ?)";
+
+impl Store {
+    /// Registers this process as a runner of the campaign (PostgreSQL only; SQLite has one
+    /// runner, the run lock's holder) and starts its heartbeat. `key_hash` names the account's
+    /// budget (a keyed hash of the API key). Returns the store as this runner sees it.
+    pub async fn register_runner(&self, key_hash: &str, lease_ms: i64) -> anyhow::Result<Store> {
+        if !self.is_pg() {
+            return Ok(self.clone());
+        }
+        let id = format!("{}-{}-{:08x}", host(), std::process::id(), rand::random::<u32>());
+        let now = now_ms();
+        db::query("INSERT INTO runners (id, host, pid, key_hash, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(id.as_str())
+            .bind(host())
+            .bind(i64::from(std::process::id()))
+            .bind(key_hash)
+            .bind(now)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        let runner = Arc::new(Runner {
+            id,
+            key_hash: key_hash.to_owned(),
+            lease_ms,
+            epochs: Mutex::new(HashMap::new()),
+            beat_ok_at: AtomicI64::new(now),
+            beating: Mutex::new(None),
+        });
+        let store = Store {
+            runner: Some(runner.clone()),
+            ..self.clone()
+        };
+        let beat = {
+            let (write, runner) = (self.write.clone(), runner.clone());
+            tokio::spawn(async move {
+                let every = std::time::Duration::from_millis((runner.lease_ms / 4).max(50) as u64);
+                loop {
+                    tokio::time::sleep(every).await;
+                    let now = now_ms();
+                    let beat = db::query("UPDATE runners SET heartbeat_at = ? WHERE id = ?")
+                        .bind(now)
+                        .bind(runner.id.as_str())
+                        .execute(&write)
+                        .await;
+                    match beat {
+                        Ok(_) => runner.beat_ok_at.store(now, Ordering::Relaxed),
+                        Err(e) => tracing::warn!(error = %e, "runner heartbeat failed"),
+                    }
+                }
+            })
+        };
+        *runner.beating.lock().unwrap_or_else(|e| e.into_inner()) = Some(beat);
+        Ok(store)
+    }
+
+    /// This process as a runner, if it is one.
+    pub fn runner(&self) -> Option<&Runner> {
+        self.runner.as_deref()
+    }
+
+    /// The owner to filter the engine's reads by: this runner's id, or None (SQLite: every job).
+    pub(super) fn owner(&self) -> Option<&str> {
+        self.runner.as_ref().map(|r| r.id.as_str())
+    }
+
+    /// `t`, under this runner's lease on its job when it holds one.
+    pub(super) fn under_lease<'a>(&'a self, t: Transition<'a>) -> Transition<'a> {
+        match &self.runner {
+            Some(r) => match r.epoch(t.seq) {
+                Some(epoch) => t.leased(&r.id, epoch),
+                None => t,
+            },
+            None => t,
+        }
+    }
+
+    /// Takes up to `limit` waiting jobs after `seq`, in manifest order, for this runner: jobs no
+    /// live runner holds (`FOR UPDATE SKIP LOCKED`: two runners never take the same job). The
+    /// jobs stay `pending` (a reservation, not a claim): each is claimed under this lease when
+    /// its submit goes.
+    pub(super) async fn reserve_pending(&self, seq: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
+        let Some(r) = &self.runner else {
+            anyhow::bail!("internal: a reservation without a runner");
+        };
+        let alive = now_ms() - r.lease_ms;
+        let sql = format!(
+            "UPDATE jobs SET lease_epoch = CASE WHEN lease_owner = ? THEN lease_epoch ELSE lease_epoch + 1 END,
+                             lease_owner = ?
+             WHERE seq IN (SELECT seq FROM jobs WHERE state = ? AND seq > ?
+                             AND (lease_owner IS NULL OR lease_owner = ? OR NOT {ALIVE})
+                           ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED)
+             RETURNING seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits, lease_epoch"
+        );
+        let rows: Vec<Reserved> = db::query_as(sql)
+            .bind(r.id.as_str())
+            .bind(r.id.as_str())
+            .bind(Pending)
+            .bind(seq)
+            .bind(r.id.as_str())
+            .bind(alive)
+            .bind(limit)
+            .fetch_all(&self.write)
+            .await?;
+        let mut out: Vec<SubmitWork> = rows
+            .into_iter()
+            .map(|x| {
+                r.hold(x.work.seq, x.lease_epoch);
+                x.work
+            })
+            .collect();
+        out.sort_by_key(|w| w.seq);
+        Ok(out)
+    }
+
+    /// Takes over the jobs of dead runners that are at Segmind, caught in their submit window,
+    /// or being fetched: the lease moves to this runner with a new epoch (the dead runner, if
+    /// it was only paused, can write none of them again). Jobs caught in the submit window
+    /// become `unknown` (to be looked up in the request history); saved request ids are due
+    /// for a poll now. Returns the jobs taken, by state.
+    pub async fn take_over(&self) -> anyhow::Result<Vec<Taken>> {
+        let Some(r) = &self.runner else {
+            return Ok(Vec::new());
+        };
+        let alive = now_ms() - r.lease_ms;
+        let sql = format!(
+            "UPDATE jobs SET lease_owner = ?, lease_epoch = lease_epoch + 1,
+                             due_at = CASE WHEN state IN (?, ?) THEN 0 ELSE due_at END
+             WHERE state IN (?, ?, ?, ?) AND (lease_owner IS NULL OR (lease_owner <> ? AND NOT {ALIVE}))
+             RETURNING seq, state, lease_epoch"
+        );
+        let taken: Vec<(i64, String, i64)> = db::query_as(sql)
+            .bind(r.id.as_str())
+            .bind(Running)
+            .bind(Downloading)
+            .bind(Submitting)
+            .bind(Running)
+            .bind(Downloading)
+            .bind(Unknown)
+            .bind(r.id.as_str())
+            .bind(alive)
+            .fetch_all(&self.write)
+            .await?;
+        let mut out = Vec::with_capacity(taken.len());
+        for (seq, state, epoch) in taken {
+            r.hold(seq, epoch);
+            let before: JobState = state.parse().map_err(anyhow::Error::msg)?;
+            let mut state = before;
+            if state == Submitting {
+                // Caught in its submit window: Segmind may or may not have the job.
+                let moved = self
+                    .transition(Transition::new(seq, &[Submitting], Unknown, super::Guard::State))
+                    .await?;
+                if moved.is_some() {
+                    state = Unknown;
+                }
+            }
+            out.push(Taken { seq, before, state });
+        }
+        if !out.is_empty() {
+            tracing::info!(
+                jobs = out.len(),
+                "took over the jobs of a runner that stopped answering"
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A keyed hash naming an API key's budget in the database (never the key itself).
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new_with_prefix(b"wanbatch budget\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    hex::encode(&digest[..12])
+}
+
+impl Store {
+    /// Takes `n` request slots `interval_us` apart from the budget `key_hash` shares with every
+    /// runner on that key (PostgreSQL): the budget's next free slot moves forward by `n`
+    /// intervals, never behind the database's clock, in one statement — so slots handed to all
+    /// runners together are never closer than `interval_us`. Returns the slots as offsets from
+    /// now, in microseconds (the database's clock, so runners on machines whose clocks differ
+    /// still share one timeline).
+    pub async fn take_slots(&self, key_hash: &str, n: i64, interval_us: i64) -> anyhow::Result<Vec<i64>> {
+        const NOW_US: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
+        let sql = format!(
+            "INSERT INTO budgets (key_hash, next_slot_us, updated_at) VALUES (?, {NOW_US} + ?, ?)
+             ON CONFLICT (key_hash) DO UPDATE
+                 SET next_slot_us = GREATEST(budgets.next_slot_us, {NOW_US}) + ?, updated_at = excluded.updated_at
+             RETURNING next_slot_us, {NOW_US}"
+        );
+        let span = n * interval_us;
+        let (end, now): (i64, i64) = db::query_as(sql)
+            .bind(key_hash)
+            .bind(span)
+            .bind(now_ms())
+            .bind(span)
+            .fetch_one(&self.write)
+            .await?;
+        Ok((0..n).map(|k| end - span + k * interval_us - now).collect())
+    }
+
+    /// A 429's reset hint, for every runner on the key: no slot is handed out before `until_ms`.
+    pub async fn hold_budget(&self, key_hash: &str, until_ms: i64) -> anyhow::Result<()> {
+        db::query("UPDATE budgets SET next_slot_us = GREATEST(next_slot_us, ?) WHERE key_hash = ?")
+            .bind(until_ms.saturating_mul(1000))
+            .bind(key_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A job taken over from a dead runner: its state then, and now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub seq: i64,
+    pub before: JobState,
+    pub state: JobState,
+}
+
+#[derive(sqlx::FromRow)]
+struct Reserved {
+    #[sqlx(flatten)]
+    work: SubmitWork,
+    lease_epoch: i64,
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
