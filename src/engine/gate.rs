@@ -225,8 +225,15 @@ impl Gate {
             tokio::time::sleep_until(slot).await;
         }
         if let Some(shared) = &self.shared {
-            let slot = shared.take().await;
-            tokio::time::sleep_until(slot).await;
+            loop {
+                let slot = shared.take().await;
+                tokio::time::sleep_until(slot).await;
+                if Instant::now() <= slot + shared.tolerance {
+                    break;
+                }
+                // Woken too late (a busy machine): sent now, this request could crowd a window
+                // of the server's; a later slot keeps every window inside the limit.
+            }
         }
         // A 429 may have arrived while we waited: honour it too.
         self.wait_pause().await;
