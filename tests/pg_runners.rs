@@ -62,7 +62,11 @@ fn busiest_window(env: &Env, key: usize, window_ms: u64) -> usize {
 }
 
 async fn import(env: &Env, m: &std::path::Path) {
-    let out = cmd(env, &["import", m.to_str().unwrap(), "--db", env.db().to_str().unwrap()]).await;
+    let out = cmd(
+        env,
+        &["import", m.to_str().unwrap(), "--db", env.db().to_str().unwrap()],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
@@ -95,7 +99,9 @@ async fn three_runners_share_the_jobs_and_one_budget() {
     let env = Env::with_pg(fake_with_limit(rpm, window), server.fresh_database(TEST).await.unwrap()).await;
     let m = env.write("m.csv", &manifest(60));
     import(&env, &m).await;
-    let runs: Vec<_> = (0..3).map(|_| finish(runner(&env, KEY, rpm, window, 2000, &[]))).collect();
+    let runs: Vec<_> = (0..3)
+        .map(|_| finish(runner(&env, KEY, rpm, window, 2000, &[])))
+        .collect();
     for out in futures_util::future::join_all(runs).await {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
@@ -108,7 +114,10 @@ async fn three_runners_share_the_jobs_and_one_budget() {
     );
     // One budget for the three: never more than the limit in any window, and no 429.
     let most = busiest_window(&env, 0, window);
-    assert!(most <= rpm as usize, "{most} requests in one window, the limit is {rpm}");
+    assert!(
+        most <= rpm as usize,
+        "{most} requests in one window, the limit is {rpm}"
+    );
     let refused: Vec<_> = env
         .fake
         .stats()
@@ -117,7 +126,10 @@ async fn three_runners_share_the_jobs_and_one_budget() {
         .filter(|r| r.status == 429)
         .map(|r| format!("{} {} at {}", r.method, r.path, r.at_ms))
         .collect();
-    assert!(refused.is_empty(), "the shared budget kept under the limit: {refused:?}");
+    assert!(
+        refused.is_empty(),
+        "the shared budget kept under the limit: {refused:?}"
+    );
     // All three worked.
     let mut by: std::collections::HashMap<String, usize> = Default::default();
     for o in owners(&env).await.into_iter().flatten() {
@@ -140,7 +152,9 @@ async fn a_frozen_runners_jobs_are_taken_over_and_it_writes_nothing_after() {
     let env = Env::with_pg(cfg, server.fresh_database("frozen").await.unwrap()).await;
     let m = env.write("m.csv", &manifest(6));
     import(&env, &m).await;
-    let mut a = runner(&env, KEY, 6000, 60_000, 1000, &["--concurrency", "6"]).spawn().unwrap();
+    let mut a = runner(&env, KEY, 6000, 60_000, 1000, &["--concurrency", "6"])
+        .spawn()
+        .unwrap();
     // Wait until A has submitted all six (each held under A's lease), then freeze it.
     let started = Instant::now();
     while env.fake.stats().submits.len() < 6 {
@@ -148,7 +162,11 @@ async fn a_frozen_runners_jobs_are_taken_over_and_it_writes_nothing_after() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = a.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     // B takes them over once A's lease expires, polls the saved request ids and fetches them.
     let out = finish(runner(&env, KEY, 6000, 60_000, 1000, &[])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -157,11 +175,21 @@ async fn a_frozen_runners_jobs_are_taken_over_and_it_writes_nothing_after() {
     env.assert_videos_match(&after_b);
     assert_eq!(env.fake.stats().submits.len(), 6, "taken over, not submitted again");
     // A wakes up: every transition it tries is refused (its epoch moved on); it writes nothing.
-    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(30), a.wait()).await.expect("A ends").unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), a.wait())
+        .await
+        .expect("A ends")
+        .unwrap();
     assert!(status.success(), "{status:?}");
     let after_a = env.export().await;
-    assert_eq!(after_a, after_b, "the runner whose lease was taken over changed nothing");
+    assert_eq!(
+        after_a, after_b,
+        "the runner whose lease was taken over changed nothing"
+    );
     assert_eq!(env.fake.stats().submits.len(), 6);
 }
 
@@ -174,7 +202,11 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
         return;
     };
     let (rpm, window) = (300, 3000);
-    let env = Env::with_pg(fake_with_limit(rpm, window), server.fresh_database("chaos").await.unwrap()).await;
+    let env = Env::with_pg(
+        fake_with_limit(rpm, window),
+        server.fresh_database("chaos").await.unwrap(),
+    )
+    .await;
     const N: usize = 300;
     let m = env.write("m.csv", &manifest(N));
     import(&env, &m).await;
@@ -186,7 +218,10 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
     let pg_restart_at = started + Duration::from_millis(2500);
     let mut done = [false; 3];
     while !done.iter().all(|d| *d) {
-        assert!(started.elapsed() < Duration::from_secs(150), "the campaign did not finish");
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "the campaign did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = Instant::now();
         if kills < 5 && now >= next_kill && !done[0] {
@@ -230,13 +265,20 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
         let extra = seen.get(j["prompt"].as_str().unwrap()).copied().unwrap_or(0) as i64 - 1;
         let reported = j["resubmits_unknown"].as_i64().unwrap();
         assert!(extra >= 0);
-        assert!(extra <= reported, "{}: {extra} extra submits, {reported} reported", j["id"]);
+        assert!(
+            extra <= reported,
+            "{}: {extra} extra submits, {reported} reported",
+            j["id"]
+        );
         extra_total += extra;
         reported_total += reported;
     }
     eprintln!("chaos: {extra_total} extra submits billed, {reported_total} reported");
     // The shared budget held through it all.
     let most = busiest_window(&env, 0, window);
-    assert!(most <= rpm as usize, "{most} requests in one window, the limit is {rpm}");
+    assert!(
+        most <= rpm as usize,
+        "{most} requests in one window, the limit is {rpm}"
+    );
     server.stop().await.unwrap();
 }

@@ -97,6 +97,9 @@ pub enum Command {
     /// Benchmark the review page of a big campaign in headless Chromium (docs/benchmarks.md).
     #[command(hide = true)]
     BenchReport(crate::bench::report::BenchReportArgs),
+    /// Benchmark several runners on one PostgreSQL campaign: one key or three (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchRunners(crate::bench::runners::BenchRunnersArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -158,6 +161,7 @@ where
             | Command::BenchEngine(_)
             | Command::BenchImport(_)
             | Command::BenchReport(_)
+            | Command::BenchRunners(_)
     );
     // A command's flags are on its innermost subcommand (`review apply --db …`).
     let mut innermost = matches.subcommand();
@@ -201,6 +205,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::Bench(args) => crate::bench::economy::run(args).await,
         Command::BenchEngine(args) => crate::bench::engine::run(args).await,
         Command::BenchImport(args) => crate::bench::import::run(args).await,
+        Command::BenchRunners(args) => crate::bench::runners::run(args).await,
         Command::BenchReport(args) => crate::bench::report::run(args).await,
     }
 }

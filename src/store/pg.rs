@@ -2,7 +2,7 @@
 //! (`door::plan` builds them for both backends), run in one PostgreSQL transaction — the
 //! guarded move first, what it records after it only if it applied.
 //!
-//! The first piece of the PostgreSQL store (docs/design.md, "Several runners"); `tests/door_conformance.rs`
+//! The PostgreSQL side of the store's writes (docs/design.md, "Several runners"); `tests/door_conformance.rs`
 //! drives the same transitions through both backends and compares what they wrote. SQL is shared
 //! text with `?` placeholders, numbered here (`$1`, `$2`, …); NULL arguments keep their type
 //! (PostgreSQL types every parameter).
@@ -59,39 +59,6 @@ pub async fn exec(pool: &PgPool, sql: &str, args: Args) -> anyhow::Result<Vec<Ro
     }
     tx.commit().await?;
     Ok(rows)
-}
-
-/// Several runners: claims up to `limit` waiting jobs that are due for runner `owner`, each
-/// taken whole or not at all. Rows another runner is claiming at the same moment are skipped,
-/// not waited for (`FOR UPDATE SKIP LOCKED`), so two runners never claim the same job. Each
-/// claim is the door's own (`pending → submitting`, its attempt opened) and stamps the lease:
-/// the owner and a new epoch, returned with the row.
-pub async fn claim(pool: &PgPool, owner: &str, now: i64, limit: i64) -> anyhow::Result<Vec<(JobRow, i64)>> {
-    use crate::state::JobState::Pending;
-    let mut tx = pool.begin().await?;
-    let seqs: Vec<i64> = sqlx::query_scalar(
-        "SELECT seq FROM jobs WHERE state = $1 AND due_at <= $2 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(Pending.as_str())
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut claimed = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        if let Some(row) = transition_in(&mut tx, super::transitions::claim(seq, now)).await? {
-            let epoch: i64 = sqlx::query_scalar(
-                "UPDATE jobs SET lease_owner = $1, lease_epoch = lease_epoch + 1 WHERE seq = $2 RETURNING lease_epoch",
-            )
-            .bind(owner)
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await?;
-            claimed.push((row, epoch));
-        }
-    }
-    tx.commit().await?;
-    Ok(claimed)
 }
 
 /// `sql` with its `?`s numbered `$1`, `$2`, … (a `?` inside a quoted literal stays).
