@@ -74,6 +74,12 @@ async fn every_command_works_on_a_campaign_in_postgresql() {
     let out = cmd(&env, &["status", "--db", &db]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
     assert!(stdout(&out).contains("done"), "{}", stdout(&out));
+    // The runner that worked it, stopped now.
+    assert!(
+        stdout(&out).contains("runners (last day): ") && stdout(&out).contains(" stopped "),
+        "{}",
+        stdout(&out)
+    );
 
     report(&env, &[]).await;
     let page = std::fs::read_to_string(env.out().join("report.html")).unwrap();

@@ -38,8 +38,13 @@ fn runner(env: &Env, key: &str, rpm: u32, window_ms: u64, lease_ms: u64, extra: 
         "--history-lag",
         "1s",
     ]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.kill_on_drop(true);
     cmd
+}
+
+/// `cmd` started in the background, its output discarded (nobody reads it: a pipe would fill).
+fn spawn_quiet(mut cmd: tokio::process::Command) -> tokio::process::Child {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
 
 /// The most requests of key `key` the fake admitted in any window of `window_ms`.
@@ -210,7 +215,8 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
     const N: usize = 300;
     let m = env.write("m.csv", &manifest(N));
     import(&env, &m).await;
-    let spawn = || runner(&env, KEY, rpm, window, 1500, &[]).spawn().unwrap();
+    let spawn = || spawn_quiet(runner(&env, KEY, rpm, window, 1500, &[]));
+    let mut error_codes = Vec::new();
     let mut runners: Vec<tokio::process::Child> = (0..3).map(|_| spawn()).collect();
     let (mut kills, mut restarts, mut pg_restarted) = (0, 0, false);
     let started = Instant::now();
@@ -246,6 +252,7 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
                     // A runner that lost its database stops (exit 4), everything resumable:
                     // started again, as an operator's supervisor would.
                     restarts += 1;
+                    error_codes.push(status.code());
                     *r = spawn();
                 }
             }
@@ -253,6 +260,10 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
     }
     eprintln!("chaos: {kills} kills, {restarts} restarts after an error, postgres restarted: {pg_restarted}");
     assert!(kills >= 3 && pg_restarted);
+    assert!(
+        error_codes.iter().all(|c| *c == Some(4)),
+        "a runner that lost its database stops with exit 4: {error_codes:?}"
+    );
 
     let jobs = env.export().await;
     assert_eq!(jobs.len(), N);

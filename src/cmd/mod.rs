@@ -117,6 +117,9 @@ pub fn main() -> ExitCode {
     let (cli, resolved) = match parse(std::env::args_os(), Path::new(".")) {
         Ok(parsed) => parsed,
         Err(Parsed::Clap(e)) => return exit::parse_failed(e),
+        Err(Parsed::Usage(msg)) if msg.starts_with(crate::settings::UNREACHABLE_DB) => {
+            return exit::finish(Err(anyhow::anyhow!(msg)))
+        }
         Err(Parsed::Usage(msg)) => return exit::finish(Err(Failure::Usage(msg).into())),
     };
     if let Err(e) = logging::init(cli.log_format, cli.log_file.as_deref()) {

@@ -54,6 +54,8 @@ pub struct Report {
     pub uploads_repeated: i64,
     /// Videos that differ from their request, and reviewers' verdicts.
     pub flags: FlagTally,
+    /// Several runners (PostgreSQL): the runners of the last day.
+    pub runners: Vec<crate::store::RunnerSeen>,
 }
 
 impl Report {
@@ -83,7 +85,28 @@ impl Report {
             uploads: store.counter(UPLOADS).await?,
             uploads_repeated: store.counter(UPLOADS_REPEATED).await?,
             flags: store.flag_tally().await?,
+            runners: store.runners_seen().await?,
         })
+    }
+
+    /// The runners of the campaign: who works it now, and who stopped.
+    fn runners_line(&self) -> String {
+        let ago = |t: i64| span((self.now - t).max(0) / 1000);
+        let shown: Vec<String> = self
+            .runners
+            .iter()
+            .map(|r| match r.stopped_at {
+                Some(at) => format!("{} pid {} stopped {} ago", r.host, r.pid, ago(at)),
+                None => format!(
+                    "{} pid {} heartbeat {} ago, {} job(s) at Segmind or downloading",
+                    r.host,
+                    r.pid,
+                    ago(r.heartbeat_at),
+                    r.jobs
+                ),
+            })
+            .collect();
+        format!("runners (last day): {}\n", shown.join("; "))
     }
 
     /// How `run` polls, and why.
@@ -167,6 +190,7 @@ impl Report {
             "cost_jobs": t.cost_jobs,
             "spent": self.money.spent(),
             "at_segmind_cost": self.money.at_segmind(),
+            "runners": self.runners,
             "settings": self.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "history": self.history,
             "uploads": {"made": self.uploads, "repeated_after_a_stop": self.uploads_repeated},
@@ -278,6 +302,9 @@ impl Report {
             );
         }
         out += &format!("polling (with --poll auto): {}\n", self.polling());
+        if !self.runners.is_empty() {
+            out += &self.runners_line();
+        }
         if !self.settings.is_empty() {
             let shown: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out += &format!("settings (as `run` was last given them): {}\n", shown.join(", "));

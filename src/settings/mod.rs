@@ -131,6 +131,10 @@ impl Resolved {
     }
 }
 
+/// How an error resolving the settings begins when the campaign's PostgreSQL database cannot be
+/// reached: not a bad setting (exit 2) but a local problem (exit 4), everything left as it was.
+pub const UNREACHABLE_DB: &str = "cannot reach the campaign's database ";
+
 /// The stored settings of the database at `db`, read without creating or changing it.
 fn read_stored(db: &Path) -> Result<Layer, String> {
     let mut layer = Layer::default();
@@ -138,10 +142,14 @@ fn read_stored(db: &Path) -> Result<Layer, String> {
         return Ok(layer);
     }
     let pairs = crate::store::peek_settings(db).map_err(|e| {
-        format!(
-            "cannot read the campaign's settings in {}: {e:#}",
-            crate::store::shown(&db)
-        )
+        if crate::store::is_url(db) {
+            format!("{UNREACHABLE_DB}{}: {e:#}", crate::store::shown(db))
+        } else {
+            format!(
+                "cannot read the campaign's settings in {}: {e:#}",
+                crate::store::shown(db)
+            )
+        }
     })?;
     for (key, json) in pairs {
         if let Ok(v) = serde_json::from_str(&json) {

@@ -46,7 +46,7 @@ pub use pages::JobPages;
 pub use records::*;
 pub use report::{Histogram, Totals};
 pub use review::{Decision, FlagTally, Rejected, ReviewChange, ReviewOf};
-pub use runner::{key_hash, Taken};
+pub use runner::{key_hash, RunnerSeen, Taken};
 pub use settings::peek_settings;
 pub use staging::{Batch, Staging};
 pub use transitions::{RetryWhich, EXPIRED_SQL};

@@ -300,6 +300,36 @@ pub struct Taken {
     pub state: JobState,
 }
 
+/// A runner of the campaign as `status` shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct RunnerSeen {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub stopped_at: Option<i64>,
+    /// Jobs it holds at Segmind or downloading.
+    pub jobs: i64,
+}
+
+impl Store {
+    /// The runners that worked the campaign in the last day (none on SQLite), the latest first.
+    pub async fn runners_seen(&self) -> anyhow::Result<Vec<RunnerSeen>> {
+        Ok(db::query_as(
+            "SELECT r.id, r.host, r.pid, r.started_at, r.heartbeat_at, r.stopped_at,
+                    (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = r.id AND j.state IN (?, ?, ?)) AS jobs
+             FROM runners r WHERE r.heartbeat_at >= ? ORDER BY r.heartbeat_at DESC, r.id",
+        )
+        .bind(Submitting)
+        .bind(Running)
+        .bind(Downloading)
+        .bind(now_ms() - 24 * 3600 * 1000)
+        .fetch_all(&self.read)
+        .await?)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Reserved {
     #[sqlx(flatten)]

@@ -40,7 +40,15 @@ fn peek_pg(url: &str) -> anyhow::Result<Vec<(String, String)>> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+            // A server restarting comes back within seconds: try for a while before giving up.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut conn = loop {
+                match sqlx::PgConnection::connect_with(&opts).await {
+                    Ok(conn) => break conn,
+                    Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                }
+            };
             let has: Option<String> = sqlx::query_scalar("SELECT CAST(to_regclass('settings') AS TEXT)")
                 .fetch_one(&mut conn)
                 .await?;
