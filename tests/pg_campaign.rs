@@ -46,7 +46,7 @@ async fn every_command_works_on_a_campaign_in_postgresql() {
     assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
 
     // run, by WANBATCH_DB this time.
-    let mut run = env.run_cmd(&[], &[]);
+    let run = env.run_cmd(&[], &[]);
     let args: Vec<String> = run
         .as_std()
         .get_args()

@@ -181,7 +181,7 @@ fn the_command_list_is_the_visible_commands_and_the_benchmarks_are_in_their_own_
     let documented: Vec<String> = README
         .lines()
         .filter_map(|l| l.strip_prefix("### `wanbatch "))
-        .filter_map(|l| l.split(|c: char| c == ' ' || c == '`').next())
+        .filter_map(|l| l.split([' ', '`']).next())
         .map(str::to_string)
         .collect();
     for c in &documented {

@@ -284,7 +284,7 @@ pub async fn dry_run_of_run(args: &RunArgs, settings: &RunSettings) -> anyhow::R
     println!(
         "dry run: {} rows valid; {new} would be new jobs, {unchanged} already in {} (nothing written, nothing submitted)",
         rows.len(),
-        crate::store::shown(&db)
+        crate::store::shown(db)
     );
     let opts = Opts {
         rpm: settings.rpm,

@@ -327,6 +327,6 @@ fn print_summary(summary: &ImportSummary, db: &Path) {
         "imported {} new jobs ({} already present) into {}",
         summary.inserted,
         summary.unchanged,
-        crate::store::shown(&db)
+        crate::store::shown(db)
     );
 }

@@ -396,7 +396,7 @@ impl RunLock {
             Ok(()) => Ok(RunLock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
                 "another `wanbatch run` is working {} (lock {}); wait for it or stop it first",
-                crate::store::shown(&db),
+                crate::store::shown(db),
                 PathBuf::from(path).display()
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(e.into()),

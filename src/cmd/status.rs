@@ -212,10 +212,10 @@ impl Report {
         if self.total() == 0 {
             return format!(
                 "no jobs in {} yet: `wanbatch import FILE` or `wanbatch run FILE` loads a manifest\n",
-                crate::store::shown(&db)
+                crate::store::shown(db)
             );
         }
-        let mut out = format!("{} jobs in {}\n", self.total(), crate::store::shown(&db));
+        let mut out = format!("{} jobs in {}\n", self.total(), crate::store::shown(db));
         for (state, n) in &t.states {
             out += &format!("  {:<12} {n}\n", state.as_str());
         }

@@ -51,20 +51,18 @@ impl Store {
     }
 
     pub async fn local_file(&self, path: &str) -> anyhow::Result<Option<LocalFile>> {
-        Ok(
-            db::query_as("SELECT path, sha256, bytes, media_type FROM local_files WHERE path = ?")
-                .bind(path)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        db::query_as("SELECT path, sha256, bytes, media_type FROM local_files WHERE path = ?")
+            .bind(path)
+            .fetch_optional(&self.read)
+            .await
     }
 
     /// The uploaded URL of a content, if it was uploaded.
     pub async fn asset(&self, sha256: &str) -> anyhow::Result<Option<String>> {
-        Ok(db::query_scalar("SELECT url FROM assets WHERE sha256 = ?")
+        db::query_scalar("SELECT url FROM assets WHERE sha256 = ?")
             .bind(sha256)
             .fetch_maybe(&self.read)
-            .await?)
+            .await
     }
 
     /// How many of these contents are not uploaded yet (for a dry run).

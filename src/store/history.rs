@@ -63,7 +63,7 @@ pub struct Charge {
 impl Store {
     /// Every job held as `unknown`, with its lost attempt.
     pub async fn unknown_work(&self) -> anyhow::Result<Vec<UnknownWork>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT j.seq, j.id, j.params, a.n AS attempt, a.started_at, a.finished_at,
                     j.resubmits_expired + j.resubmits_unknown AS resubmits
              FROM jobs j JOIN attempts a ON a.job_seq = j.seq AND a.n = j.attempts
@@ -73,7 +73,7 @@ impl Store {
         .bind(self.owner())
         .bind(self.owner())
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     /// Request ids among `ids` that some job already owns (an attempt or a recorded charge): a
@@ -215,12 +215,12 @@ impl Store {
 
     /// The recorded charges of a job.
     pub async fn charges_of(&self, seq: i64) -> anyhow::Result<Vec<(String, Option<String>, Option<f64>, String)>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT request_id, status, credits, how FROM charges WHERE job_seq = ? ORDER BY created_at, request_id",
         )
         .bind(seq)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     /// When the campaign's first submit was intended, and its last answered (epoch ms).
@@ -243,11 +243,9 @@ impl Store {
 
     /// The parameters of every job ever submitted, in manifest order.
     pub async fn submitted_params(&self) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(
-            db::query_as("SELECT seq, params FROM jobs WHERE attempts > 0 ORDER BY seq")
-                .fetch_all(&self.read)
-                .await?,
-        )
+        db::query_as("SELECT seq, params FROM jobs WHERE attempts > 0 ORDER BY seq")
+            .fetch_all(&self.read)
+            .await
     }
 
     /// The ids of these jobs.
@@ -267,7 +265,7 @@ impl Store {
 
     /// What the history settled, summed over the few jobs it settled something for.
     pub async fn history_tally(&self) -> anyhow::Result<HistoryTally> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT CAST(COALESCE(SUM(unknown_adopted), 0) AS BIGINT) AS adopted, CAST(COALESCE(SUM(unknown_absent), 0) AS BIGINT) AS absent,
                     CAST(COALESCE(SUM(unknown_unprovable), 0) AS BIGINT) AS unprovable, CAST(COALESCE(SUM(history_recovered), 0) AS BIGINT) AS recovered,
                     CAST(COALESCE(SUM(billed_duplicates), 0) AS BIGINT) AS billed_duplicates, COUNT(reconciled_at) AS reconciled_jobs,
@@ -278,6 +276,6 @@ impl Store {
                 OR reconciled_at IS NOT NULL",
         )
         .fetch_one(&self.read)
-        .await?)
+        .await
     }
 }

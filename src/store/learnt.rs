@@ -52,9 +52,9 @@ impl Store {
 
     /// A fact: (value, detail, seen_at).
     pub async fn fact(&self, key: &str) -> anyhow::Result<Option<(String, String, i64)>> {
-        Ok(db::query_as("SELECT value, detail, seen_at FROM facts WHERE key = ?")
+        db::query_as("SELECT value, detail, seen_at FROM facts WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.read)
-            .await?)
+            .await
     }
 }

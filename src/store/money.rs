@@ -36,7 +36,7 @@ impl CostSummary {
 
 impl Store {
     pub async fn cost_summary(&self) -> anyhow::Result<CostSummary> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT COALESCE(SUM(cost), 0.0) AS reported, COUNT(cost) AS reported_jobs,
                     COALESCE(SUM(CASE WHEN cost IS NULL AND state IN ('downloading', 'done') THEN 1 ELSE 0 END), 0) AS unpriced_videos,
                     COALESCE(SUM(CASE WHEN state IN ('submitting', 'running') THEN 1 ELSE 0 END), 0) AS at_segmind,
@@ -48,18 +48,18 @@ impl Store {
              FROM jobs",
         )
         .fetch_one(&self.read)
-        .await?)
+        .await
     }
 
     /// Jobs submitted and not yet finished at Segmind, and when the oldest was accepted: their
     /// request records expire an hour after submission, so they must be collected before then.
     pub async fn submitted_unfinished(&self) -> anyhow::Result<(i64, Option<i64>)> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT COUNT(*), MIN(submitted_at) FROM jobs INDEXED BY jobs_state_seq
              WHERE state IN ('submitting', 'running')",
         )
         .fetch_one(&self.read)
-        .await?)
+        .await
     }
 }
 
@@ -172,7 +172,7 @@ impl Store {
 
     /// The unfinished job created first (manifest order among equals).
     pub async fn oldest_waiting(&self) -> anyhow::Result<Option<Oldest>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT id, state, created_at FROM jobs
              WHERE seq = (SELECT MIN(m) FROM (
                  SELECT (SELECT MIN(seq) FROM jobs INDEXED BY jobs_state_seq WHERE state = s.state) AS m
@@ -180,16 +180,16 @@ impl Store {
                        UNION ALL SELECT 'running' UNION ALL SELECT 'downloading') AS s) AS firsts)",
         )
         .fetch_optional(&self.read)
-        .await?)
+        .await
     }
 
     /// Ids of the first `limit` jobs that may have been billed twice, in manifest order.
     pub async fn maybe_billed_twice(&self, limit: i64) -> anyhow::Result<Vec<String>> {
-        Ok(db::query_scalar(
+        db::query_scalar(
             "SELECT id FROM jobs INDEXED BY jobs_billed_twice WHERE maybe_billed_twice <> 0 ORDER BY seq LIMIT ?",
         )
         .bind(limit)
         .fetch_column(&self.read)
-        .await?)
+        .await
     }
 }

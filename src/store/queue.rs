@@ -7,7 +7,7 @@ use crate::state::JobState;
 
 impl Store {
     pub async fn due_polls(&self, now: i64, limit: i64) -> anyhow::Result<Vec<PollWork>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT seq, id, params, request_id, status_url, response_url, submitted_at, last_pending_at, attempt_polls, errors_in_row,
                     attempts, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits
              FROM jobs WHERE state = 'running' AND due_at <= ? AND (? IS NULL OR lease_owner = ?)
@@ -18,18 +18,18 @@ impl Store {
         .bind(self.owner())
         .bind(limit)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     pub async fn due_submits(&self, now: i64, limit: i64) -> anyhow::Result<Vec<SubmitWork>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits FROM jobs INDEXED BY jobs_state_seq
              WHERE state = 'pending' AND due_at <= ? ORDER BY seq LIMIT ?",
         )
         .bind(now)
         .bind(limit)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     /// Waiting jobs after `seq` in manifest order, whatever their due time: the engine's walk
@@ -40,18 +40,18 @@ impl Store {
         if self.runner.is_some() {
             return self.reserve_pending(seq, limit).await;
         }
-        Ok(db::query_as(
+        db::query_as(
             "SELECT seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits FROM jobs INDEXED BY jobs_state_seq
              WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(seq)
         .bind(limit)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     pub async fn due_downloads(&self, now: i64, limit: i64) -> anyhow::Result<Vec<DownloadWork>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT seq, id, request_id, output_url, output_size, errors_in_row, completed_at,
                     resubmits_expired + resubmits_unknown AS resubmits
              FROM jobs WHERE state = 'downloading' AND due_at <= ? AND (? IS NULL OR lease_owner = ?)
@@ -62,41 +62,39 @@ impl Store {
         .bind(self.owner())
         .bind(limit)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     /// Jobs at Segmind right now (submitting or running).
     pub async fn in_flight(&self) -> anyhow::Result<i64> {
-        Ok(
-            db::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', 'running')")
-                .fetch_value(&self.read)
-                .await?,
-        )
+        db::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', 'running')")
+            .fetch_value(&self.read)
+            .await
     }
 
     pub async fn count_in(&self, state: JobState) -> anyhow::Result<i64> {
-        Ok(db::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = ?")
+        db::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = ?")
             .bind(state.as_str())
             .fetch_value(&self.read)
-            .await?)
+            .await
     }
 
     /// All jobs in manifest order, optionally only those in `state`.
     pub async fn jobs(&self, state: Option<JobState>) -> anyhow::Result<Vec<JobRecord>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY seq");
-        Ok(db::query_as(&sql)
+        db::query_as(&sql)
             .bind(state.map(JobState::as_str))
             .fetch_all(&self.read)
-            .await?)
+            .await
     }
 
     /// A job and its attempts in one query (the downloader's sidecar needs both, per video).
     /// A job's parameters (canonical JSON).
     pub async fn params_of(&self, seq: i64) -> anyhow::Result<Option<String>> {
-        Ok(db::query_scalar("SELECT params FROM jobs WHERE seq = ?")
+        db::query_scalar("SELECT params FROM jobs WHERE seq = ?")
             .bind(seq)
             .fetch_maybe(&self.read)
-            .await?)
+            .await
     }
 
     pub async fn job_with_attempts(&self, seq: i64) -> anyhow::Result<Option<(JobRecord, Vec<AttemptRecord>)>> {
@@ -117,11 +115,11 @@ impl Store {
     }
 
     pub async fn attempts_of(&self, seq: i64) -> anyhow::Result<Vec<AttemptRecord>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT n, started_at, request_id, outcome, detail, finished_at FROM attempts WHERE job_seq = ? ORDER BY n",
         )
         .bind(seq)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 }

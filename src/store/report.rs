@@ -48,7 +48,7 @@ impl Store {
     /// One job by its manifest position.
     pub async fn job(&self, seq: i64) -> anyhow::Result<Option<JobRecord>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?");
-        Ok(db::query_as(&sql).bind(seq).fetch_optional(&self.read).await?)
+        db::query_as(&sql).bind(seq).fetch_optional(&self.read).await
     }
 
     /// Up to `limit` jobs after `after_seq` in manifest order, optionally only those in `state`:
@@ -62,16 +62,16 @@ impl Store {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq LIMIT ?3"
         );
-        Ok(db::query_as(&sql)
+        db::query_as(&sql)
             .bind(after_seq)
             .bind(state.map(JobState::as_str))
             .bind(limit)
             .fetch_all(&self.read)
-            .await?)
+            .await
     }
 
     pub async fn totals(&self) -> anyhow::Result<Totals> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT COUNT(*) AS jobs, CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS attempts, COALESCE(SUM(cost), 0.0) AS spent,
                     COUNT(cost) AS priced_jobs, CAST(COALESCE(SUM(resubmits_unknown), 0) AS BIGINT) AS resubmits_unknown,
                     CAST(COALESCE(SUM(resubmits_expired), 0) AS BIGINT) AS resubmits_expired,
@@ -81,13 +81,13 @@ impl Store {
              FROM jobs",
         )
         .fetch_one(&self.read)
-        .await?)
+        .await
     }
 
     /// Durations of every finished attempt in `buckets` equal buckets; None if none finished.
     pub async fn duration_histogram(&self, buckets: i64) -> anyhow::Result<Option<Histogram>> {
         let buckets = buckets.max(1);
-        let range: (Option<i64>, Option<i64>, Option<f64>) = db::query_as(&format!(
+        let range: (Option<i64>, Option<i64>, Option<f64>) = db::query_as(format!(
             "SELECT MIN({DURATION}), MAX({DURATION}), CAST(AVG({DURATION}) AS DOUBLE PRECISION) FROM jobs WHERE {HAS_DURATION}"
         ))
         .fetch_one(&self.read)
@@ -96,7 +96,7 @@ impl Store {
             return Ok(None);
         };
         let width_ms = ((max_ms - min_ms) / buckets + 1).max(1);
-        let rows: Vec<(i64, i64)> = db::query_as(&format!(
+        let rows: Vec<(i64, i64)> = db::query_as(format!(
             "SELECT CASE WHEN ({DURATION} - ?1) / ?2 < ?3 THEN ({DURATION} - ?1) / ?2 ELSE ?3 END AS b, COUNT(*) FROM jobs WHERE {HAS_DURATION} GROUP BY b"
         ))
         .bind(min_ms)

@@ -87,12 +87,10 @@ pub struct Rejected {
 impl Store {
     /// The state and recorded review of the job `id`, if it exists.
     pub async fn review_of(&self, id: &str) -> anyhow::Result<Option<ReviewOf>> {
-        Ok(
-            db::query_as("SELECT seq, state, review, review_note FROM jobs WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        db::query_as("SELECT seq, state, review, review_note FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
     }
 
     /// Records every change in one transaction; a keep or reject only on a job that is still
@@ -128,19 +126,19 @@ impl Store {
     /// Mismatched videos and reviewers' verdicts, counted over the `jobs_flags` partial index
     /// (only the few flagged jobs are read).
     pub async fn flag_tally(&self) -> anyhow::Result<FlagTally> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT COALESCE(SUM(CASE WHEN video_mismatch IS NOT NULL THEN 1 ELSE 0 END), 0) AS mismatched,
                     COALESCE(SUM(CASE WHEN review = 'keep' THEN 1 ELSE 0 END), 0) AS keep,
                     COALESCE(SUM(CASE WHEN review = 'reject' THEN 1 ELSE 0 END), 0) AS reject
              FROM jobs INDEXED BY jobs_flags WHERE video_mismatch IS NOT NULL OR review IS NOT NULL",
         )
         .fetch_one(&self.read)
-        .await?)
+        .await
     }
 
     /// Done jobs a reviewer rejected, in manifest order.
     pub async fn rejected_done(&self) -> anyhow::Result<Vec<Rejected>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT seq, id, output_path, resubmits_rejected, review_note, reviewed_at
              FROM jobs INDEXED BY jobs_flags
              WHERE (video_mismatch IS NOT NULL OR review IS NOT NULL) AND review = 'reject' AND state = ?
@@ -148,7 +146,7 @@ impl Store {
         )
         .bind(JobState::Done.as_str())
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 
     /// Rejected takes made again (`resubmits_rejected`) of each of these jobs that has any: bought

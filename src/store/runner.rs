@@ -316,7 +316,7 @@ pub struct RunnerSeen {
 impl Store {
     /// The runners that worked the campaign in the last day (none on SQLite), the latest first.
     pub async fn runners_seen(&self) -> anyhow::Result<Vec<RunnerSeen>> {
-        Ok(db::query_as(
+        db::query_as(
             "SELECT r.id, r.host, r.pid, r.started_at, r.heartbeat_at, r.stopped_at,
                     (SELECT COUNT(*) FROM jobs j WHERE j.lease_owner = r.id AND j.state IN (?, ?, ?)) AS jobs
              FROM runners r WHERE r.heartbeat_at >= ? ORDER BY r.heartbeat_at DESC, r.id",
@@ -326,7 +326,7 @@ impl Store {
         .bind(Downloading)
         .bind(now_ms() - 24 * 3600 * 1000)
         .fetch_all(&self.read)
-        .await?)
+        .await
     }
 }
 

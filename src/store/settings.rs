@@ -92,8 +92,8 @@ impl Store {
 
     /// The stored settings, (key, JSON), by key.
     pub async fn settings(&self) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(db::query_as("SELECT key, value FROM settings ORDER BY key")
+        db::query_as("SELECT key, value FROM settings ORDER BY key")
             .fetch_all(&self.read)
-            .await?)
+            .await
     }
 }

@@ -354,9 +354,9 @@ impl Store {
 
     /// The state of one job, if it exists.
     pub async fn state_of(&self, id: &str) -> anyhow::Result<Option<String>> {
-        Ok(db::query_scalar("SELECT state FROM jobs WHERE id = ?")
+        db::query_scalar("SELECT state FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_maybe(&self.read)
-            .await?)
+            .await
     }
 }
