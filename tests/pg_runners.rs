@@ -293,3 +293,60 @@ async fn chaos_three_runners_kill_9_and_a_postgres_restart_lose_nothing() {
     );
     server.stop().await.unwrap();
 }
+
+/// A runner killed inside its jobs' submit windows: the runner that takes its jobs over looks
+/// each up in the request history — two Segmind made (adopted, not bought again), two it never
+/// received (proven absent once the history's lag has passed, then submitted) — so every job is
+/// billed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runners_submits_in_flight_are_looked_up_never_bought_twice() {
+    use wanbatch::fake::{FaultKind, FaultTarget};
+    const TEST: &str = "a_dead_runners_submits_in_flight";
+    let Some(server) = wanbatch::pglocal::shared_for_tests(TEST).await else {
+        return;
+    };
+    let env = Env::with_pg(fast_fake(), server.fresh_database("inflight").await.unwrap()).await;
+    let m = env.write("m.csv", &manifest(4));
+    import(&env, &m).await;
+    // The first two submits are made at once and their answers held; the next two are held
+    // before anything is made.
+    env.fake
+        .push_fault(fault(FaultTarget::Submit, FaultKind::AcceptThenDelay(20_000), 2));
+    env.fake
+        .push_fault(fault(FaultTarget::Submit, FaultKind::Delay(20_000), 2));
+    let mut a = spawn_quiet(runner(&env, KEY, 6000, 60_000, 1000, &["--concurrency", "4"]));
+    let pool = sqlx::PgPool::connect(env.db().to_str().unwrap()).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let submitting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'submitting'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if submitting == 4 && env.fake.stats().submits.len() == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "runner A never got its submits out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    pool.close().await;
+
+    let out = finish(runner(&env, KEY, 6000, 60_000, 1000, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let jobs = env.export().await;
+    assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:#?}");
+    env.assert_videos_match(&jobs);
+    assert!(
+        submits_by_prompt(&env.fake).values().all(|n| *n == 1) && env.fake.stats().submits.len() == 4,
+        "every job billed once: {:?}",
+        submits_by_prompt(&env.fake)
+    );
+    let sum = |k: &str| jobs.iter().map(|j| j[k].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(sum("unknown_adopted"), 2, "the two Segmind made were adopted");
+    assert_eq!(sum("unknown_absent"), 2, "the two it never received were proven absent");
+    assert_eq!(sum("resubmits_unknown"), 0, "nothing was submitted on a guess");
+}
