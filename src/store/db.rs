@@ -122,7 +122,7 @@ macro_rules! on_both {
             Conn::Sqlite(c) => lite::<$t>(&sql, args).$method(&mut *c).await?,
             Conn::PgPool(p) => {
                 let sql = dialect(&sql);
-                pg::<$t>(&sql, args).$method(p).await?
+                ride_through(|| pg::<$t>(&sql, args.clone()).$method(p)).await?
             }
             Conn::Pg(c) => {
                 let sql = dialect(&sql);
@@ -144,7 +144,12 @@ impl<'s, T> Query<'s, T> {
         Ok(match conn.into() {
             Conn::SqlitePool(p) => lite_exec(&sql, args).execute(p).await?.rows_affected(),
             Conn::Sqlite(c) => lite_exec(&sql, args).execute(&mut *c).await?.rows_affected(),
-            Conn::PgPool(p) => pg_exec(&dialect(&sql), args).execute(p).await?.rows_affected(),
+            Conn::PgPool(p) => {
+                let sql = dialect(&sql);
+                ride_through(|| pg_exec(&sql, args.clone()).execute(p))
+                    .await?
+                    .rows_affected()
+            }
             Conn::Pg(c) => pg_exec(&dialect(&sql), args).execute(&mut *c).await?.rows_affected(),
         })
     }
@@ -230,6 +235,44 @@ fn lite_exec(sql: &str, args: Args) -> sqlx::query::Query<'_, Sqlite, sqlx::sqli
 
 fn pg_exec(sql: &str, args: Args) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
     super::pg::bind(sql, args)
+}
+
+/// How long a statement on a PostgreSQL pool waits out a lost server (a restart, a failover)
+/// before its error stands.
+const RIDE_THROUGH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a PostgreSQL error means the server went away or is not ready yet (a connection
+/// lost, refused or cut, a server starting or shutting down), not that the statement is wrong.
+pub fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// Runs `attempt` again while PostgreSQL is away (see `transient`), for up to `RIDE_THROUGH`,
+/// backing off to a try every 2 s. A statement cut off mid-flight may have been applied: every
+/// write the engine retries is guarded by the state it expects (the door), so applying it twice
+/// changes nothing the second time.
+pub async fn ride_through<T, F, Fut>(mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let deadline = std::time::Instant::now() + RIDE_THROUGH;
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && std::time::Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e, "PostgreSQL is away: trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Shared SQL as PostgreSQL takes it: `?` numbered `$1`, `$2`, …, `?N` as `$N` (outside quoted

@@ -163,12 +163,14 @@ impl Store {
             opts.get_host(),
             opts.get_port()
         );
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("cannot open {named}"))?;
+        let pool = db::ride_through(|| {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.clone())
+        })
+        .await
+        .with_context(|| format!("cannot open {named}"))?;
         migrate::postgres(&pool)
             .await
             .with_context(|| format!("cannot prepare {named}"))?;

@@ -20,45 +20,56 @@ use super::JobRow;
 /// Moves one job, as [`super::Store::transition`] does on SQLite: returns the row written, or
 /// None if the guard did not hold (and then nothing is written).
 pub async fn transition(pool: &PgPool, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
-    let mut tx = pool.begin().await?;
-    let row = transition_in(&mut tx, t).await?;
-    if row.is_some() {
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
-    }
-    Ok(row)
+    let parts = plan(t)?;
+    let row = super::db::ride_through(|| async {
+        let mut tx = pool.begin().await?;
+        let row = transition_in(&mut tx, &parts).await?;
+        if row.is_some() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(row)
+    })
+    .await?;
+    row.as_ref().map(|r| JobRow::from_values(r)).transpose()
 }
 
 /// One transition inside the caller's transaction: the guarded move, then the rest only if it
-/// applied.
-async fn transition_in(conn: &mut PgConnection, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
-    let mut parts = plan(t)?.into_iter();
-    let Some((sql, args)) = parts.next() else {
-        anyhow::bail!("internal: a transition without its move");
+/// applied. Returns the row written.
+async fn transition_in(conn: &mut PgConnection, parts: &[(String, Args)]) -> Result<Option<Row>, sqlx::Error> {
+    let Some(((sql, args), rest)) = parts.split_first() else {
+        return Err(sqlx::Error::Protocol("internal: a transition without its move".into()));
     };
-    let Some(row) = bind(&numbered(&sql), args).fetch_optional(&mut *conn).await? else {
+    let Some(row) = bind(&numbered(sql), args.clone()).fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
-    for (sql, args) in parts {
-        for (sql, args) in statements(&sql, args)? {
+    for (sql, args) in rest {
+        let split = statements(sql, args.clone()).map_err(|e| sqlx::Error::Protocol(format!("{e:#}")))?;
+        for (sql, args) in split {
             bind(&numbered(&sql), args).execute(&mut *conn).await?;
         }
     }
-    JobRow::from_values(&values(&row)?).map(Some)
+    values(&row)
+        .map(Some)
+        .map_err(|e| sqlx::Error::Protocol(format!("{e:#}")))
 }
 
 /// Bookkeeping statements (`Store::exec`) in one transaction; returns their rows.
 pub async fn exec(pool: &PgPool, sql: &str, args: Args) -> anyhow::Result<Vec<Row>> {
-    let mut tx = pool.begin().await?;
-    let mut rows = Vec::new();
-    for (sql, args) in statements(sql, args)? {
-        for row in bind(&super::db::dialect(&sql), args).fetch_all(&mut *tx).await? {
-            rows.push(values(&row)?);
+    let parts = statements(sql, args)?;
+    super::db::ride_through(|| async {
+        let mut tx = pool.begin().await?;
+        let mut rows = Vec::new();
+        for (sql, args) in &parts {
+            for row in bind(&super::db::dialect(sql), args.clone()).fetch_all(&mut *tx).await? {
+                rows.push(values(&row).map_err(|e| sqlx::Error::Protocol(format!("{e:#}")))?);
+            }
         }
-    }
-    tx.commit().await?;
-    Ok(rows)
+        tx.commit().await?;
+        Ok(rows)
+    })
+    .await
 }
 
 /// `sql` with its `?`s numbered `$1`, `$2`, … (a `?` inside a quoted literal stays).
