@@ -178,10 +178,9 @@ async fn a_hundred_rows_over_ten_local_images_upload_ten_files() {
             "{url}"
         );
     }
-    let (kind, bytes) = env
-        .fake
-        .asset(stats.submits[3].body["image"].as_str().unwrap())
-        .unwrap();
+    // Submits go as their uploads allow, not always in manifest order: row r3's by its prompt.
+    let r3 = stats.submits.iter().find(|s| s.body["prompt"] == "scene 3").unwrap();
+    let (kind, bytes) = env.fake.asset(r3.body["image"].as_str().unwrap()).unwrap();
     assert_eq!(kind, "image/png");
     assert!(bytes.ends_with(b"image number 3"));
     // A second run with the same images uploads nothing.

@@ -106,11 +106,19 @@ impl Uploader {
         let store = &s.store;
         let (sha, media_type, bytes) = self.check(store, path).await?;
         loop {
-            if let Some(url) = self.lock().urls.get(&sha) {
-                return Ok(url.clone());
+            {
+                // Uploaded (perhaps by a call this task waited for, after it had asked for the
+                // content again): no longer wanted.
+                let mut st = self.lock();
+                if let Some(url) = st.urls.get(&sha).cloned() {
+                    st.wanted.remove(&sha);
+                    return Ok(url);
+                }
             }
             if let Some(url) = store.asset(&sha).await.map_err(UploadError::Local)? {
-                self.lock().urls.insert(sha.clone(), url.clone());
+                let mut st = self.lock();
+                st.wanted.remove(&sha);
+                st.urls.insert(sha.clone(), url.clone());
                 return Ok(url);
             }
             // Wanted: upload it (with whatever else is wanted), or wait for the call under way.
@@ -189,6 +197,11 @@ impl Uploader {
                 .collect();
             keys.truncate(PER_CALL);
             for k in keys {
+                if st.urls.contains_key(&k) {
+                    // Asked for while the call that uploaded it was under way: done already.
+                    st.wanted.remove(&k);
+                    continue;
+                }
                 let Some(w) = st.wanted.get(&k) else { continue };
                 if !batch.is_empty() && bytes + w.bytes > BYTES_PER_CALL {
                     break;
