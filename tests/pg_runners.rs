@@ -24,20 +24,7 @@ fn runner(env: &Env, key: &str, rpm: u32, window_ms: u64, lease_ms: u64, extra: 
     cmd.args(["--db", env.db().to_str().unwrap(), "--out", env.out().to_str().unwrap()]);
     cmd.args(["--rpm", &rpm.to_string(), "--rate-window-ms", &window_ms.to_string()]);
     cmd.args(["--lease-ms", &lease_ms.to_string()]);
-    cmd.args([
-        "--expected-duration",
-        "0.3s",
-        "--min-poll-gap-ms",
-        "30",
-        "--backoff-ms",
-        "20",
-        "--grace-secs",
-        "1",
-        "--request-timeout-secs",
-        "5",
-        "--history-lag",
-        "1s",
-    ]);
+    cmd.args(FAST).args(["--history-lag", "1s"]);
     cmd.kill_on_drop(true);
     cmd
 }

@@ -192,45 +192,36 @@ where
 type LiteAs<'q, T> = sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>;
 type PgAs<'q, T> = sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>;
 
+/// `q` with `args` bound in order; a NULL bound with its type (PostgreSQL types every
+/// parameter; SQLite ignores the type).
+macro_rules! bind_args {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Int(i) => q.bind(i),
+                Arg::Real(r) => q.bind(r),
+                Arg::Text(t) => q.bind(t),
+                Arg::Null(Kind::Int) => q.bind(None::<i64>),
+                Arg::Null(Kind::Real) => q.bind(None::<f64>),
+                Arg::Null(Kind::Text) => q.bind(None::<String>),
+            };
+        }
+        q
+    }};
+}
+pub(super) use bind_args;
+
 fn lite<'q, T: for<'r> FromRow<'r, SqliteRow>>(sql: &'q str, args: Args) -> LiteAs<'q, T> {
-    let mut q = sqlx::query_as::<Sqlite, T>(sql);
-    for a in args {
-        q = match a {
-            Arg::Int(i) => q.bind(i),
-            Arg::Real(r) => q.bind(r),
-            Arg::Text(t) => q.bind(t),
-            Arg::Null(_) => q.bind(None::<i64>),
-        };
-    }
-    q
+    bind_args!(sqlx::query_as::<Sqlite, T>(sql), args)
 }
 
 fn pg<'q, T: for<'r> FromRow<'r, PgRow>>(sql: &'q str, args: Args) -> PgAs<'q, T> {
-    let mut q = sqlx::query_as::<Postgres, T>(sql);
-    for a in args {
-        q = match a {
-            Arg::Int(i) => q.bind(i),
-            Arg::Real(r) => q.bind(r),
-            Arg::Text(t) => q.bind(t),
-            Arg::Null(Kind::Int) => q.bind(None::<i64>),
-            Arg::Null(Kind::Real) => q.bind(None::<f64>),
-            Arg::Null(Kind::Text) => q.bind(None::<String>),
-        };
-    }
-    q
+    bind_args!(sqlx::query_as::<Postgres, T>(sql), args)
 }
 
 fn lite_exec(sql: &str, args: Args) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-    let mut q = sqlx::query::<Sqlite>(sql);
-    for a in args {
-        q = match a {
-            Arg::Int(i) => q.bind(i),
-            Arg::Real(r) => q.bind(r),
-            Arg::Text(t) => q.bind(t),
-            Arg::Null(_) => q.bind(None::<i64>),
-        };
-    }
-    q
+    bind_args!(sqlx::query::<Sqlite>(sql), args)
 }
 
 fn pg_exec(sql: &str, args: Args) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
@@ -242,11 +233,17 @@ fn pg_exec(sql: &str, args: Args) -> sqlx::query::Query<'_, Postgres, sqlx::post
 const RIDE_THROUGH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether a PostgreSQL error means the server went away or is not ready yet (a connection
-/// lost, refused or cut, a server starting or shutting down), not that the statement is wrong.
+/// lost, refused or cut, a server starting or shutting down, a session it ended), not that the
+/// statement is wrong. Nothing of the failed transaction was committed, or it was and the
+/// door's guard makes its repeat a no-op.
 pub fn transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        // 08: connection exceptions; 57P: the server shutting down or starting; 25P03: a
+        // transaction ended by the server for idling (a runner that was frozen mid-write).
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25P03"),
         _ => false,
     }
 }

@@ -55,6 +55,24 @@ pub struct ImportCheck {
     pub conflicts: Conflicts,
 }
 
+impl ImportCheck {
+    /// The check of `staging`'s rows, given how many the database has unchanged and how many
+    /// with other parameters (the first few `listed`).
+    fn of(staging: &Staging, unchanged: i64, conflicting: i64, listed: Vec<ImportConflict>) -> ImportCheck {
+        let unchanged = unchanged as u64;
+        ImportCheck {
+            summary: ImportSummary {
+                inserted: staging.len() - unchanged - conflicting as u64,
+                unchanged,
+            },
+            conflicts: Conflicts {
+                listed,
+                total: conflicting as u64,
+            },
+        }
+    }
+}
+
 impl Store {
     /// Compares staged rows with the database without writing (`import --dry-run`).
     pub async fn check_staged(&self, staging: &Staging, limit: usize) -> anyhow::Result<ImportCheck> {
@@ -144,17 +162,7 @@ async fn compare(conn: &mut SqliteConnection, staging: &Staging, limit: usize) -
     } else {
         Vec::new()
     };
-    let unchanged = unchanged as u64;
-    Ok(ImportCheck {
-        summary: ImportSummary {
-            inserted: staging.len() - unchanged - conflicting as u64,
-            unchanged,
-        },
-        conflicts: Conflicts {
-            listed,
-            total: conflicting as u64,
-        },
-    })
+    Ok(ImportCheck::of(staging, unchanged, conflicting, listed))
 }
 
 async fn insert_staged(
@@ -254,17 +262,7 @@ async fn pg_compare(tx: &mut sqlx::PgConnection, staging: &Staging, limit: usize
     } else {
         Vec::new()
     };
-    let unchanged = unchanged as u64;
-    Ok(ImportCheck {
-        summary: ImportSummary {
-            inserted: staging.len() - unchanged - conflicting as u64,
-            unchanged,
-        },
-        conflicts: Conflicts {
-            listed,
-            total: conflicting as u64,
-        },
-    })
+    Ok(ImportCheck::of(staging, unchanged, conflicting, listed))
 }
 
 /// PostgreSQL: the import in one transaction, the jobs table locked against other imports

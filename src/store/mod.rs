@@ -103,6 +103,10 @@ pub fn is_url(db: &Path) -> bool {
         .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
+/// How long PostgreSQL lets a runner's session sit idle inside a transaction before ending it
+/// (releasing its locks).
+const IDLE_IN_TRANSACTION: &str = "10s";
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -156,7 +160,12 @@ impl Store {
     /// Opens the campaign in the PostgreSQL database at `url` (creating its tables if need be).
     /// The URL may hold a password: it is never printed (errors name the host and database).
     pub async fn open_pg(url: &str) -> anyhow::Result<Store> {
-        let opts = sqlx::postgres::PgConnectOptions::from_str(url).context("the --db URL is not a PostgreSQL URL")?;
+        // A runner frozen mid-transaction (a stopped process, a paused machine) would hold its
+        // rows' locks for as long as it is frozen: PostgreSQL ends such a session after a while.
+        // The store's transactions are short (a move, an import's batch), never idle this long.
+        let opts = sqlx::postgres::PgConnectOptions::from_str(url)
+            .context("the --db URL is not a PostgreSQL URL")?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
         let named = format!(
             "the PostgreSQL database {} on {}:{}",
             opts.get_database().unwrap_or("(default)"),

@@ -21,6 +21,11 @@ impl Store {
             db::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut tx)
                 .await?;
+            // Pages are read as the reader takes them (an export into a slow pipe): this read-only
+            // transaction may sit idle for long, which the store's sessions otherwise forbid.
+            db::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+                .execute(&mut tx)
+                .await?;
         }
         Ok(JobPages {
             tx,

@@ -125,18 +125,7 @@ fn marks(sql: &str) -> usize {
 }
 
 pub(super) fn bind(sql: &str, args: Args) -> Query<'_, Postgres, PgArguments> {
-    let mut q = sqlx::query(sql);
-    for a in args {
-        q = match a {
-            Arg::Int(i) => q.bind(i),
-            Arg::Real(r) => q.bind(r),
-            Arg::Text(t) => q.bind(t),
-            Arg::Null(Kind::Int) => q.bind(None::<i64>),
-            Arg::Null(Kind::Real) => q.bind(None::<f64>),
-            Arg::Null(Kind::Text) => q.bind(None::<String>),
-        };
-    }
-    q
+    super::db::bind_args!(sqlx::query(sql), args)
 }
 
 /// A PostgreSQL row as plain values, by each column's type.

@@ -196,7 +196,10 @@ impl Store {
     /// or being fetched: the lease moves to this runner with a new epoch (the dead runner, if
     /// it was only paused, can write none of them again). Jobs caught in the submit window
     /// become `unknown` (to be looked up in the request history); saved request ids are due
-    /// for a poll now. Returns the jobs taken, by state.
+    /// for a poll now. Rows locked by a transaction still open (a runner frozen mid-write) are
+    /// skipped, not waited for: PostgreSQL ends such a transaction after
+    /// `IDLE_IN_TRANSACTION` (see `Store::open_pg`), and the next sweep takes them. Returns the
+    /// jobs taken, by state.
     pub async fn take_over(&self) -> anyhow::Result<Vec<Taken>> {
         let Some(r) = &self.runner else {
             return Ok(Vec::new());
@@ -205,7 +208,9 @@ impl Store {
         let sql = format!(
             "UPDATE jobs SET lease_owner = ?, lease_epoch = lease_epoch + 1,
                              due_at = CASE WHEN state IN (?, ?) THEN 0 ELSE due_at END
-             WHERE state IN (?, ?, ?, ?) AND (lease_owner IS NULL OR (lease_owner <> ? AND NOT {ALIVE}))
+             WHERE seq IN (SELECT seq FROM jobs
+                           WHERE state IN (?, ?, ?, ?) AND (lease_owner IS NULL OR (lease_owner <> ? AND NOT {ALIVE}))
+                           FOR UPDATE SKIP LOCKED)
              RETURNING seq, state, lease_epoch"
         );
         let taken: Vec<(i64, String, i64)> = db::query_as(sql)

@@ -22,6 +22,20 @@ pub fn fast_fake() -> FakeConfig {
     }
 }
 
+/// `run`'s timings for a fast fake (short polls, backoffs and grace).
+pub const FAST: &[&str] = &[
+    "--expected-duration",
+    "0.3s",
+    "--min-poll-gap-ms",
+    "30",
+    "--backoff-ms",
+    "20",
+    "--grace-secs",
+    "2",
+    "--request-timeout-secs",
+    "5",
+];
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub fake: FakeServer,
@@ -80,20 +94,8 @@ impl Env {
             "--out",
             self.out().to_str().unwrap(),
         ]);
-        cmd.args([
-            "--rpm",
-            "6000",
-            "--expected-duration",
-            "0.3s",
-            "--min-poll-gap-ms",
-            "30",
-            "--backoff-ms",
-            "20",
-            "--grace-secs",
-            "2",
-            "--request-timeout-secs",
-            "5",
-        ]);
+        cmd.args(["--rpm", "6000"]);
+        cmd.args(FAST);
         cmd.args(extra);
         cmd
     }
