@@ -265,16 +265,23 @@ async fn pg_compare(tx: &mut sqlx::PgConnection, staging: &Staging, limit: usize
     Ok(ImportCheck::of(staging, unchanged, conflicting, listed))
 }
 
-/// PostgreSQL: the import in one transaction, the jobs table locked against other imports
-/// (runners still read and move jobs) so the check still holds at the insert. New jobs are
-/// numbered after the last, in manifest order.
+/// The advisory lock imports into a PostgreSQL campaign take (one key per database).
+const IMPORT_LOCK: i64 = 0x7761_6e62_6174_6368; // "wanbatch"
+
+/// PostgreSQL: the import in one transaction, under a lock only imports take (runners still
+/// read and move jobs), so the check still holds at the insert. New jobs are numbered after the
+/// last, in manifest order.
 async fn pg_import(
     pool: &sqlx::PgPool,
     staging: &Staging,
     limit: usize,
 ) -> anyhow::Result<Result<ImportSummary, Conflicts>> {
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE")
+    // Imports one at a time (the check must still hold at the insert, and new jobs are numbered
+    // after the last): a lock of the transaction's, taken by imports only, so runners moving
+    // jobs meanwhile are not held up.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(IMPORT_LOCK)
         .execute(&mut *tx)
         .await?;
     pg_stage(&mut tx, staging).await?;
