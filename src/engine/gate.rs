@@ -109,6 +109,17 @@ impl Shared {
         }
     }
 
+    /// Whether a slot in hand is due now (never waits, takes nothing).
+    fn due(&self, now: Instant) -> bool {
+        let Ok(slots) = self.slots.try_lock() else {
+            return false;
+        };
+        slots
+            .iter()
+            .find(|t| **t + self.tolerance >= now)
+            .is_some_and(|t| *t <= now)
+    }
+
     /// A slot due now, if one is in hand (never waits).
     fn try_take(&self, now: Instant) -> bool {
         let Ok(mut slots) = self.slots.try_lock() else {
@@ -228,11 +239,13 @@ impl Gate {
             loop {
                 let slot = shared.take().await;
                 tokio::time::sleep_until(slot).await;
+                // A 429 may have arrived while we waited: honour it too.
+                self.wait_pause().await;
                 if Instant::now() <= slot + shared.tolerance {
                     break;
                 }
-                // Woken too late (a busy machine): sent now, this request could crowd a window
-                // of the server's; a later slot keeps every window inside the limit.
+                // Woken too late (a busy machine, a 429's pause): sent now, this request could
+                // crowd a window of the server's; a later slot keeps every window in the limit.
             }
         }
         // A 429 may have arrived while we waited: honour it too.
@@ -254,6 +267,11 @@ impl Gate {
             if st.paused_until.is_some_and(|t| t > now) || (st.pace < self.cap && st.next_slot > now) {
                 return false;
             }
+        }
+        // A shared slot must be due before the local permit is taken (a permit taken for
+        // nothing would be lost to this runner).
+        if self.shared.as_ref().is_some_and(|s| !s.due(now)) {
+            return false;
         }
         if self.limiter.check().is_err() {
             return false;
@@ -301,9 +319,9 @@ impl Gate {
         let end = now + wait;
         if let Some(shared) = &self.shared {
             let (store, key) = (shared.store.clone(), shared.key_hash.clone());
-            let until_ms = crate::store::now_ms() + wait.as_millis() as i64;
+            let wait_ms = wait.as_millis() as i64;
             tokio::spawn(async move {
-                if let Err(e) = store.hold_budget(&key, until_ms).await {
+                if let Err(e) = store.hold_budget(&key, wait_ms).await {
                     tracing::warn!(error = %e, "could not share a rate-limit pause with the other runners");
                 }
             });

@@ -20,19 +20,51 @@ use super::JobRow;
 /// Moves one job, as [`super::Store::transition`] does on SQLite: returns the row written, or
 /// None if the guard did not hold (and then nothing is written).
 pub async fn transition(pool: &PgPool, t: Transition<'_>) -> anyhow::Result<Option<JobRow>> {
+    let (seq, to, lease) = (t.seq, t.to, t.lease.map(|(o, e)| (o.to_owned(), e)));
     let parts = plan(t)?;
-    let row = super::db::ride_through(|| async {
-        let mut tx = pool.begin().await?;
-        let row = transition_in(&mut tx, &parts).await?;
-        if row.is_some() {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(row)
+    let mut tries = 0;
+    let row = super::db::ride_through(|| {
+        tries += 1;
+        transition_once(pool, &parts)
     })
     .await?;
+    let row = match row {
+        // Tried again after PostgreSQL went away: the first try may have been applied, its
+        // answer lost. Then the job is where the move put it, under the same lease: applied.
+        None if tries > 1 => applied(pool, seq, to, lease).await?,
+        row => row,
+    };
     row.as_ref().map(|r| JobRow::from_values(r)).transpose()
+}
+
+/// The row of job `seq` if it is in state `to` (under `lease`, if given).
+async fn applied(
+    pool: &PgPool,
+    seq: i64,
+    to: crate::state::JobState,
+    lease: Option<(String, i64)>,
+) -> anyhow::Result<Option<Row>> {
+    let mut sql = format!("SELECT {} FROM jobs WHERE seq = $1 AND state = $2", super::WORK_COLUMNS);
+    if lease.is_some() {
+        sql.push_str(" AND lease_owner = $3 AND lease_epoch = $4");
+    }
+    let mut q = sqlx::query(&sql).bind(seq).bind(to.as_str());
+    if let Some((owner, epoch)) = lease {
+        q = q.bind(owner).bind(epoch);
+    }
+    let row = q.fetch_optional(pool).await?;
+    row.as_ref().map(values).transpose()
+}
+
+async fn transition_once(pool: &PgPool, parts: &[(String, Args)]) -> Result<Option<Row>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = transition_in(&mut tx, parts).await?;
+    if row.is_some() {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(row)
 }
 
 /// One transition inside the caller's transaction: the guarded move, then the rest only if it

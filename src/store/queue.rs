@@ -100,6 +100,11 @@ impl Store {
     pub async fn job_with_attempts(&self, seq: i64) -> anyhow::Result<Option<(JobRecord, Vec<AttemptRecord>)>> {
         // One read transaction: the job and its attempts as of one moment.
         let mut tx = self.read.begin().await?;
+        if self.is_pg() {
+            db::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut tx)
+                .await?;
+        }
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?");
         let Some(job) = db::query_as::<JobRecord>(sql).bind(seq).fetch_optional(&mut tx).await? else {
             return Ok(None);

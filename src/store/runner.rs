@@ -75,9 +75,14 @@ impl Runner {
     }
 }
 
-/// The SQL condition "the runner `lease_owner` is alive", with its two arguments (self, and
-/// the oldest live heartbeat).
-const ALIVE: &str = "lease_owner IN (SELECT id FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= ?)";
+/// The database's clock in milliseconds (PostgreSQL): heartbeats are written and judged on it,
+/// so runners on machines whose clocks differ agree on who is alive.
+const DB_NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+/// The SQL condition "the runner `lease_owner` is alive", with one argument: the lease in ms.
+fn alive() -> String {
+    format!("lease_owner IN (SELECT id FROM runners WHERE stopped_at IS NULL AND heartbeat_at >= {DB_NOW_MS} - ?)")
+}
 
 impl Store {
     /// Registers this process as a runner of the campaign (PostgreSQL only; SQLite has one
@@ -89,15 +94,17 @@ impl Store {
         }
         let id = format!("{}-{}-{:08x}", host(), std::process::id(), rand::random::<u32>());
         let now = now_ms();
-        db::query("INSERT INTO runners (id, host, pid, key_hash, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(id.as_str())
-            .bind(host())
-            .bind(i64::from(std::process::id()))
-            .bind(key_hash)
-            .bind(now)
-            .bind(now)
-            .execute(&self.write)
-            .await?;
+        db::query(format!(
+            "INSERT INTO runners (id, host, pid, key_hash, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, {DB_NOW_MS})
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(id.as_str())
+        .bind(host())
+        .bind(i64::from(std::process::id()))
+        .bind(key_hash)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
         let runner = Arc::new(Runner {
             id,
             key_hash: key_hash.to_owned(),
@@ -110,17 +117,27 @@ impl Store {
             runner: Some(runner.clone()),
             ..self.clone()
         };
+        // The heartbeat has a connection of its own: a busy pool must not make a live runner
+        // look dead.
+        let beat_pool = match &self.write {
+            db::Db::Pg(p) => {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with((*p.connect_options()).clone())
+                    .await?
+            }
+            db::Db::Sqlite(_) => anyhow::bail!("internal: a runner on SQLite"),
+        };
         let beat = {
-            let (write, runner) = (self.write.clone(), runner.clone());
+            let runner = runner.clone();
             tokio::spawn(async move {
                 let every = std::time::Duration::from_millis((runner.lease_ms / 4).max(50) as u64);
                 loop {
                     tokio::time::sleep(every).await;
                     let now = now_ms();
-                    let beat = db::query("UPDATE runners SET heartbeat_at = ? WHERE id = ?")
-                        .bind(now)
+                    let beat = sqlx::query(&format!("UPDATE runners SET heartbeat_at = {DB_NOW_MS} WHERE id = $1"))
                         .bind(runner.id.as_str())
-                        .execute(&write)
+                        .execute(&beat_pool)
                         .await;
                     match beat {
                         Ok(_) => runner.beat_ok_at.store(now, Ordering::Relaxed),
@@ -162,14 +179,14 @@ impl Store {
         let Some(r) = &self.runner else {
             anyhow::bail!("internal: a reservation without a runner");
         };
-        let alive = now_ms() - r.lease_ms;
         let sql = format!(
             "UPDATE jobs SET lease_epoch = CASE WHEN lease_owner = ? THEN lease_epoch ELSE lease_epoch + 1 END,
                              lease_owner = ?
              WHERE seq IN (SELECT seq FROM jobs WHERE state = ? AND seq > ?
-                             AND (lease_owner IS NULL OR lease_owner = ? OR NOT {ALIVE})
+                             AND (lease_owner IS NULL OR lease_owner = ? OR NOT {})
                            ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED)
-             RETURNING seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits, lease_epoch"
+             RETURNING seq, id, params, polls, due_at, resubmits_expired + resubmits_unknown AS resubmits, lease_epoch",
+            alive()
         );
         let rows: Vec<Reserved> = db::query_as(sql)
             .bind(r.id.as_str())
@@ -177,7 +194,7 @@ impl Store {
             .bind(Pending)
             .bind(seq)
             .bind(r.id.as_str())
-            .bind(alive)
+            .bind(r.lease_ms)
             .bind(limit)
             .fetch_all(&self.write)
             .await?;
@@ -204,16 +221,22 @@ impl Store {
         let Some(r) = &self.runner else {
             return Ok(Vec::new());
         };
-        let alive = now_ms() - r.lease_ms;
+        // Only a dead runner on the same API key: its requests are its account's, polled and
+        // looked up in its request history with its key. Jobs of a key no live runner has wait
+        // for one that has it.
         let sql = format!(
             "UPDATE jobs SET lease_owner = ?, lease_epoch = lease_epoch + 1,
                              due_at = CASE WHEN state IN (?, ?) THEN 0 ELSE due_at END
              WHERE seq IN (SELECT seq FROM jobs
-                           WHERE state IN (?, ?, ?, ?) AND (lease_owner IS NULL OR (lease_owner <> ? AND NOT {ALIVE}))
+                           WHERE state IN (?, ?, ?, ?)
+                             AND (lease_owner IS NULL
+                                  OR (lease_owner <> ? AND NOT {}
+                                      AND lease_owner IN (SELECT id FROM runners WHERE key_hash = ?)))
                            FOR UPDATE SKIP LOCKED)
-             RETURNING seq, state, lease_epoch"
+             RETURNING seq, state, lease_epoch, attempts",
+            alive()
         );
-        let taken: Vec<(i64, String, i64)> = db::query_as(sql)
+        let mut taken: Vec<(i64, String, i64, i64)> = db::query_as(sql)
             .bind(r.id.as_str())
             .bind(Running)
             .bind(Downloading)
@@ -222,20 +245,48 @@ impl Store {
             .bind(Downloading)
             .bind(Unknown)
             .bind(r.id.as_str())
-            .bind(alive)
+            .bind(r.lease_ms)
+            .bind(r.key_hash.as_str())
             .fetch_all(&self.write)
             .await?;
+        // The statement is tried again if PostgreSQL went away meanwhile: if its first try was
+        // applied, the jobs are this runner's already but not known to it. Found here.
+        let known: std::collections::HashSet<i64> = r
+            .epochs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let own: Vec<(i64, String, i64, i64)> = db::query_as(
+            "SELECT seq, state, lease_epoch, attempts FROM jobs WHERE lease_owner = ? AND state IN (?, ?, ?, ?)",
+        )
+        .bind(r.id.as_str())
+        .bind(Submitting)
+        .bind(Running)
+        .bind(Downloading)
+        .bind(Unknown)
+        .fetch_all(&self.read)
+        .await?;
+        let fresh: std::collections::HashSet<i64> = taken.iter().map(|t| t.0).collect();
+        taken.extend(
+            own.into_iter()
+                .filter(|(seq, ..)| !known.contains(seq) && !fresh.contains(seq)),
+        );
         let mut out = Vec::with_capacity(taken.len());
-        for (seq, state, epoch) in taken {
+        for (seq, state, epoch, attempts) in taken {
             r.hold(seq, epoch);
             let before: JobState = state.parse().map_err(anyhow::Error::msg)?;
             let mut state = before;
             if state == Submitting {
-                // Caught in its submit window: Segmind may or may not have the job.
-                let moved = self
-                    .transition(Transition::new(seq, &[Submitting], Unknown, super::Guard::State))
-                    .await?;
-                if moved.is_some() {
+                // Caught in its submit window: Segmind may or may not have the job. The attempt
+                // ends now (the lookup's window is measured from here), as at a restart.
+                let t = Transition::new(seq, &[Submitting], Unknown, super::Guard::Attempt(attempts)).attempt(
+                    super::AttemptKey::N(attempts),
+                    crate::state::AttemptOutcome::Unknown,
+                    Some("its runner stopped answering inside the submit window".into()),
+                );
+                if self.transition(t).await?.is_some() {
                     state = Unknown;
                 }
             }
@@ -248,6 +299,28 @@ impl Store {
             );
         }
         Ok(out)
+    }
+
+    /// Whether this runner still holds job `seq` in its submit window, checked in the database
+    /// just before its submit leaves (true on SQLite: one runner). A runner frozen after its
+    /// claim and taken over meanwhile must not send a submit its successor may send too.
+    pub async fn still_submitting(&self, seq: i64) -> anyhow::Result<bool> {
+        let Some(r) = &self.runner else {
+            return Ok(true);
+        };
+        let Some(epoch) = r.epoch(seq) else {
+            return Ok(false);
+        };
+        let held: Option<i64> = db::query_scalar(
+            "SELECT seq FROM jobs WHERE seq = ? AND state = ? AND lease_owner = ? AND lease_epoch = ?",
+        )
+        .bind(seq)
+        .bind(Submitting)
+        .bind(r.id.as_str())
+        .bind(epoch)
+        .fetch_maybe(&self.read)
+        .await?;
+        Ok(held.is_some() && r.lease_fresh())
     }
 }
 
@@ -286,13 +359,17 @@ impl Store {
         Ok((0..n).map(|k| end - span + k * interval_us - now).collect())
     }
 
-    /// A 429's reset hint, for every runner on the key: no slot is handed out before `until_ms`.
-    pub async fn hold_budget(&self, key_hash: &str, until_ms: i64) -> anyhow::Result<()> {
-        db::query("UPDATE budgets SET next_slot_us = GREATEST(next_slot_us, ?) WHERE key_hash = ?")
-            .bind(until_ms.saturating_mul(1000))
-            .bind(key_hash)
-            .execute(&self.write)
-            .await?;
+    /// A 429's reset hint, for every runner on the key: no slot is handed out for `wait_ms` from
+    /// now (the database's clock, the budget's timeline).
+    pub async fn hold_budget(&self, key_hash: &str, wait_ms: i64) -> anyhow::Result<()> {
+        const NOW_US: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
+        db::query(format!(
+            "UPDATE budgets SET next_slot_us = GREATEST(next_slot_us, {NOW_US} + ?) WHERE key_hash = ?"
+        ))
+        .bind(wait_ms.saturating_mul(1000))
+        .bind(key_hash)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 }

@@ -107,6 +107,12 @@ async fn cannot_send(s: &Shared, w: &SubmitWork, claimed: Option<i64>, trouble: 
 
 #[tracing::instrument(skip_all, fields(job = %w.id))]
 async fn submit_inner(s: &Shared, w: &SubmitWork, attempt: i64, body: &str) -> anyhow::Result<Next> {
+    if !s.store.still_submitting(w.seq).await? {
+        // Several runners: this runner's heartbeat is late, or the job was taken over while it
+        // was frozen after its claim. Its successor looks the job up; nothing is sent from here.
+        tracing::warn!(job = %w.id, "not submitting: this runner no longer holds the job");
+        return Ok(Next::Nothing);
+    }
     let sent_at = now_ms();
     let result = s.api.submit(body).await;
     let now = now_ms();
