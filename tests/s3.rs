@@ -134,6 +134,30 @@ async fn a_campaign_lands_every_video_and_sidecar_in_the_bucket() {
         !env.path("run-1").exists() && !env.path("s3:").exists(),
         "no local copy"
     );
+    // The report lands beside the videos (the campaign remembers its --out), linking them by name.
+    let mut report = env.bin();
+    report.args(["report", "--db", env.db().to_str().unwrap()]);
+    for (k, v) in moto.env() {
+        report.env(k, v);
+    }
+    let said = finish(report).await;
+    assert_eq!(said.status.code(), Some(0), "{}", text(&said));
+    assert!(
+        stdout(&said).contains("s3://videos/run-1/report.html"),
+        "{}",
+        text(&said)
+    );
+    let page = moto
+        .get(BUCKET, "run-1/report.html")
+        .await
+        .unwrap()
+        .expect("report.html in the bucket");
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("j0.mp4") && page.contains("j5.json"),
+        "videos linked by name"
+    );
+    assert!(!page.contains("s3:/"), "no local path to the bucket in the page");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

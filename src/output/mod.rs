@@ -274,13 +274,22 @@ impl Bucket {
 }
 
 /// At start-up, under the run lock: aborts the multipart uploads a dead run left (recorded in the
-/// database before their first part), so none lingers and none is ever completed. Each job whose
+/// database before their first part), so none lingers and none is ever completed (on
+/// PostgreSQL, where other runners may be uploading, only those whose job moved on; the rest are
+/// aborted by the job's next upload, `stream::upload`). Each job whose
 /// upload is aborted is still `downloading` and is fetched and uploaded again (at most one
 /// repeated upload per job). Returns how many were aborted; one that cannot be aborted now stays
 /// recorded for the next start.
 pub async fn recover_uploads(store: &Store, current: Option<&Bucket>, patience: Duration) -> anyhow::Result<u64> {
     let mut aborted = 0;
-    for u in store.object_uploads().await? {
+    // SQLite: this run holds the campaign alone (the run lock), so every recorded upload is a
+    // dead run's. PostgreSQL: other runners may be uploading; only the stale ones go here.
+    let left = if store.is_pg() {
+        store.stale_object_uploads().await?
+    } else {
+        store.object_uploads().await?
+    };
+    for u in left {
         let opened;
         let bucket = match current.filter(|b| b.url.root() == u.store_url) {
             Some(b) => b,

@@ -78,6 +78,21 @@ pub async fn upload(
     let name = video_name(&w.id);
     let key = bucket.url.key(&name);
     let mp = bucket.multipart();
+    // An earlier attempt's upload still recorded (its abort failed, or its runner died while
+    // this job's lease passed to us) goes first: it must never be completed.
+    let mine = bucket.url.root();
+    for old in store.object_uploads_of(w.seq).await.unwrap_or_default() {
+        if old.store_url != mine {
+            continue;
+        }
+        let old_key = object_store::path::Path::from(old.object_key.as_str());
+        match mp.abort_multipart(&old_key, &old.upload_id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                let _ = store.end_object_upload(&old.upload_id).await;
+            }
+            Err(e) => tracing::warn!(job = %w.id, error = %e, "cannot abort an earlier upload now"),
+        }
+    }
     let upload_id = mp
         .create_multipart(&key)
         .await

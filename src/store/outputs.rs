@@ -58,6 +58,34 @@ impl Store {
         Ok(())
     }
 
+    /// The recorded uploads no runner can still be working: their job is gone, no longer
+    /// `downloading`, or downloading another request. (With several runners on PostgreSQL, an
+    /// upload of a job still downloading may be another runner's, live: that one is aborted only
+    /// by whoever uploads the job next, `object_uploads_of`.)
+    pub async fn stale_object_uploads(&self) -> anyhow::Result<Vec<ObjectUpload>> {
+        db::query_as(
+            "SELECT o.upload_id, o.job_seq, o.request_id, o.store_url, o.object_key, o.started_at
+             FROM object_uploads o LEFT JOIN jobs j ON j.seq = o.job_seq
+             WHERE j.seq IS NULL OR j.state <> 'downloading' OR j.request_id IS NULL
+                OR j.request_id <> o.request_id
+             ORDER BY o.started_at, o.upload_id",
+        )
+        .fetch_all(&self.read)
+        .await
+    }
+
+    /// The recorded uploads of one job (an earlier attempt's, left by a failed abort or a dead
+    /// runner): the job's next upload aborts them first.
+    pub async fn object_uploads_of(&self, job_seq: i64) -> anyhow::Result<Vec<ObjectUpload>> {
+        db::query_as(
+            "SELECT upload_id, job_seq, request_id, store_url, object_key, started_at
+             FROM object_uploads WHERE job_seq = ? ORDER BY started_at, upload_id",
+        )
+        .bind(job_seq)
+        .fetch_all(&self.read)
+        .await
+    }
+
     /// The uploads recorded as under way, oldest first.
     pub async fn object_uploads(&self) -> anyhow::Result<Vec<ObjectUpload>> {
         db::query_as(
