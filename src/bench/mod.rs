@@ -6,9 +6,12 @@
 //! - `engine` (`wanbatch bench-engine`): the engine's own jobs per second and its memory against
 //!   the queue's size, running the real binary as a child;
 //! - `import` (`wanbatch bench-import`): import, status and export on large generated manifests;
-//! - `report` (`wanbatch bench-report`): the review page of a 10,000-job campaign in headless Chromium.
+//! - `report` (`wanbatch bench-report`): the review page of a 10,000-job campaign in headless Chromium;
+//! - `s3` (`wanbatch bench-s3`): videos streamed to a local S3 server (moto): throughput, and peak
+//!   RSS against the video's size.
 
 pub mod economy;
 pub mod engine;
 pub mod import;
 pub mod report;
+pub mod s3;

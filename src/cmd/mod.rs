@@ -97,6 +97,9 @@ pub enum Command {
     /// Benchmark the review page of a big campaign in headless Chromium (docs/benchmarks.md).
     #[command(hide = true)]
     BenchReport(crate::bench::report::BenchReportArgs),
+    /// Benchmark videos streamed to a local S3 server (moto): throughput and peak RSS (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchS3(crate::bench::s3::BenchS3Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -158,6 +161,7 @@ where
             | Command::BenchEngine(_)
             | Command::BenchImport(_)
             | Command::BenchReport(_)
+            | Command::BenchS3(_)
     );
     // A command's flags are on its innermost subcommand (`review apply --db …`).
     let mut innermost = matches.subcommand();
@@ -202,6 +206,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::BenchEngine(args) => crate::bench::engine::run(args).await,
         Command::BenchImport(args) => crate::bench::import::run(args).await,
         Command::BenchReport(args) => crate::bench::report::run(args).await,
+        Command::BenchS3(args) => crate::bench::s3::run(args).await,
     }
 }
 
