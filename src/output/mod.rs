@@ -3,9 +3,10 @@
 //!
 //! - Credentials come from each cloud's own environment chain, as `object_store` reads it
 //!   (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity, the container
-//!   and instance endpoints; `GOOGLE_SERVICE_ACCOUNT`/`GOOGLE_APPLICATION_CREDENTIALS`;
-//!   `AZURE_STORAGE_ACCOUNT_NAME`/`AZURE_STORAGE_ACCOUNT_KEY`, …): never a flag, never logged,
-//!   never stored. An S3-compatible server is named by `AWS_ENDPOINT_URL` (`AWS_ALLOW_HTTP=true`
+//!   and instance endpoints; `GOOGLE_SERVICE_ACCOUNT`/`GOOGLE_SERVICE_ACCOUNT_KEY`, gcloud's
+//!   application-default credentials, the metadata server; `AZURE_STORAGE_ACCOUNT_NAME` with
+//!   `AZURE_STORAGE_ACCOUNT_KEY`, a SAS, a client secret, …): never a flag, never logged, never
+//!   stored. An S3-compatible server is named by `AWS_ENDPOINT_URL` (`AWS_ALLOW_HTTP=true`
 //!   for plain http). Only the URL (`s3://bucket/prefix`) is stored with the campaign.
 //! - `Bucket` owns one store client and its retry policy: server errors (S3's `503 SlowDown`
 //!   among them) and lost connections are retried with jittered exponential backoff for at most

@@ -192,15 +192,22 @@ async fn stream_parts(
         if head.len() < 8 {
             head.extend(chunk.iter().take(8 - head.len()));
         }
-        buf.extend_from_slice(&chunk);
-        while buf.len() >= PART_BYTES {
-            let part = PutPayload::from(buf.split_to(PART_BYTES).freeze());
-            let n = parts.len();
-            let id = mp
-                .put_part(key, &upload_id, n, part)
-                .await
-                .map_err(|e| bucket.classify(&format!("uploading part {} of {key}", n + 1), e))?;
-            parts.push(id);
+        // The buffer never grows past one part: a full part goes up as its own allocation
+        // (freed once sent) and a new buffer starts, so memory stays one part per upload.
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let take = (PART_BYTES - buf.len()).min(rest.len());
+            buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if buf.len() == PART_BYTES {
+                let full = std::mem::replace(&mut buf, BytesMut::with_capacity(PART_BYTES));
+                let n = parts.len();
+                let id = mp
+                    .put_part(key, &upload_id, n, PutPayload::from(full.freeze()))
+                    .await
+                    .map_err(|e| bucket.classify(&format!("uploading part {} of {key}", n + 1), e))?;
+                parts.push(id);
+            }
         }
     }
     // The same checks, in the same order, as the folder download (`engine::download`).
