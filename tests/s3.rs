@@ -2,8 +2,10 @@
 //! server started here on loopback (moto, see `wanbatch::motolocal`), through the real binary:
 //! a campaign lands every video and sidecar; kill -9 mid-upload leaves no partial object and a
 //! restart completes every video; 503 SlowDown is retried; a missing bucket stops the run before
-//! any submit; a store that stays down stops the run with exit 4, every paid video resumable.
-//! Skipped with a message when moto is not installed, unless `WANBATCH_REQUIRE_S3=1`.
+//! any submit; a store that stays down stops the run with exit 4, every paid video resumable; a
+//! campaign in PostgreSQL (its `object_uploads` twin) lands its videos too.
+//! Skipped with a message when moto is not installed, unless `WANBATCH_REQUIRE_S3=1` (and the
+//! PostgreSQL one without PostgreSQL, unless `WANBATCH_REQUIRE_PG=1`).
 
 mod common;
 
@@ -405,4 +407,21 @@ async fn a_store_that_stays_down_stops_the_run_with_exit_4_and_every_paid_video_
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(env.fake.stats().submits.len(), paid, "nothing bought again");
     assert_bucket_complete(&env, &moto, "d", N, 48 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_in_postgresql_lands_every_video_in_the_bucket() {
+    let test = "a_campaign_in_postgresql_lands_every_video_in_the_bucket";
+    let Some(moto) = motolocal::for_tests(test).await else {
+        return;
+    };
+    let Some(pg) = wanbatch::pglocal::shared_for_tests(test).await else {
+        return;
+    };
+    moto.create_bucket(BUCKET).await.unwrap();
+    let env = Env::with_pg(fast_fake(), pg.fresh_database("s3campaign").await.unwrap()).await;
+    let m = env.write("jobs.csv", &manifest(5));
+    let out = finish(s3_run(&env, &moto, &moto.url(), "s3://videos/pg", &[&m], &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_bucket_complete(&env, &moto, "pg", 5, 48 * 1024).await;
 }
