@@ -160,6 +160,14 @@ async fn a_campaign_lands_every_video_and_sidecar_in_the_bucket() {
         "videos linked by name"
     );
     assert!(!page.contains("s3:/"), "no local path to the bucket in the page");
+    // Setting rejected takes aside is a folder's: refused for a bucket, nothing changed.
+    let retry = cmd(&env, &["retry", "--rejected", "--db", env.db().to_str().unwrap()]).await;
+    assert_eq!(retry.status.code(), Some(2), "{}", text(&retry));
+    assert!(
+        stderr(&retry).contains("not supported yet for a bucket"),
+        "{}",
+        text(&retry)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,10 +203,12 @@ async fn kill_9_mid_upload_leaves_no_partial_object_and_a_restart_completes_ever
     .await;
     const N: usize = 4;
     let m = env.write("jobs.csv", &manifest(N));
+    // Through a proxy that never lets an upload complete: the kill lands mid-upload for sure.
+    let proxy = Proxy::start_with(moto.url(), 0, None, true).await;
     let mut child = s3_run(
         &env,
         &moto,
-        &moto.url(),
+        &proxy.url(),
         "s3://videos/k",
         &[&m],
         &["--download-concurrency", "2"],
@@ -207,21 +217,12 @@ async fn kill_9_mid_upload_leaves_no_partial_object_and_a_restart_completes_ever
     .stderr(std::process::Stdio::null())
     .spawn()
     .unwrap();
-    // Kill the moment an upload is under way (begun, not completed).
+    // Kill once two uploads have all their parts and wait for their completion.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if !moto.incomplete_uploads(BUCKET).await.unwrap().is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no upload was ever seen under way"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before an upload was seen"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    while proxy.held.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no upload reached its completion");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -246,6 +247,8 @@ async fn kill_9_mid_upload_leaves_no_partial_object_and_a_restart_completes_ever
 struct Proxy {
     port: u16,
     throttled: Arc<AtomicUsize>,
+    /// Multipart completions held without an answer (`hold_completes`).
+    held: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -259,21 +262,34 @@ impl Proxy {
     /// 503 for the first `throttle` requests; with `down_after = Some(k)`, 503 for every request
     /// after the first `k` too.
     async fn start(upstream: String, throttle: usize, down_after: Option<usize>) -> Proxy {
+        Proxy::start_with(upstream, throttle, down_after, false).await
+    }
+
+    /// `start`, and with `hold_completes` every CompleteMultipartUpload request is held for
+    /// ever, unanswered: uploads get their parts but never complete.
+    async fn start_with(upstream: String, throttle: usize, down_after: Option<usize>, hold_completes: bool) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let throttled = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(AtomicUsize::new(0));
-        let t = throttled.clone();
+        let held = Arc::new(AtomicUsize::new(0));
+        let (t, h) = (throttled.clone(), held.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else { return };
-                let (t, seen, upstream) = (t.clone(), seen.clone(), upstream.clone());
+                let (t, h, seen, upstream) = (t.clone(), h.clone(), seen.clone(), upstream.clone());
                 tokio::spawn(async move {
-                    let _ = serve(conn, &upstream, throttle, down_after, &t, &seen).await;
+                    let hold = hold_completes.then_some(&*h);
+                    let _ = serve(conn, &upstream, throttle, down_after, &t, &seen, hold).await;
                 });
             }
         });
-        Proxy { port, throttled, task }
+        Proxy {
+            port,
+            throttled,
+            held,
+            task,
+        }
     }
 
     fn url(&self) -> String {
@@ -290,6 +306,7 @@ async fn serve(
     down_after: Option<usize>,
     throttled: &AtomicUsize,
     seen: &AtomicUsize,
+    hold_completes: Option<&AtomicUsize>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 64 * 1024];
@@ -319,6 +336,11 @@ async fn serve(
             return Ok(());
         }
         buf.extend_from_slice(&tmp[..n]);
+    }
+    // CompleteMultipartUpload: `POST /bucket/key?uploadId=…` (the begin is `?uploads`).
+    if let Some(held) = hold_completes.filter(|_| head.starts_with("POST ") && head.contains("uploadId=")) {
+        held.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
     }
     let i = seen.fetch_add(1, Ordering::SeqCst);
     if i < throttle || down_after.is_some_and(|k| i >= k) {
