@@ -347,6 +347,15 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_checked_before_a_run_ends_it_with_the_right_code() {
+        use crate::exit::{code_of, Outcome};
+        let code = |e: StoreError| code_of(&e.into_failure());
+        assert_eq!(code(StoreError::NoBucket("no bucket".into())), Outcome::Usage);
+        assert_eq!(code(StoreError::Refused("refused".into())), Outcome::Account);
+        assert_eq!(code(StoreError::Down("down".into())), Outcome::Local);
+    }
+
+    #[test]
     fn unusable_urls_are_refused() {
         for bad in [
             "ftp://host/x",
