@@ -78,12 +78,17 @@ pub enum Failure {
     /// Manifest errors, already printed one per line: nothing was imported or submitted.
     #[error("{0}")]
     Manifest(String),
+    /// Credentials refused before anything was paid for (an output bucket that may not be
+    /// written): exit 3, nothing changed.
+    #[error("{0}")]
+    Account(String),
 }
 
 /// The exit code of an error that ended a command.
 pub fn code_of(e: &anyhow::Error) -> Outcome {
     match e.downcast_ref::<Failure>() {
         Some(Failure::Usage(_)) | Some(Failure::Manifest(_)) => Outcome::Usage,
+        Some(Failure::Account(_)) => Outcome::Account,
         None => Outcome::Local,
     }
 }

@@ -14,7 +14,8 @@
 //!   in one place;
 //! - `bench`: the benchmarks (hidden subcommands); `pglocal`: a private PostgreSQL server for
 //!   tests and benchmarks; `webdriver`: headless Chromium for the report's browser test and
-//!   benchmark.
+//!   benchmark; `motolocal`: a private S3-compatible server (moto) for tests and benchmarks;
+//! - `output`: videos streamed to object storage (`--out s3://…`, `gs://…`, `az://…`).
 
 pub mod api;
 pub mod bench;
@@ -26,7 +27,9 @@ pub mod fake;
 pub mod figures;
 pub mod logging;
 pub mod manifest;
+pub mod motolocal;
 pub mod mp4check;
+pub mod output;
 pub mod pglocal;
 pub mod progress;
 pub mod provenance;

@@ -168,6 +168,24 @@ pub async fn write_for_download(
     f: &Fetched,
     mismatch: Option<&str>,
 ) -> anyhow::Result<Option<PathBuf>> {
+    let Some(content) = content_for_download(store, w, f, mismatch).await? else {
+        return Ok(None);
+    };
+    let path = sidecar_path(out, &w.id);
+    let written = write_sidecar_unsynced(out, &w.id, &content)
+        .await
+        .with_context(|| format!("cannot write the provenance sidecar {}", path.display()))?;
+    Ok(Some(written))
+}
+
+/// The sidecar of a download just checked (`None` for a stale worker: the job no longer waits
+/// for this request's download), for `write_for_download` or an object-store output.
+pub async fn content_for_download(
+    store: &Store,
+    w: &DownloadWork,
+    f: &Fetched,
+    mismatch: Option<&str>,
+) -> anyhow::Result<Option<Value>> {
     let (mut job, history) = store
         .job_with_attempts(w.seq)
         .await?
@@ -187,13 +205,9 @@ pub async fn write_for_download(
         sha256: &f.sha256,
         downloaded_at: now_ms(),
     };
-    let path = sidecar_path(out, &w.id);
     let mut content = sidecar(&job, &history, &facts);
     LocalImages::default().add(store, &job, &mut content).await?;
-    let written = write_sidecar_unsynced(out, &w.id, &content)
-        .await
-        .with_context(|| format!("cannot write the provenance sidecar {}", path.display()))?;
-    Ok(Some(written))
+    Ok(Some(content))
 }
 
 /// What `restore_missing` did for one job.

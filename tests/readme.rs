@@ -29,7 +29,7 @@ const SETUP: [&str; 2] = ["cargo run --release -- demo", ".ci/run"];
 const TEST_COMMAND: &str = "cargo test --locked";
 
 /// The benchmark commands: hidden from `--help`, documented in docs/benchmarks.md.
-const HIDDEN: &[&str] = &["bench", "bench-engine", "bench-import", "bench-report", "bench-runners"];
+const HIDDEN: &[&str] = &["bench", "bench-engine", "bench-import", "bench-report", "bench-runners", "bench-s3"];
 
 /// `wanbatch ARGS --help`, which must succeed.
 fn help(args: &[&str]) -> String {

@@ -140,6 +140,7 @@ pub async fn run_wanbatch(sc: &Scenario) -> anyhow::Result<Figures> {
         concurrency: None,
         download_concurrency: 8,
         out_dir: dir.path().join("out"),
+        bucket: None,
         timing: Timing {
             expected: sc.scaled(sc.prior),
             min_poll_gap: sc.scaled(Duration::from_secs(1)),

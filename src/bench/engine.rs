@@ -38,18 +38,18 @@ pub struct BenchEngineArgs {
     pub dir: Option<PathBuf>,
 }
 
-const KEY: &str = "bench-engine-key";
+pub(super) const KEY: &str = "bench-engine-key";
 
 /// What a finished child used.
-struct Usage {
-    code: i32,
-    rss_mb: u64,
+pub(super) struct Usage {
+    pub(super) code: i32,
+    pub(super) rss_mb: u64,
     /// User and system CPU time.
-    cpu: Duration,
+    pub(super) cpu: Duration,
 }
 
 /// Peak RSS, CPU time and exit code of a finished child.
-fn wait_rusage(child: &std::process::Child) -> anyhow::Result<Usage> {
+pub(super) fn wait_rusage(child: &std::process::Child) -> anyhow::Result<Usage> {
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child, which nobody else reaps.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -93,7 +93,7 @@ fn filesystem(dir: &Path) -> String {
 
 /// A new folder for one run under `base` (kept until the benchmark ends: removing thousands
 /// of files between runs would slow the next run's file creation on some filesystems).
-fn run_dir(base: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+pub(super) fn run_dir(base: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
     let b = tempfile::Builder::new().prefix("wanbatch-bench-").to_owned();
     Ok(match base {
         Some(d) => {
@@ -118,7 +118,7 @@ fn write_manifest(path: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wanbatch(fake: &FakeServer) -> anyhow::Result<Command> {
+pub(super) fn wanbatch(fake: &FakeServer) -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.env("SEGMIND_API_KEY", KEY)
         .env("SEGMIND_BASE_URL", fake.api_url())
@@ -128,7 +128,7 @@ fn wanbatch(fake: &FakeServer) -> anyhow::Result<Command> {
 }
 
 /// Imports `n` generated rows into `db`.
-fn import(fake: &FakeServer, dir: &Path, db: &Path, n: usize) -> anyhow::Result<Duration> {
+pub(super) fn import(fake: &FakeServer, dir: &Path, db: &Path, n: usize) -> anyhow::Result<Duration> {
     let manifest = dir.join(format!("jobs-{n}.csv"));
     write_manifest(&manifest, n)?;
     let started = Instant::now();

@@ -8,10 +8,13 @@
 //! - `import` (`wanbatch bench-import`): import, status and export on large generated manifests;
 //! - `report` (`wanbatch bench-report`): the review page of a 10,000-job campaign in headless Chromium;
 //! - `runners` (`wanbatch bench-runners`): 1 runner, 3 runners on one key, 3 runners on 3 keys,
-//!   one campaign in PostgreSQL.
+//!   one campaign in PostgreSQL;
+//! - `s3` (`wanbatch bench-s3`): videos streamed to a local S3 server (moto): throughput, and peak
+//!   RSS against the video's size.
 
 pub mod economy;
 pub mod engine;
 pub mod import;
 pub mod report;
 pub mod runners;
+pub mod s3;

@@ -100,6 +100,9 @@ pub enum Command {
     /// Benchmark several runners on one PostgreSQL campaign: one key or three (docs/benchmarks.md).
     #[command(hide = true)]
     BenchRunners(crate::bench::runners::BenchRunnersArgs),
+    /// Benchmark videos streamed to a local S3 server (moto): throughput and peak RSS (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchS3(crate::bench::s3::BenchS3Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -165,6 +168,7 @@ where
             | Command::BenchImport(_)
             | Command::BenchReport(_)
             | Command::BenchRunners(_)
+            | Command::BenchS3(_)
     );
     // A command's flags are on its innermost subcommand (`review apply --db …`).
     let mut innermost = matches.subcommand();
@@ -210,6 +214,7 @@ async fn dispatch(command: Command, resolved: Resolved) -> anyhow::Result<Outcom
         Command::BenchImport(args) => crate::bench::import::run(args).await,
         Command::BenchRunners(args) => crate::bench::runners::run(args).await,
         Command::BenchReport(args) => crate::bench::report::run(args).await,
+        Command::BenchS3(args) => crate::bench::s3::run(args).await,
     }
 }
 

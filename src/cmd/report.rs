@@ -93,21 +93,50 @@ pub async fn run(args: ReportArgs, resolved: Resolved) -> anyhow::Result<Outcome
         );
         return Ok(Outcome::AllDone);
     }
-    let output = args.output.clone().unwrap_or_else(|| out.join("report.html"));
+    // `--out s3://…`: the page goes up beside the videos (made in a temporary folder first).
+    let bucket =
+        crate::output::BucketUrl::parse(&out.to_string_lossy()).map_err(|e| Failure::Usage(format!("--out {e}")))?;
+    if bucket.is_some() && args.write_sidecars {
+        store.close().await;
+        return Err(Failure::Usage(
+            "--write-sidecars restores sidecars in a folder; a bucket's videos get theirs as they are uploaded".into(),
+        )
+        .into());
+    }
+    let staging = tempfile::tempdir()?;
+    let output = match (&args.output, &bucket) {
+        (Some(o), _) => o.clone(),
+        (None, Some(_)) => staging.path().join("report.html"),
+        (None, None) => out.join("report.html"),
+    };
     let opts = WriteOptions {
         state,
         limit: args.limit,
         write_sidecars: args.write_sidecars,
+        in_bucket: bucket.is_some(),
     };
     let result = write(&store, &db, &out, &output, &opts).await;
     store.close().await;
     let (written, stats) = result?;
-    println!(
-        "report: {} ({} of {} jobs)",
-        written.output.display(),
-        written.shown,
-        written.total
-    );
+    let shown_at = match (&args.output, &bucket) {
+        (None, Some(url)) => {
+            let patience = resolved
+                .merged
+                .unreachable_after
+                .map_or(crate::settings::DEFAULT_UNREACHABLE_AFTER, |s| s.0);
+            let b = crate::output::Bucket::open(url, patience)?;
+            let page = std::fs::read(&output)?;
+            b.put("report.html", page)
+                .await
+                .map_err(crate::output::StoreError::into_failure)?;
+            url.url_of("report.html")
+        }
+        _ => written.output.display().to_string(),
+    };
+    println!("report: {shown_at} ({} of {} jobs)", written.shown, written.total);
+    if bucket.is_some() {
+        return Ok(Outcome::AllDone);
+    }
     let (done_cards, videos_found) = (stats.done_cards, stats.videos_found);
     if done_cards > 0 && videos_found == 0 {
         println!(
@@ -137,6 +166,9 @@ pub struct WriteOptions {
     pub state: Option<JobState>,
     pub limit: Option<u64>,
     pub write_sidecars: bool,
+    /// The videos are in a bucket (`--out s3://…`) beside the page: linked by name, and a done
+    /// job's video counts as present (it was completed there, whole, before the job was done).
+    pub in_bucket: bool,
 }
 
 /// What writing the cards found.
@@ -203,6 +235,14 @@ pub async fn write(
                 }
             }
             let files = done.then(|| {
+                if opts.in_bucket {
+                    let named = |ext: &str| href(Path::new(&format!("{}.{ext}", job.id)));
+                    return CardFiles {
+                        video: named("mp4"),
+                        video_exists: true,
+                        sidecar: Some(named("json")),
+                    };
+                }
                 let sidecar = sidecar_path(&out_abs, &job.id);
                 CardFiles {
                     video: link(&video),

@@ -58,6 +58,17 @@ pub async fn run(args: RetryArgs, resolved: Resolved) -> anyhow::Result<Outcome>
         )
         .into());
     }
+    // The earlier take must never be lost: setting it aside is done in a folder; in a bucket
+    // (`--out s3://…`) it is not built yet, so nothing is changed.
+    let out = crate::settings::out_of(&resolved);
+    if args.rejected && crate::output::looks_like_url(&out.to_string_lossy()) {
+        return Err(Failure::Usage(format!(
+            "--rejected sets each rejected take aside (ID.rejected-N.mp4) before it is made again, which \
+             is not supported yet for a bucket ({}): nothing was changed",
+            out.display()
+        ))
+        .into());
+    }
     let store = Store::open_existing(&db).await?;
     let _lock = RunLock::acquire(&db)?;
     let mut total = 0;
@@ -71,7 +82,6 @@ pub async fn run(args: RetryArgs, resolved: Resolved) -> anyhow::Result<Outcome>
         total += store.retry(RetryWhich::Failed).await?;
     }
     if args.rejected {
-        let out = crate::settings::out_of(&resolved);
         total += retake_rejected(&store, &out).await?;
     }
     for id in &args.ids {

@@ -159,6 +159,17 @@ pub async fn run_with(
     let grace = secs("--grace-secs", tuning.grace_secs)?;
     let progress_interval = secs("--progress-interval", display.progress_interval)?;
     let clients = endpoint.clients(secs("--request-timeout-secs", tuning.request_timeout_secs)?)?;
+    // An output bucket must exist and take our writes before anything is paid for.
+    let bucket = match &settings.bucket {
+        Some(url) => {
+            let b = crate::output::Bucket::open(url, settings.unreachable_after)?;
+            b.check_writable()
+                .await
+                .map_err(crate::output::StoreError::into_failure)?;
+            Some(Arc::new(b))
+        }
+        None => None,
+    };
     let key_hash = endpoint.key.budget_name();
     // Manifests are validated before the database is touched.
     let staged = if manifests.is_empty() {
@@ -195,6 +206,11 @@ pub async fn run_with(
             "uploads under way when the last run stopped will be made again"
         );
     }
+    // Multipart uploads a dead run left are aborted (never completed): their jobs upload again.
+    let aborted = crate::output::recover_uploads(&store, bucket.as_deref(), settings.unreachable_after).await?;
+    if aborted > 0 {
+        eprintln!("{aborted} upload(s) under way when the last run stopped were aborted; their videos go up again");
+    }
     if r.repolled > 0 {
         tracing::info!(jobs = r.repolled, "re-polling saved request ids");
     }
@@ -211,6 +227,7 @@ pub async fn run_with(
         concurrency: settings.concurrency.map(|c| c as usize),
         download_concurrency: settings.download_concurrency as usize,
         out_dir: settings.out.clone(),
+        bucket,
         timing,
         on_unknown: settings.on_unknown,
         grace,

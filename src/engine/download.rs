@@ -40,6 +40,10 @@ pub enum DownloadError {
     Gone(u16),
     #[error("downloaded video is not valid: {0}")]
     Invalid(String),
+    /// The object store of `--out s3://…` refused or kept failing after its retries
+    /// (`output::stream`): the run stops, the job stays downloading.
+    #[error("{0}")]
+    Store(String),
 }
 
 #[derive(Debug)]

@@ -68,6 +68,8 @@ pub struct EngineConfig {
     pub concurrency: Option<usize>,
     pub download_concurrency: usize,
     pub out_dir: PathBuf,
+    /// Where videos go instead of `out_dir` when `--out` names a bucket (`output::stream`).
+    pub bucket: Option<Arc<crate::output::Bucket>>,
     pub timing: Timing,
     pub on_unknown: UnknownPolicy,
     /// How long in-flight calls may finish after Ctrl-C.

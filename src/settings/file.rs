@@ -22,6 +22,11 @@ pub fn locate(named: Option<&Path>, cwd: &Path) -> Option<PathBuf> {
     }
 }
 
+/// An object-store URL (`s3://…`): not a path to make absolute.
+fn is_bucket(p: &Path) -> bool {
+    p.to_str().is_some_and(crate::output::looks_like_url)
+}
+
 /// Reads and checks a config file. Errors name the file (and the key).
 pub fn load(path: &Path) -> Result<Layer, String> {
     let name = path.display();
@@ -31,7 +36,7 @@ pub fn load(path: &Path) -> Result<Layer, String> {
         .parent()
         .filter(|b| !b.as_os_str().is_empty() && *b != Path::new("."));
     for p in [&mut layer.db, &mut layer.out].into_iter().flatten() {
-        if let (Some(base), true) = (base, p.is_relative() && !crate::store::is_url(p)) {
+        if let (Some(base), true) = (base, p.is_relative() && !crate::store::is_url(p) && !is_bucket(p)) {
             *p = base.join(&*p);
         }
     }

@@ -163,7 +163,10 @@ fn read_stored(db: &Path) -> Result<Layer, String> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSettings {
     pub db: PathBuf,
+    /// The videos' folder; for an object-store output, the URL's text.
     pub out: PathBuf,
+    /// `Some` when `--out` names a bucket (`s3://bucket/prefix`, `gs://…`, `az://…`).
+    pub bucket: Option<crate::output::BucketUrl>,
     pub rpm: u32,
     /// `None`: automatic (Little's law on the budget and the learned duration).
     pub concurrency: Option<u32>,
@@ -195,7 +198,10 @@ impl RunSettings {
             ));
         }
         let out = m.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
-        if out.exists() && !out.is_dir() {
+        // `s3://bucket/prefix` (also gs://, az://): videos go to object storage.
+        let bucket = crate::output::BucketUrl::parse(&out.to_string_lossy())
+            .map_err(|e| format!("{} {e}", r.name("out")))?;
+        if bucket.is_none() && out.exists() && !out.is_dir() {
             return Err(format!(
                 "{} {}: expected a folder for the videos, but it is a file",
                 r.name("out"),
@@ -204,7 +210,7 @@ impl RunSettings {
         }
         let mut to_store = r.given.clone();
         // Remembered as an absolute path: a later command may run from another folder.
-        if let Some(o) = to_store.out.as_mut() {
+        if let Some(o) = to_store.out.as_mut().filter(|_| bucket.is_none()) {
             if let Ok(abs) = std::path::absolute(&*o) {
                 *o = abs;
             }
@@ -212,6 +218,7 @@ impl RunSettings {
         Ok(RunSettings {
             db: r.db.clone(),
             out,
+            bucket,
             rpm: m.rpm.unwrap_or(DEFAULT_RPM),
             concurrency: m.concurrency,
             price: m.price,

@@ -25,18 +25,33 @@ const GIVE_UP_TRIES: i64 = 30;
 #[tracing::instrument(skip_all, fields(job = %w.id))]
 async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
     let expected = w.output_size.and_then(|n| u64::try_from(n).ok());
-    let result = download::fetch(
-        &s.dl,
-        &w.output_url,
-        &s.cfg.out_dir,
-        &w.id,
-        &w.request_id,
-        expected,
-        s.cfg.max_video_bytes,
-    )
-    .await;
+    let result = match &s.cfg.bucket {
+        Some(bucket) => {
+            let limits = download::Limits::new(s.cfg.max_video_bytes);
+            crate::output::stream::upload(&s.dl, bucket, &s.store, w, expected, limits).await
+        }
+        None => {
+            download::fetch(
+                &s.dl,
+                &w.output_url,
+                &s.cfg.out_dir,
+                &w.id,
+                &w.request_id,
+                expected,
+                s.cfg.max_video_bytes,
+            )
+            .await
+        }
+    };
     let now = now_ms();
     match result {
+        Ok(f) if s.cfg.bucket.is_some() => {
+            let mismatch = match s.store.params_of(w.seq).await? {
+                Some(params) => mismatch(&params, &f.video),
+                None => None,
+            };
+            into_bucket(s, w, &f, mismatch.as_deref()).await
+        }
         Ok(f) => {
             let mismatch = match s.store.params_of(w.seq).await? {
                 Some(params) => mismatch(&params, &f.video),
@@ -79,6 +94,14 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 )
                 .await?;
             tracing::debug!(bytes = f.bytes, "downloaded");
+            Ok(Next::Nothing)
+        }
+        Err(e @ DownloadError::Store(_)) => {
+            // The object store refused, or failed for the whole --unreachable-after: stop the
+            // run (exit 4); the job stays downloading, its URL valid for days.
+            tracing::error!(error = %e, "cannot write videos to the object store");
+            s.tele.error(format_args!("{e}"));
+            let _ = s.events.send(Event::Local(e.to_string()));
             Ok(Next::Nothing)
         }
         Err(e @ DownloadError::Local { .. }) => {
@@ -130,6 +153,47 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
             then(row, |row| fetching(row, due))
         }
     }
+}
+
+/// A video completed in the bucket: its sidecar `ID.json` goes beside it (one put: whole or
+/// absent), then the job is recorded done. A crash in between leaves the job downloading: the
+/// next run uploads both again.
+async fn into_bucket(
+    s: &Shared,
+    w: &DownloadWork,
+    f: &download::Fetched,
+    mismatch: Option<&str>,
+) -> anyhow::Result<Next> {
+    let bucket = s.cfg.bucket.as_ref().expect("into_bucket is called for a bucket");
+    let content = match crate::provenance::content_for_download(&s.store, w, f, mismatch).await? {
+        Some(c) => c,
+        // A stale worker: the job no longer waits for this download.
+        None => return Ok(Next::Nothing),
+    };
+    let mut text = serde_json::to_vec_pretty(&content)?;
+    text.push(b'\n');
+    if let Err(e) = bucket.put(&format!("{}.json", w.id), text).await {
+        tracing::error!(error = %e, "cannot write the provenance sidecar to the object store");
+        let _ = s.events.send(Event::Local(e.to_string()));
+        return Ok(Next::Nothing);
+    }
+    if let Some(m) = mismatch {
+        tracing::warn!(video = %m, "the video differs from its request (kept, flagged)");
+    }
+    let path = f.path.to_string_lossy();
+    s.store
+        .record_downloaded(
+            w.seq,
+            &w.request_id,
+            &path,
+            f.bytes as i64,
+            &f.sha256,
+            &f.video,
+            mismatch,
+        )
+        .await?;
+    tracing::debug!(bytes = f.bytes, "uploaded");
+    Ok(Next::Nothing)
 }
 
 /// How a video differs from what its request asked for (Wan 2.2 delivers 832×480 for 480p 16:9,
