@@ -29,7 +29,14 @@ const SETUP: [&str; 2] = ["cargo run --release -- demo", ".ci/run"];
 const TEST_COMMAND: &str = "cargo test --locked";
 
 /// The benchmark commands: hidden from `--help`, documented in docs/benchmarks.md.
-const HIDDEN: &[&str] = &["bench", "bench-engine", "bench-import", "bench-report", "bench-runners", "bench-s3"];
+const HIDDEN: &[&str] = &[
+    "bench",
+    "bench-engine",
+    "bench-import",
+    "bench-report",
+    "bench-runners",
+    "bench-s3",
+];
 
 /// `wanbatch ARGS --help`, which must succeed.
 fn help(args: &[&str]) -> String {

@@ -117,6 +117,129 @@ impl Limits {
     }
 }
 
+/// What every fetch checks, wherever the bytes go (a file here, a multipart upload in
+/// `output::stream`): on the way, the slow-transfer guard, a break reported with how far it got,
+/// `--max-video-bytes`, and the SHA-256 and MP4 boxes fed as the bytes pass; at the end, the
+/// host's length, the MP4 signature and a whole video by its own boxes.
+pub struct Verifier {
+    limits: Limits,
+    window_end: tokio::time::Instant,
+    window_bytes: u64,
+    /// Bytes so far (those held from an earlier attempt included).
+    pub written: u64,
+    hasher: Sha256,
+    check: Mp4Check,
+    /// The first bytes of this transfer, for the signature.
+    head: Vec<u8>,
+}
+
+impl Verifier {
+    pub fn new(limits: Limits) -> Verifier {
+        Verifier {
+            limits,
+            window_end: tokio::time::Instant::now() + limits.slow_window,
+            window_bytes: 0,
+            written: 0,
+            hasher: Sha256::new(),
+            check: Mp4Check::new(),
+            head: Vec::with_capacity(8),
+        }
+    }
+
+    /// Bytes an earlier attempt already holds (a resumed partial): hashed and checked, counted
+    /// in `written`, not in the slow guard's window.
+    pub fn held(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.check.update(bytes);
+        self.written += bytes.len() as u64;
+    }
+
+    /// The next chunk of `resp`'s body, checked (None at its end). `Remote`: the transfer broke
+    /// or trickled (what arrived may be kept and resumed); `Invalid`: over the size limit.
+    pub async fn next(&mut self, resp: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, DownloadError> {
+        loop {
+            let next = tokio::time::timeout_at(self.window_end, resp.chunk()).await;
+            if let Ok(Ok(Some(c))) = &next {
+                self.window_bytes += c.len() as u64;
+            }
+            if next.is_err() || tokio::time::Instant::now() >= self.window_end {
+                if self.window_bytes < self.limits.slow_min_bytes {
+                    return Err(DownloadError::Remote(format!(
+                        "transfer too slow: {} bytes in {:?} (after {} bytes)",
+                        self.window_bytes, self.limits.slow_window, self.written
+                    )));
+                }
+                self.window_end = tokio::time::Instant::now() + self.limits.slow_window;
+                self.window_bytes = 0;
+            }
+            let chunk = match next {
+                Err(_) => continue,
+                Ok(Ok(Some(c))) => c,
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Err(e)) => {
+                    return Err(DownloadError::Remote(format!(
+                        "transfer broke after {} bytes: {e}",
+                        self.written
+                    )))
+                }
+            };
+            self.written += chunk.len() as u64;
+            if self.written > self.limits.max_bytes {
+                return Err(DownloadError::Invalid(format!(
+                    "video is over the {}-byte limit",
+                    self.limits.max_bytes
+                )));
+            }
+            self.hasher.update(&chunk);
+            self.check.update(&chunk);
+            if self.head.len() < 8 {
+                let take = 8 - self.head.len();
+                self.head.extend(chunk.iter().take(take));
+            }
+            return Ok(Some(chunk));
+        }
+    }
+
+    /// The verdict once the body ended: the SHA-256 and what the video is, or why it is not a
+    /// whole video (`Invalid`). `total`: the host's announced length; `expected`: the API's
+    /// `file_size`, unconfirmed (API.md): a file that disagrees with it is refused only if it
+    /// fails on its own, and then the disagreement is part of the reason — trusted strictly, a
+    /// wrong figure would refuse every complete video for ever. `signed`: whether the file
+    /// starts with the MP4 signature, when this transfer did not carry its first bytes (a resume).
+    pub fn finish(
+        self,
+        total: Option<u64>,
+        expected: Option<u64>,
+        signed: Option<bool>,
+        id: &str,
+    ) -> Result<(String, VideoInfo), DownloadError> {
+        let written = self.written;
+        let announced = expected
+            .filter(|e| *e != written)
+            .map(|e| format!(" (got {written} bytes, the API reported a file_size of {e})"));
+        let bad = |why: String| DownloadError::Invalid(format!("{why}{}", announced.as_deref().unwrap_or("")));
+        if let Some(t) = total.filter(|t| *t != written) {
+            return Err(bad(format!("got {written} bytes, the server announced {t}")));
+        }
+        if !signed.unwrap_or(self.head.len() == 8 && &self.head[4..8] == b"ftyp") {
+            return Err(bad("not an MP4 file (no ftyp box at the start)".into()));
+        }
+        // A well-sized file that is not a whole video (no moov, samples past its end) is
+        // fetched again, never recorded done.
+        let video = self.check.finish().map_err(|e| bad(e.to_string()))?;
+        if let Some(e) = expected.filter(|e| *e != written) {
+            tracing::warn!(
+                job = id,
+                bytes = written,
+                file_size = e,
+                "the video's length differs from the file_size the API reported, but the file is a whole \
+                 video by its own boxes: kept"
+            );
+        }
+        Ok((hex::encode(self.hasher.finalize()), video))
+    }
+}
+
 /// Fetches `url` into `OUT/ID.mp4`. `expected` is the API's `video.file_size`, when it gave one.
 pub async fn fetch(
     http: &reqwest::Client,
@@ -172,8 +295,7 @@ pub async fn fetch_with(
             "video of {t} bytes is over the {max_bytes}-byte limit"
         )));
     }
-    let mut hasher = Sha256::new();
-    let mut check = Mp4Check::new();
+    let mut v = Verifier::new(limits);
     let mut file = if resuming {
         // Hash (and check) what we already have, then append.
         let mut f = tokio::fs::File::open(&part).await.map_err(local(&part))?;
@@ -183,8 +305,7 @@ pub async fn fetch_with(
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            check.update(&buf[..n]);
+            v.held(&buf[..n]);
         }
         tokio::fs::OpenOptions::new()
             .append(true)
@@ -201,104 +322,43 @@ pub async fn fetch_with(
             f => f.map_err(local(&part))?,
         }
     };
-    // The first bytes, for the signature check (read back from the file only when resuming).
-    let mut head: Vec<u8> = Vec::with_capacity(8);
-    let mut written = if resuming { have } else { 0 };
-    let mut window_end = tokio::time::Instant::now() + limits.slow_window;
-    let mut window_bytes = 0u64;
     loop {
-        let next = tokio::time::timeout_at(window_end, resp.chunk()).await;
-        if let Ok(Ok(Some(c))) = &next {
-            window_bytes += c.len() as u64;
-        }
-        if next.is_err() || tokio::time::Instant::now() >= window_end {
-            if window_bytes < limits.slow_min_bytes {
+        match v.next(&mut resp).await {
+            Ok(Some(chunk)) => file.write_all(&chunk).await.map_err(local(&part))?,
+            Ok(None) => break,
+            Err(e @ DownloadError::Remote(_)) => {
                 // Keep what arrived: the next attempt resumes from it.
                 let _ = file.flush().await;
-                return Err(DownloadError::Remote(format!(
-                    "transfer too slow: {window_bytes} bytes in {:?} (after {written} bytes)",
-                    limits.slow_window
-                )));
+                return Err(e);
             }
-            window_end = tokio::time::Instant::now() + limits.slow_window;
-            window_bytes = 0;
-        }
-        let chunk = match next {
-            Err(_) => continue,
-            Ok(Ok(Some(c))) => c,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => {
-                // Keep what arrived: the next attempt resumes from it.
-                let _ = file.flush().await;
-                return Err(DownloadError::Remote(format!(
-                    "transfer broke after {written} bytes: {e}"
-                )));
+            Err(e) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
             }
-        };
-        written += chunk.len() as u64;
-        if written > max_bytes {
-            drop(file);
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(DownloadError::Invalid(format!(
-                "video is over the {max_bytes}-byte limit"
-            )));
         }
-        hasher.update(&chunk);
-        check.update(&chunk);
-        if head.len() < 8 {
-            head.extend(chunk.iter().take(8 - head.len()));
-        }
-        file.write_all(&chunk).await.map_err(local(&part))?;
     }
     file.flush().await.map_err(local(&part))?;
     drop(file);
-    // The API's `video.file_size` is unconfirmed (API.md): a file that disagrees with it is
-    // refused only if it fails on its own (the host's length, or its boxes below), and then the
-    // disagreement is part of the reason. Trusted strictly, a wrong figure would refuse every
-    // complete video for ever.
-    let announced = expected
-        .filter(|e| *e != written)
-        .map(|e| format!(" (got {written} bytes, the API reported a file_size of {e})"));
-    let bad = |why: String| {
-        let why = format!("{why}{}", announced.as_deref().unwrap_or(""));
-        let part = &part;
-        async move {
-            let _ = tokio::fs::remove_file(part).await;
-            Err(DownloadError::Invalid(why))
+    let bytes = v.written;
+    let signed = if resuming {
+        Some(has_mp4_signature(&part).await)
+    } else {
+        None
+    };
+    let (sha256, video) = match v.finish(total, expected, signed, id) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
         }
     };
-    if let Some(t) = total.filter(|t| *t != written) {
-        return bad(format!("got {written} bytes, the server announced {t}")).await;
-    }
-    let signed = if resuming {
-        has_mp4_signature(&part).await
-    } else {
-        head.len() == 8 && &head[4..8] == b"ftyp"
-    };
-    if !signed {
-        return bad("not an MP4 file (no ftyp box at the start)".into()).await;
-    }
-    // A well-sized file that is not a whole video (no moov, samples past its end) is fetched
-    // again, never recorded done.
-    let video = match check.finish() {
-        Ok(v) => v,
-        Err(e) => return bad(e.to_string()).await,
-    };
-    if let Some(e) = expected.filter(|e| *e != written) {
-        tracing::warn!(
-            job = id,
-            bytes = written,
-            file_size = e,
-            "the video's length differs from the file_size the API reported, but the file is a whole \
-             video by its own boxes: kept"
-        );
-    }
     let dest = final_path(out, id);
     tokio::fs::rename(&part, &dest).await.map_err(local(&dest))?;
     Ok(Fetched {
         path: dest,
-        bytes: written,
-        sha256: hex::encode(hasher.finalize()),
+        bytes,
+        sha256,
         video,
     })
 }

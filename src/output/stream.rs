@@ -19,11 +19,9 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use object_store::multipart::PartId;
 use object_store::PutPayload;
-use sha2::{Digest, Sha256};
 
 use super::{Bucket, StoreError};
-use crate::engine::download::{DownloadError, Fetched, Limits};
-use crate::mp4check::Mp4Check;
+use crate::engine::download::{DownloadError, Fetched, Limits, Verifier};
 use crate::store::{DownloadWork, Store};
 
 /// The size of every part but the last: S3's minimum (GCS and Azure take it too).
@@ -148,50 +146,9 @@ async fn stream_parts(
     let mp = bucket.multipart();
     let mut parts: Vec<PartId> = Vec::new();
     let mut buf = BytesMut::with_capacity(PART_BYTES);
-    let mut hasher = Sha256::new();
-    let mut check = Mp4Check::new();
-    let mut head: Vec<u8> = Vec::with_capacity(8);
-    let mut written = 0u64;
-    let mut window_end = tokio::time::Instant::now() + limits.slow_window;
-    let mut window_bytes = 0u64;
+    let mut v = Verifier::new(limits);
     let upload_id = upload_id.to_string();
-    loop {
-        let next = tokio::time::timeout_at(window_end, resp.chunk()).await;
-        if let Ok(Ok(Some(c))) = &next {
-            window_bytes += c.len() as u64;
-        }
-        if next.is_err() || tokio::time::Instant::now() >= window_end {
-            if window_bytes < limits.slow_min_bytes {
-                return Err(DownloadError::Remote(format!(
-                    "transfer too slow: {window_bytes} bytes in {:?} (after {written} bytes)",
-                    limits.slow_window
-                )));
-            }
-            window_end = tokio::time::Instant::now() + limits.slow_window;
-            window_bytes = 0;
-        }
-        let chunk = match next {
-            Err(_) => continue,
-            Ok(Ok(Some(c))) => c,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => {
-                return Err(DownloadError::Remote(format!(
-                    "transfer broke after {written} bytes: {e}"
-                )))
-            }
-        };
-        written += chunk.len() as u64;
-        if written > limits.max_bytes {
-            return Err(DownloadError::Invalid(format!(
-                "video is over the {}-byte limit",
-                limits.max_bytes
-            )));
-        }
-        hasher.update(&chunk);
-        check.update(&chunk);
-        if head.len() < 8 {
-            head.extend(chunk.iter().take(8 - head.len()));
-        }
+    while let Some(chunk) = v.next(resp).await? {
         // The buffer never grows past one part: a full part goes up as its own allocation
         // (freed once sent) and a new buffer starts, so memory stays one part per upload.
         let mut rest = &chunk[..];
@@ -210,35 +167,10 @@ async fn stream_parts(
             }
         }
     }
-    // The same checks, in the same order, as the folder download (`engine::download`).
-    let announced = expected
-        .filter(|e| *e != written)
-        .map(|e| format!(" (got {written} bytes, the API reported a file_size of {e})"));
-    let bad = |why: String| {
-        Err(DownloadError::Invalid(format!(
-            "{why}{}",
-            announced.as_deref().unwrap_or("")
-        )))
-    };
-    if let Some(t) = total.filter(|t| *t != written) {
-        return bad(format!("got {written} bytes, the server announced {t}"));
-    }
-    if !(head.len() == 8 && &head[4..8] == b"ftyp") {
-        return bad("not an MP4 file (no ftyp box at the start)".into());
-    }
-    let video = match check.finish() {
-        Ok(v) => v,
-        Err(e) => return bad(e.to_string()),
-    };
-    if let Some(e) = expected.filter(|e| *e != written) {
-        tracing::warn!(
-            job = id,
-            bytes = written,
-            file_size = e,
-            "the video's length differs from the file_size the API reported, but the file is a whole \
-             video by its own boxes: kept"
-        );
-    }
+    // The same checks as the folder download (`engine::download::Verifier`): the last part goes
+    // only once the video passed them all.
+    let written = v.written;
+    let (sha256, video) = v.finish(total, expected, None, id)?;
     if !buf.is_empty() || parts.is_empty() {
         let n = parts.len();
         let part = PutPayload::from(buf.split().freeze());
@@ -253,7 +185,7 @@ async fn stream_parts(
         Fetched {
             path: PathBuf::from(bucket.url.url_of(&video_name(id))),
             bytes: written,
-            sha256: hex::encode(hasher.finalize()),
+            sha256,
             video,
         },
     ))

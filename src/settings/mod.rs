@@ -199,8 +199,8 @@ impl RunSettings {
         }
         let out = m.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
         // `s3://bucket/prefix` (also gs://, az://): videos go to object storage.
-        let bucket = crate::output::BucketUrl::parse(&out.to_string_lossy())
-            .map_err(|e| format!("{} {e}", r.name("out")))?;
+        let bucket =
+            crate::output::BucketUrl::parse(&out.to_string_lossy()).map_err(|e| format!("{} {e}", r.name("out")))?;
         if bucket.is_none() && out.exists() && !out.is_dir() {
             return Err(format!(
                 "{} {}: expected a folder for the videos, but it is a file",
