@@ -175,6 +175,9 @@ impl Dispatcher {
         if self.cancel.is_cancelled() {
             self.stop = self.stop.take().or(Some(Stop::Interrupted));
         }
+        if let Some(msg) = s.gate.failure() {
+            self.stop = self.stop.take().or(Some(Stop::Local(msg)));
+        }
         self.stop.is_some()
     }
 
@@ -218,6 +221,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = self.shared.gate.acquire() => {}
                 _ = self.cancel.cancelled() => return Ok(true),
+                _ = self.shared.gate.failed() => return Ok(true),
             }
             // Reports that arrived while we waited (a 401, a 406…) are heard before anything is
             // sent: a stop costs at most one unused permit, never an extra call. Ordinary reports

@@ -71,12 +71,16 @@ struct Shared {
     tolerance: Duration,
     /// Slots taken from the database and not used yet, in time order.
     slots: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// Why the shared budget could not be reached for a minute: the run stops (no request goes
+    /// without a slot).
+    failed: Mutex<Option<String>>,
 }
 
 impl Shared {
     /// The next slot (waiting for the database if none is in hand).
     async fn take(&self) -> Instant {
         let mut slots = self.slots.lock().await;
+        let mut failing_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
             while slots.front().is_some_and(|t| *t + self.tolerance < now) {
@@ -101,8 +105,16 @@ impl Shared {
                     }));
                 }
                 Err(e) => {
-                    // The database is the budget: without it, no request goes.
+                    // The database is the budget: without it, no request goes. After a minute
+                    // the run stops (the dispatcher sees `failure`), every job resumable.
                     tracing::warn!(error = %e, "cannot take a request slot from the shared budget");
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_secs(60) {
+                        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                        failed.get_or_insert_with(|| {
+                            format!("the shared request budget in the database cannot be reached: {e:#}")
+                        });
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -199,6 +211,7 @@ impl Gate {
             per_take,
             tolerance,
             slots: tokio::sync::Mutex::new(VecDeque::new()),
+            failed: Mutex::new(None),
         });
         self
     }
@@ -345,6 +358,23 @@ impl Gate {
         st.cut_guard = Some(end + interval * 2);
         st.next_slot = end;
         tracing::info!(pace = st.pace, "rate limited: slowing down");
+    }
+
+    /// Why requests cannot go on, if the shared budget (several runners) stayed unreachable.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .as_ref()
+            .and_then(|s| s.failed.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Resolves once `failure` says something (never without a shared budget).
+    pub async fn failed(&self) {
+        loop {
+            if self.failure().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// When the current pause ends, if one is in force.
