@@ -35,20 +35,7 @@ fn s3_run(
         cmd.arg(m);
     }
     cmd.args(["--db", env.db().to_str().unwrap(), "--out", out]);
-    cmd.args([
-        "--rpm",
-        "6000",
-        "--expected-duration",
-        "0.3s",
-        "--min-poll-gap-ms",
-        "30",
-        "--backoff-ms",
-        "20",
-        "--grace-secs",
-        "2",
-        "--request-timeout-secs",
-        "5",
-    ]);
+    cmd.args(["--rpm", "6000"]).args(FAST);
     cmd.args(extra);
     for (k, v) in moto.env() {
         cmd.env(k, v);

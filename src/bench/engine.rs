@@ -151,18 +151,21 @@ struct Speed {
     requests: usize,
 }
 
-async fn speed(dir: &tempfile::TempDir, n: usize, concurrency: Option<u32>, downloads: u32) -> anyhow::Result<Speed> {
+/// A zero-latency fake serving `video_len`-byte videos, `n` jobs imported into `dir/bench.db`,
+/// and a `wanbatch run` of them at full speed (no rate limit, no wait between polls); the caller
+/// says where the videos go.
+pub(super) async fn flat_out_run(dir: &Path, n: usize, video_len: usize) -> anyhow::Result<(FakeServer, Command)> {
     let fake = FakeServer::start(FakeConfig {
         api_key: KEY.into(),
         queue: Duration::ZERO,
         run: Duration::ZERO,
-        video_len: 1024,
+        video_len,
         credits: None,
         ..FakeConfig::default()
     })
     .await?;
-    let db = dir.path().join("bench.db");
-    import(&fake, dir.path(), &db, n)?;
+    let db = dir.join("bench.db");
+    import(&fake, dir, &db, n)?;
     let mut cmd = wanbatch(&fake)?;
     cmd.args([
         "run",
@@ -175,9 +178,13 @@ async fn speed(dir: &tempfile::TempDir, n: usize, concurrency: Option<u32>, down
         "0",
     ])
     .arg("--db")
-    .arg(&db)
-    .arg("--out")
-    .arg(dir.path().join("out"));
+    .arg(&db);
+    Ok((fake, cmd))
+}
+
+async fn speed(dir: &tempfile::TempDir, n: usize, concurrency: Option<u32>, downloads: u32) -> anyhow::Result<Speed> {
+    let (fake, mut cmd) = flat_out_run(dir.path(), n, 1024).await?;
+    cmd.arg("--out").arg(dir.path().join("out"));
     cmd.arg("--download-concurrency").arg(downloads.to_string());
     if let Some(c) = concurrency {
         cmd.arg("--concurrency").arg(c.to_string());

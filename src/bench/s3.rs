@@ -12,9 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::engine::{import, run_dir, wanbatch, Usage, KEY};
+use super::engine::{run_dir, Usage};
 use crate::exit::Outcome;
-use crate::fake::{FakeConfig, FakeServer};
 use crate::motolocal::MotoServer;
 
 #[derive(clap::Args, Debug)]
@@ -57,34 +56,11 @@ async fn one(
     prefix: &str,
 ) -> anyhow::Result<Figures> {
     let dir = run_dir(args.dir.as_deref())?;
-    let fake = FakeServer::start(FakeConfig {
-        api_key: KEY.into(),
-        queue: Duration::ZERO,
-        run: Duration::ZERO,
-        video_len: mib * 1024 * 1024,
-        credits: None,
-        ..FakeConfig::default()
-    })
-    .await?;
-    let db = dir.path().join("bench.db");
-    import(&fake, dir.path(), &db, videos)?;
-    let mut cmd = wanbatch(&fake)?;
-    cmd.args([
-        "run",
-        "--quiet",
-        "--rpm",
-        "1000000",
-        "--expected-duration",
-        "0.005s",
-        "--min-poll-gap-ms",
-        "0",
-    ])
-    .arg("--db")
-    .arg(&db)
-    .arg("--download-concurrency")
-    .arg(args.download_concurrency.to_string())
-    .arg("--max-video-bytes")
-    .arg(((mib as u64 + 1) << 20).to_string());
+    let (fake, mut cmd) = super::engine::flat_out_run(dir.path(), videos, mib * 1024 * 1024).await?;
+    cmd.arg("--download-concurrency")
+        .arg(args.download_concurrency.to_string())
+        .arg("--max-video-bytes")
+        .arg(((mib as u64 + 1) << 20).to_string());
     match moto {
         Some(m) => {
             cmd.arg("--out").arg(format!("s3://{BUCKET}/{prefix}"));
