@@ -46,16 +46,7 @@ fn s3_run(
 
 /// The bytes the fake served for job `id` (its request decides them).
 fn served(env: &Env, job: &serde_json::Value, len: usize) -> Vec<u8> {
-    let rid = job["request_id"].as_str().unwrap();
-    let body = env
-        .fake
-        .stats()
-        .submits
-        .into_iter()
-        .find(|s| s.request_id == rid)
-        .map(|s| s.body)
-        .unwrap_or_default();
-    wanbatch::fake::video_for(&body, rid, len)
+    env.served(job["request_id"].as_str().unwrap(), len)
 }
 
 /// Every job done, its video in the bucket byte for byte as served, its sidecar beside it

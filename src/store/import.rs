@@ -73,6 +73,15 @@ impl ImportCheck {
     }
 }
 
+/// The rows an import's insert made, which must be the new rows its check counted.
+fn as_checked(inserted: u64, expected: u64) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        inserted == expected,
+        "import inserted {inserted} rows, expected {expected}"
+    );
+    Ok(inserted)
+}
+
 impl Store {
     /// Compares staged rows with the database without writing (`import --dry-run`).
     pub async fn check_staged(&self, staging: &Staging, limit: usize) -> anyhow::Result<ImportCheck> {
@@ -192,13 +201,7 @@ async fn insert_staged(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        anyhow::ensure!(
-            done.rows_affected() == summary.inserted,
-            "import inserted {} rows, expected {}",
-            done.rows_affected(),
-            summary.inserted
-        );
-        summary.inserted = done.rows_affected();
+        summary.inserted = as_checked(done.rows_affected(), summary.inserted)?;
     }
     tracing::info!(elapsed = ?started.elapsed(), "staged rows inserted");
     tx.commit().await?;
@@ -301,13 +304,7 @@ async fn pg_import(
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        anyhow::ensure!(
-            done.rows_affected() == summary.inserted,
-            "import inserted {} rows, expected {}",
-            done.rows_affected(),
-            summary.inserted
-        );
-        summary.inserted = done.rows_affected();
+        summary.inserted = as_checked(done.rows_affected(), summary.inserted)?;
     }
     tx.commit().await?;
     Ok(Ok(summary))

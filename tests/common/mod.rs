@@ -129,6 +129,20 @@ impl Env {
     }
 
     /// Checks every done job's file against the bytes the fake served for its request id.
+    /// The `len` bytes the fake served for request `rid`: the body it was sent for that request
+    /// decides the video it made.
+    pub fn served(&self, rid: &str, len: usize) -> Vec<u8> {
+        let body = self
+            .fake
+            .stats()
+            .submits
+            .into_iter()
+            .find(|s| s.request_id == rid)
+            .map(|s| s.body)
+            .unwrap_or_default();
+        wanbatch::fake::video_for(&body, rid, len)
+    }
+
     pub fn assert_videos_match(&self, jobs: &[serde_json::Value]) {
         self.assert_videos_match_len(jobs, 48 * 1024)
     }
@@ -140,17 +154,8 @@ impl Env {
             let path = self.out().join(format!("{id}.mp4"));
             assert_eq!(j["output"].as_str().unwrap(), path.to_str().unwrap());
             let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            // The body the fake was sent for this request decides the video it made.
-            let body = self
-                .fake
-                .stats()
-                .submits
-                .into_iter()
-                .find(|s| s.request_id == rid)
-                .map(|s| s.body)
-                .unwrap_or_default();
             assert!(
-                got == wanbatch::fake::video_for(&body, rid, len),
+                got == self.served(rid, len),
                 "{id}: bytes differ from what the fake served"
             );
         }

@@ -78,21 +78,7 @@ async fn download_inner(s: &Shared, w: &DownloadWork) -> anyhow::Result<Next> {
                 let _ = s.events.send(Event::Local(msg));
                 return Ok(Next::Nothing);
             }
-            let path = f.path.to_string_lossy();
-            if let Some(m) = &mismatch {
-                tracing::warn!(video = %m, "the video differs from its request (kept, flagged)");
-            }
-            s.store
-                .record_downloaded(
-                    w.seq,
-                    &w.request_id,
-                    &path,
-                    f.bytes as i64,
-                    &f.sha256,
-                    &f.video,
-                    mismatch.as_deref(),
-                )
-                .await?;
+            record_done(s, w, &f, mismatch.as_deref()).await?;
             tracing::debug!(bytes = f.bytes, "downloaded");
             Ok(Next::Nothing)
         }
@@ -177,6 +163,19 @@ async fn into_bucket(
         let _ = s.events.send(Event::Local(e.to_string()));
         return Ok(Next::Nothing);
     }
+    record_done(s, w, f, mismatch).await?;
+    tracing::debug!(bytes = f.bytes, "uploaded");
+    Ok(Next::Nothing)
+}
+
+/// The job done, its video (in a folder or a bucket) and sidecar in place: what the video is,
+/// and how it differs from its request, if it does (kept, flagged).
+async fn record_done(
+    s: &Shared,
+    w: &DownloadWork,
+    f: &download::Fetched,
+    mismatch: Option<&str>,
+) -> anyhow::Result<()> {
     if let Some(m) = mismatch {
         tracing::warn!(video = %m, "the video differs from its request (kept, flagged)");
     }
@@ -192,8 +191,7 @@ async fn into_bucket(
             mismatch,
         )
         .await?;
-    tracing::debug!(bytes = f.bytes, "uploaded");
-    Ok(Next::Nothing)
+    Ok(())
 }
 
 /// How a video differs from what its request asked for (Wan 2.2 delivers 832×480 for 480p 16:9,
